@@ -1,0 +1,110 @@
+"""Command-line flags shared by every trainer, their validation, and dispatch.
+
+``python -m distral_tf.launch`` parses these flags (and those each trainer and
+level-set module defines) and calls ``run``. A bad flag or value is one line on
+stderr and exit status 2 (``errors.UsageError``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Sequence
+
+from absl import flags
+
+from distral_tf import errors
+from distral_tf.envs import level_sets
+
+TABULAR_ALGORITHMS = ('soft_q', 'distral_soft_q')
+DEEP_ALGORITHMS = ('a3c', 'a3c_multitask', 'a3c_2col', 'kl_1col', 'kl_ent_1col',
+                   'kl_2col', 'kl_ent_2col')
+ALGORITHMS = TABULAR_ALGORITHMS + DEEP_ALGORITHMS
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_enum('level_set', 'two_rooms', level_sets.LEVEL_SET_NAMES,
+                  'Which set of tasks to train on.')
+flags.DEFINE_enum('algorithm', 'kl_ent_2col', ALGORITHMS,
+                  'Tabular (soft_q, distral_soft_q; two_rooms only) or one of the '
+                  "paper's seven deep algorithms.")
+flags.DEFINE_integer('seed', 0, 'Random seed of the run (tasks, networks, environments).')
+flags.DEFINE_integer('num_tasks', None, 'Number of tasks; default: the level set\'s own.')
+flags.DEFINE_integer('env_steps_per_task', None,
+                     'Budget in environment frames per task (action repeat included); '
+                     'default depends on the algorithm family and level set.')
+flags.DEFINE_string('logdir', None,
+                    'Log directory; default runs/<level_set>/<algorithm>/seed<seed>.')
+flags.DEFINE_float('learning_rate', None, 'Initial learning rate; default per family.')
+flags.DEFINE_float('discount', None, 'Discount gamma; default per family.')
+flags.DEFINE_float('alpha', None,
+                   'alpha = c_KL / (c_KL + c_Ent); default: the algorithm\'s own '
+                   '(1 for KL and distral_soft_q, 0.5 for KL+ent, 0 for A3C).')
+flags.DEFINE_float('entropy_cost', None,
+                   'Total regularisation cost 1/beta = c_KL + c_Ent (the entropy '
+                   'cost of the A3C baselines); default per family.')
+
+level_sets.import_level_set_modules()
+
+
+def default_logdir(level_set: str, algorithm: str, seed: int) -> str:
+  return os.path.join('runs', level_set, algorithm, f'seed{seed}')
+
+
+def validate_common(fv: flags.FlagValues) -> None:
+  """Checks flags shared by every trainer; raises ``errors.UsageError``."""
+  if fv.algorithm in TABULAR_ALGORITHMS and fv.level_set != 'two_rooms':
+    raise errors.UsageError(
+        f'--algorithm={fv.algorithm} is tabular and runs on --level_set=two_rooms '
+        f'only; for {fv.level_set} choose one of: {", ".join(DEEP_ALGORITHMS)}')
+  positive = dict(num_tasks=fv.num_tasks, env_steps_per_task=fv.env_steps_per_task,
+                  learning_rate=fv.learning_rate, entropy_cost=fv.entropy_cost)
+  for name, value in positive.items():
+    if value is not None and not value > 0:
+      raise errors.UsageError(f'--{name} must be > 0, got {value}')
+  if fv.discount is not None and not 0.0 <= fv.discount <= 1.0:
+    raise errors.UsageError(f'--discount must be in [0, 1], got {fv.discount}')
+  if fv.alpha is not None and not 0.0 <= fv.alpha <= 1.0:
+    raise errors.UsageError(f'--alpha must be in [0, 1], got {fv.alpha}')
+  if fv.seed < 0:
+    raise errors.UsageError(f'--seed must be >= 0, got {fv.seed}')
+
+
+def run(fv: flags.FlagValues = FLAGS) -> dict:
+  """Runs the trainer the flags select and returns its summary."""
+  validate_common(fv)
+  if fv.logdir is None:
+    fv.logdir = default_logdir(fv.level_set, fv.algorithm, fv.seed)
+  if fv.algorithm in TABULAR_ALGORITHMS:
+    from distral_tf.tabular import train  # pylint: disable=g-import-not-at-top
+    return train.run(fv)
+  from distral_tf.agents import train  # pylint: disable=g-import-not-at-top
+  return train.run(fv)
+
+
+def run_from_args(argv: Sequence[str]) -> dict:
+  """Parses ``argv`` (flags only, no program name) into FLAGS and runs (for tests)."""
+  FLAGS.unparse_flags()
+  FLAGS(['distral_tf'] + list(argv))
+  return run(FLAGS)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, but a bad flag is one line on stderr and exit status 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(errors.USAGE_EXIT_CODE)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    print(f'error: unexpected arguments {" ".join(argv[1:])}; flags look like '
+          '--name=value (see --helpfull)', file=sys.stderr)
+    sys.exit(errors.USAGE_EXIT_CODE)
+  try:
+    run(FLAGS)
+  except errors.UsageError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(errors.USAGE_EXIT_CODE)

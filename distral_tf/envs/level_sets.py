@@ -1,0 +1,73 @@
+"""Level sets: named lists of tasks, each a factory of ``dm_env.Environment``.
+
+A level set is what ``--level_set`` names. Its tasks share one observation and
+action space; task i is learned by policy pi_i. Factories are picklable (module
+level functions bound with ``functools.partial``) so environments can be built
+inside their own processes (``distral_tf.envs.process``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable
+
+import dm_env
+
+from distral_tf import errors
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One task of a level set."""
+  name: str
+  # seed -> a fresh environment of this task. Must be picklable.
+  make_env: Callable[[int], dm_env.Environment]
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelSet:
+  """A named set of tasks sharing observation and action spaces."""
+  name: str
+  tasks: tuple[Task, ...]
+  num_actions: int
+  # Environment frames per agent step (the action repeat). Budgets count frames.
+  frames_per_step: int = 1
+  # 'pixels' (uint8 HxWx3) or 'vector' (float32 [D]).
+  observation_kind: str = 'pixels'
+  # Whether figures normalise returns per task by the best A3C score (paper, B.2).
+  normalise_by_a3c: bool = False
+
+  @property
+  def task_names(self) -> tuple[str, ...]:
+    return tuple(t.name for t in self.tasks)
+
+
+# Level set name -> module providing ``make_level_set(name, num_tasks, seed)``.
+# Each module defines its own flags (read there, after flags are parsed).
+LEVEL_SET_MODULES = {
+    'two_rooms': 'distral_tf.envs.two_rooms',
+    'minigrid': 'distral_tf.envs.minigrid_tasks',
+    'mazes': 'distral_tf.dmlab.games',
+    'navigation': 'distral_tf.dmlab.games',
+    'lasertag': 'distral_tf.dmlab.games',
+}
+LEVEL_SET_NAMES = tuple(LEVEL_SET_MODULES)
+
+
+def import_level_set_modules() -> None:
+  """Imports every level-set module so that their flags are defined."""
+  for module in sorted(set(LEVEL_SET_MODULES.values())):
+    importlib.import_module(module)
+
+
+def make_level_set(name: str, num_tasks: int | None = None,
+                   seed: int = 0) -> LevelSet:
+  """Builds the level set ``name``; raises ``errors.UsageError`` for bad input."""
+  if name not in LEVEL_SET_MODULES:
+    raise errors.UsageError(
+        f'unknown level set {name!r}; valid choices: {", ".join(LEVEL_SET_NAMES)}')
+  if num_tasks is not None and num_tasks < 1:
+    raise errors.UsageError(f'--num_tasks must be >= 1, got {num_tasks}')
+  module = importlib.import_module(LEVEL_SET_MODULES[name])
+  return module.make_level_set(name, num_tasks, seed)

@@ -1,0 +1,215 @@
+"""An environment in its own process, behind a tiny pipe protocol.
+
+DeepMind Lab allows one instance per process, and environments stepped in
+separate processes run in parallel with the learner. ``EnvProcess`` builds the
+environment in a child process from a picklable factory and forwards
+``reset``/``step``. Stepping is split in ``send_step``/``receive`` so that a
+caller can step many environments at once.
+
+If the child process dies (a crash of the environment's native code), the next
+call restarts it with a new seed offset and returns the first time step of a
+fresh episode. A ``FIRST`` time step that arrives where a ``MID`` or ``LAST`` was
+expected therefore means "the episode was interrupted"; ``restarts`` counts
+them. Python exceptions raised by the environment are not crashes: they are
+re-raised in the caller as ``EnvError`` with the child's traceback.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import multiprocessing.connection
+import traceback
+from typing import Any, Callable
+
+import dm_env
+import numpy as np
+from absl import logging
+
+_CONTEXT = None
+# Seeds of restarted environments are offset by this much per restart.
+RESTART_SEED_STRIDE = 1_000_003
+
+
+def _context():
+  """A forkserver context: children start without the parent's TensorFlow state."""
+  global _CONTEXT
+  if _CONTEXT is None:
+    try:
+      _CONTEXT = mp.get_context('forkserver')
+      _CONTEXT.set_forkserver_preload(['distral_tf.envs.process', 'numpy', 'dm_env'])
+    except ValueError:  # Platforms without forkserver.
+      _CONTEXT = mp.get_context('spawn')
+  return _CONTEXT
+
+
+class EnvError(RuntimeError):
+  """An exception raised by the environment inside its process."""
+
+
+def _pack(timestep: dm_env.TimeStep) -> tuple:
+  return (int(timestep.step_type), timestep.reward, timestep.discount,
+          timestep.observation)
+
+
+def _unpack(packed: tuple) -> dm_env.TimeStep:
+  step_type, reward, discount, observation = packed
+  return dm_env.TimeStep(dm_env.StepType(step_type), reward, discount, observation)
+
+
+def _worker(conn: mp.connection.Connection,
+            make_env: Callable[[int], dm_env.Environment], seed: int) -> None:
+  """Child process: builds the environment and serves calls until 'close'."""
+  try:
+    env = make_env(seed)
+  except Exception:  # pylint: disable=broad-except
+    conn.send(('error', traceback.format_exc()))
+    conn.close()
+    return
+  conn.send(('ok', (env.observation_spec(), env.action_spec())))
+  while True:
+    try:
+      method, arg = conn.recv()
+    except (EOFError, KeyboardInterrupt):
+      break
+    if method == 'close':
+      break
+    try:
+      if method == 'step':
+        result = _pack(env.step(arg))
+      elif method == 'reset':
+        result = _pack(env.reset())
+      else:
+        result = getattr(env, method)(*arg)
+      conn.send(('ok', result))
+    except Exception:  # pylint: disable=broad-except
+      conn.send(('error', traceback.format_exc()))
+  try:
+    env.close()
+  finally:
+    conn.close()
+
+
+class EnvProcess:
+  """A ``dm_env``-like handle on an environment living in another process."""
+
+  def __init__(self, make_env: Callable[[int], dm_env.Environment], seed: int,
+               restart_on_crash: bool = True, name: str = 'env'):
+    self._make_env = make_env
+    self._seed = seed
+    self._restart_on_crash = restart_on_crash
+    self.name = name
+    self.restarts = 0
+    self._process = None
+    self._conn = None
+    self._pending = None  # 'step' or 'reset' while a call is in flight.
+    self._start()
+
+  # -- process management ---------------------------------------------------
+
+  def _start(self) -> None:
+    ctx = _context()
+    parent, child = ctx.Pipe()
+    seed = self._seed + self.restarts * RESTART_SEED_STRIDE
+    self._process = ctx.Process(target=_worker, args=(child, self._make_env, seed),
+                                daemon=True, name=self.name)
+    self._process.start()
+    child.close()
+    self._conn = parent
+    status, payload = self._conn.recv()
+    if status == 'error':
+      self._process.join(timeout=5)
+      raise EnvError(f'{self.name}: environment failed to start:\n{payload}')
+    self._observation_spec, self._action_spec = payload
+
+  def _restart(self) -> dm_env.TimeStep:
+    self.restarts += 1
+    logging.warning('%s: environment process died; restarting it (restart %d).',
+                    self.name, self.restarts)
+    self._kill()
+    self._start()
+    self._conn.send(('reset', None))
+    return self._receive_ok()
+
+  def _kill(self) -> None:
+    if self._process is not None and self._process.is_alive():
+      self._process.kill()
+    if self._process is not None:
+      self._process.join(timeout=5)
+    if self._conn is not None:
+      self._conn.close()
+
+  @property
+  def pid(self) -> int:
+    return self._process.pid
+
+  # -- dm_env-like interface --------------------------------------------------
+
+  def observation_spec(self) -> Any:
+    return self._observation_spec
+
+  def action_spec(self) -> Any:
+    return self._action_spec
+
+  def send_reset(self) -> None:
+    self._send('reset', None)
+
+  def send_step(self, action: Any) -> None:
+    self._send('step', action)
+
+  def _send(self, method: str, arg: Any) -> None:
+    assert self._pending is None, 'a call is already in flight'
+    self._pending = method
+    try:
+      self._conn.send((method, arg))
+    except (BrokenPipeError, ConnectionResetError, OSError):
+      pass  # Noticed in receive(), which restarts the process.
+
+  def receive(self) -> dm_env.TimeStep:
+    """The time step of the call in flight (a restart's FIRST step after a crash)."""
+    assert self._pending is not None, 'no call in flight'
+    self._pending = None
+    try:
+      return self._receive_ok()
+    except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+      if not self._restart_on_crash:
+        raise EnvError(f'{self.name}: environment process died') from None
+      return self._restart()
+
+  def _receive_ok(self) -> dm_env.TimeStep:
+    status, payload = self._conn.recv()
+    if status == 'error':
+      raise EnvError(f'{self.name}: environment raised:\n{payload}')
+    return _unpack(payload)
+
+  def reset(self) -> dm_env.TimeStep:
+    self.send_reset()
+    return self.receive()
+
+  def step(self, action: Any) -> dm_env.TimeStep:
+    self.send_step(action)
+    return self.receive()
+
+  def close(self) -> None:
+    if self._process is None:
+      return
+    try:
+      if self._process.is_alive():
+        self._conn.send(('close', None))
+        self._process.join(timeout=5)
+    except (BrokenPipeError, ConnectionResetError, OSError):
+      pass
+    self._kill()
+    self._process = None
+
+
+def step_all(envs: list[EnvProcess], actions: np.ndarray) -> list[dm_env.TimeStep]:
+  """Steps every environment in parallel with its action; returns their time steps."""
+  for env, action in zip(envs, actions):
+    env.send_step(action)
+  return [env.receive() for env in envs]
+
+
+def reset_all(envs: list[EnvProcess]) -> list[dm_env.TimeStep]:
+  for env in envs:
+    env.send_reset()
+  return [env.receive() for env in envs]
