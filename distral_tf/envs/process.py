@@ -10,8 +10,10 @@ If the child process dies (a crash of the environment's native code), the next
 call restarts it with a new seed offset and returns the first time step of a
 fresh episode. A ``FIRST`` time step that arrives where a ``MID`` or ``LAST`` was
 expected therefore means "the episode was interrupted"; ``restarts`` counts
-them. Python exceptions raised by the environment are not crashes: they are
-re-raised in the caller as ``EnvError`` with the child's traceback.
+them. A process that keeps dying as it restarts raises ``EnvError`` after
+``MAX_RESTART_ATTEMPTS`` tries. Python exceptions raised by the environment are
+not crashes: they are re-raised in the caller as ``EnvError`` with the child's
+traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from absl import logging
 _CONTEXT = None
 # Seeds of restarted environments are offset by this much per restart.
 RESTART_SEED_STRIDE = 1_000_003
+# Consecutive deaths of a restarted process before EnvProcess gives up.
+MAX_RESTART_ATTEMPTS = 3
 
 
 def _context():
@@ -44,6 +48,10 @@ def _context():
 
 class EnvError(RuntimeError):
   """An exception raised by the environment inside its process."""
+
+
+class _ProcessDied(EnvError):
+  """The environment's process ended before it answered."""
 
 
 def _pack(timestep: dm_env.TimeStep) -> tuple:
@@ -115,20 +123,32 @@ class EnvProcess:
     self._process.start()
     child.close()
     self._conn = parent
-    status, payload = self._conn.recv()
+    try:
+      status, payload = self._conn.recv()
+    except (EOFError, OSError):
+      self._process.join(timeout=5)
+      raise _ProcessDied(f'{self.name}: environment process died while starting '
+                         f'(exit code {self._process.exitcode})') from None
     if status == 'error':
       self._process.join(timeout=5)
       raise EnvError(f'{self.name}: environment failed to start:\n{payload}')
     self._observation_spec, self._action_spec = payload
 
   def _restart(self) -> dm_env.TimeStep:
-    self.restarts += 1
-    logging.warning('%s: environment process died; restarting it (restart %d).',
-                    self.name, self.restarts)
-    self._kill()
-    self._start()
-    self._conn.send(('reset', None))
-    return self._receive_ok()
+    """Starts a new process and resets it; gives up after repeated deaths."""
+    for _ in range(MAX_RESTART_ATTEMPTS):
+      self.restarts += 1
+      logging.warning('%s: environment process died; restarting it (restart %d).',
+                      self.name, self.restarts)
+      self._kill()
+      try:
+        self._start()
+        self._conn.send(('reset', None))
+        return self._receive_ok()
+      except (_ProcessDied, EOFError, OSError):
+        continue
+    raise EnvError(f'{self.name}: environment process died {MAX_RESTART_ATTEMPTS} '
+                   'times in a row while restarting; giving up')
 
   def _kill(self) -> None:
     if self._process is not None and self._process.is_alive():

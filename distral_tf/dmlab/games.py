@@ -1,0 +1,155 @@
+"""DeepMind Lab level sets of the paper: ``mazes``, ``navigation``, ``lasertag``.
+
+The paper's levels were internal to DeepMind; each set here maps its tasks onto
+levels of DeepMind Lab's public release (and two maze scripts of our own in
+``lua/``). docs/dmlab.md sets the mapping beside the paper's description of the
+tasks. This module imports without DeepMind Lab installed (``cli`` imports it
+for its flags); ``make_level_set`` says how to get DeepMind Lab when it is
+missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+
+from absl import flags
+
+from distral_tf import errors
+from distral_tf.dmlab import cache as cache_lib
+from distral_tf.dmlab import env as env_lib
+from distral_tf.envs import level_sets
+
+LUA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'lua')
+
+_DMLAB30 = 'contributed/dmlab30/'
+
+# Level set name -> (task name, DeepMind Lab level, extra Lab settings).
+# Task names are the level names (our own maze scripts: distral_maze_a/b).
+LEVELS = {
+    # Fixed layouts; a goal collected again and again from different starts,
+    # with apples as smaller rewards (paper, section 4.2 and table 2).
+    'mazes': (
+        ('nav_maze_static_01', 'nav_maze_static_01', ()),
+        ('nav_maze_static_02', 'nav_maze_static_02', ()),
+        ('nav_maze_static_03', 'nav_maze_static_03', ()),
+        ('nav_maze_random_goal_01', 'nav_maze_random_goal_01', ()),
+        ('nav_maze_random_goal_02', 'nav_maze_random_goal_02', ()),
+        ('nav_maze_random_goal_03', 'nav_maze_random_goal_03', ()),
+        ('distral_maze_a', 'distral_maze', (('levelDirectory', LUA_DIR),
+                                            ('mazeLayout', 'a'))),
+        ('distral_maze_b', 'distral_maze', (('levelDirectory', LUA_DIR),
+                                            ('mazeLayout', 'b'))),
+    ),
+    # Maps generated anew every episode; in the paper's order of tasks.
+    'navigation': (
+        ('explore_object_rewards_few', _DMLAB30 + 'explore_object_rewards_few', ()),
+        ('explore_object_locations_small',
+         _DMLAB30 + 'explore_object_locations_small', ()),
+        ('explore_goal_locations_small', _DMLAB30 + 'explore_goal_locations_small', ()),
+        ('explore_obstructed_goals_small',
+         _DMLAB30 + 'explore_obstructed_goals_small', ()),
+    ),
+    # Fixed maps (lt_*) and generated maps and bots (dmlab30 lasertag_*).
+    'lasertag': (
+        ('lt_chasm', 'lt_chasm', ()),
+        ('lt_hallway_slope', 'lt_hallway_slope', ()),
+        ('lt_horseshoe_color', 'lt_horseshoe_color', ()),
+        ('lt_space_bounce_hard', 'lt_space_bounce_hard', ()),
+        ('lasertag_one_opponent_small', _DMLAB30 + 'lasertag_one_opponent_small', ()),
+        ('lasertag_three_opponents_small',
+         _DMLAB30 + 'lasertag_three_opponents_small', ()),
+        ('lasertag_one_opponent_large', _DMLAB30 + 'lasertag_one_opponent_large', ()),
+        ('lasertag_three_opponents_large',
+         _DMLAB30 + 'lasertag_three_opponents_large', ()),
+    ),
+}
+LEVEL_SET_NAMES = tuple(LEVELS)
+# Sets whose figures normalise returns by the best A3C score per task (B.2).
+NORMALISED_BY_A3C = ('navigation', 'lasertag')
+
+_HOW_TO_GET = ('DeepMind Lab is built from source: see the "DeepMind Lab" section of '
+               'docs/dmlab.md, or run launch/build_dmlab.sh')
+
+flags.DEFINE_integer('dmlab_height', env_lib.DEFAULT_HEIGHT,
+                     'Height of DeepMind Lab observations in pixels.')
+flags.DEFINE_integer('dmlab_width', env_lib.DEFAULT_WIDTH,
+                     'Width of DeepMind Lab observations in pixels.')
+flags.DEFINE_integer('dmlab_action_repeat', env_lib.DEFAULT_ACTION_REPEAT,
+                     'DeepMind Lab frames per agent step (the action repeat).')
+flags.DEFINE_enum('dmlab_renderer', env_lib.DEFAULT_RENDERER, env_lib.RENDERERS,
+                  'DeepMind Lab renderer: software (OSMesa) or hardware (EGL).')
+flags.DEFINE_boolean('dmlab_level_cache', True,
+                     'Share compiled DeepMind Lab maps between workers and runs '
+                     'through a cache on disk.')
+flags.DEFINE_string('dmlab_level_cache_dir', cache_lib.DEFAULT_CACHE_DIR,
+                    'Directory of the DeepMind Lab level cache.')
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags(fv: flags.FlagValues = FLAGS) -> env_lib.EnvConfig:
+  """The environment settings the ``--dmlab_*`` flags select (defaults if unparsed)."""
+  for name in ('dmlab_height', 'dmlab_width', 'dmlab_action_repeat'):
+    if fv[name].value < 1:
+      raise errors.UsageError(f'--{name} must be >= 1, got {fv[name].value}')
+  cache_dir = None
+  if fv['dmlab_level_cache'].value:
+    cache_dir = os.path.expanduser(fv['dmlab_level_cache_dir'].value)
+  return env_lib.EnvConfig(height=fv['dmlab_height'].value,
+                           width=fv['dmlab_width'].value,
+                           action_repeat=fv['dmlab_action_repeat'].value,
+                           renderer=fv['dmlab_renderer'].value,
+                           level_cache_dir=cache_dir)
+
+
+def check_lab_module(lab_module: str = 'deepmind_lab') -> None:
+  """Raises ``errors.UsageError`` (one line) when ``lab_module`` cannot be imported."""
+  try:
+    importlib.import_module(lab_module)
+  except ImportError as e:
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise errors.UsageError(
+        f'the DeepMind Lab Python module {lab_module!r} cannot be imported ({reason}); '
+        f'{_HOW_TO_GET}') from None
+
+
+def build_level_set(name: str,
+                    num_tasks: int | None,
+                    seed: int,
+                    config: env_lib.EnvConfig,
+                    lab_module: str = 'deepmind_lab') -> level_sets.LevelSet:
+  """The level set ``name`` with explicit settings (``make_level_set`` reads flags).
+
+  Task ``i``'s environments mix ``(seed, i)`` into the seed the trainer gives
+  each of them, so episodes differ between runs, tasks and workers.
+  """
+  if name not in LEVELS:
+    raise errors.UsageError(f'unknown DeepMind Lab level set {name!r}; valid '
+                            f'choices: {", ".join(LEVEL_SET_NAMES)}')
+  levels = LEVELS[name]
+  if num_tasks is None:
+    num_tasks = len(levels)
+  if not 1 <= num_tasks <= len(levels):
+    raise errors.UsageError(f'--num_tasks for {name} must be in [1, {len(levels)}], '
+                            f'got {num_tasks}')
+  if seed < 0:
+    raise errors.UsageError(f'--seed must be >= 0, got {seed}')
+  check_lab_module(lab_module)
+  tasks = []
+  for index, (task_name, level, settings) in enumerate(levels[:num_tasks]):
+    make = functools.partial(env_lib.make_env, level=level, config=config,
+                             settings=settings, seed_salt=(seed, index),
+                             lab_module=lab_module)
+    tasks.append(level_sets.Task(task_name, make))
+  return level_sets.LevelSet(
+      name=name, tasks=tuple(tasks), num_actions=env_lib.NUM_ACTIONS,
+      frames_per_step=config.action_repeat, observation_kind='pixels',
+      normalise_by_a3c=name in NORMALISED_BY_A3C)
+
+
+def make_level_set(name: str, num_tasks: int | None = None,
+                   seed: int = 0) -> level_sets.LevelSet:
+  """``level_sets.make_level_set`` for mazes, navigation and lasertag."""
+  return build_level_set(name, num_tasks, seed, config_from_flags(FLAGS))

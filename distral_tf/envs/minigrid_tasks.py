@@ -1,0 +1,417 @@
+"""The ``minigrid`` level set: pixel navigation tasks that need no DeepMind Lab.
+
+Seven small MiniGrid worlds in which the agent must reach a green goal square:
+open rooms, rooms split by walls with gaps, a lava wall with a gap, rooms joined
+by closed doors. All share one action space and one observation: the egocentric
+7x7-cell view ahead of the agent as a uint8 RGB image (56x56 with the default
+8-pixel tiles); cells hidden behind walls are black.
+
+Actions index ``ACTIONS``: turn left, turn right, forward, toggle (opens doors).
+One agent step is one frame. Rewards and step limits are MiniGrid's: reaching
+the goal gives ``1 - 0.9 * steps / max_steps`` (``dm_env.termination``), lava
+ends the episode with 0 (a termination too), running out of steps is a
+``dm_env.truncation``. An environment draws its layouts from a generator seeded
+once with its seed. MiniGrid (with pygame) is imported only when first needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any, Callable
+
+import dm_env
+from dm_env import specs
+import numpy as np
+from absl import flags
+
+from distral_tf import errors
+from distral_tf.envs import level_sets
+
+LEVEL_SET_NAME = 'minigrid'
+
+DEFAULT_TILE_SIZE = 8
+MIN_TILE_SIZE = 4
+MAX_TILE_SIZE = 32
+VIEW_SIZE = 7  # Cells along each side of the agent's view (MiniGrid's default).
+
+flags.DEFINE_integer(
+    'minigrid_tile_size', DEFAULT_TILE_SIZE,
+    f'Pixels per grid cell in the minigrid level set; observations are '
+    f'{VIEW_SIZE}*tile_size pixels square.')
+
+# Our action i is MiniGrid's action ACTIONS[i] (left, right, forward, toggle).
+ACTION_NAMES = ('left', 'right', 'forward', 'toggle')
+ACTIONS = (0, 1, 2, 5)
+NUM_ACTIONS = len(ACTIONS)
+
+_MISSION = 'get to the green goal square'
+
+# Object codes of MiniGrid's symbolic view: (type, colour, state) triples,
+# flattened to one index into a table of tiles. One extra code is the agent.
+_NUM_TYPES = 11
+_NUM_COLORS = 6
+_NUM_STATES = 3
+_CODE_WEIGHTS = np.array([_NUM_COLORS * _NUM_STATES, _NUM_STATES, 1], np.intp)
+_AGENT_CODE = _NUM_TYPES * _NUM_COLORS * _NUM_STATES
+_UNSEEN_TYPE = 0
+_EMPTY_CODE = (1, 0, 0)  # MiniGrid's encoding of an empty visible cell.
+_WALL_CODE = (2, 5, 0)  # A grey wall.
+
+
+def _import_minigrid() -> Any:
+  """Imports MiniGrid (quietly); a missing package is the user's to fix."""
+  os.environ.setdefault('PYGAME_HIDE_SUPPORT_PROMPT', '1')
+  try:
+    import minigrid  # pylint: disable=g-import-not-at-top
+    import minigrid.envs  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:
+    raise errors.UsageError(
+        f'--level_set={LEVEL_SET_NAME} needs the minigrid package '
+        f'(pip install minigrid): {e}') from e
+  return minigrid
+
+
+# -- rendering -----------------------------------------------------------------
+
+
+class ViewRenderer:
+  """Draws MiniGrid's symbolic egocentric view as RGB pixels.
+
+  The view is a [view, view, 3] array of (type, colour, state) codes (see
+  ``EgocentricView``). Drawing it is one look-up in a table of MiniGrid's own
+  tiles (highlighted, as MiniGrid draws cells in sight; unseen cells black) and
+  one copy, instead of MiniGrid's cell-by-cell ``get_pov_render``. The agent's
+  cell always shows the agent, facing up.
+  """
+
+  def __init__(self, view_size: int, tile_size: int):
+    self._tile_size = tile_size
+    self._agent_cell = (view_size // 2, view_size - 1)  # (x, y), facing up.
+    self._tiles = np.zeros((_AGENT_CODE + 1, tile_size, tile_size, 3), np.uint8)
+    self._ready = np.zeros(_AGENT_CODE + 1, bool)
+    self._side = view_size * tile_size
+
+  @property
+  def shape(self) -> tuple[int, int, int]:
+    return (self._side, self._side, 3)
+
+  def render(self, view: np.ndarray) -> np.ndarray:
+    """[view, view, 3] codes indexed [x, y] -> new uint8 [H, W, 3] image."""
+    codes = view.dot(_CODE_WEIGHTS)
+    codes[self._agent_cell] = _AGENT_CODE
+    codes = codes.T  # Rows are y.
+    if not self._ready[codes].all():
+      self._add_tiles(codes)
+    tiles = self._tiles[codes]  # [y, x, ty, tx, 3]
+    return tiles.transpose(0, 2, 1, 3, 4).reshape(self._side, self._side, 3)
+
+  def _add_tiles(self, codes: np.ndarray) -> None:
+    """Renders the tiles of ``codes`` not in the table yet (unseen: black)."""
+    minigrid = _import_minigrid()
+    for code in np.unique(codes[~self._ready[codes]]):
+      self._ready[code] = True
+      type_idx, rest = divmod(int(code), _NUM_COLORS * _NUM_STATES)
+      if type_idx == _UNSEEN_TYPE:
+        continue
+      obj = (None if code == _AGENT_CODE else
+             minigrid.core.world_object.WorldObj.decode(type_idx,
+                                                        *divmod(rest, _NUM_STATES)))
+      self._tiles[code] = minigrid.core.grid.Grid.render_tile(
+          obj, agent_dir=3 if code == _AGENT_CODE else None, highlight=True,
+          tile_size=self._tile_size)
+
+
+# -- the egocentric view ---------------------------------------------------------
+
+
+class EgocentricView:
+  """MiniGrid's ``gen_obs()['image']``, computed without building sub-grids.
+
+  MiniGrid slices, rotates and re-encodes a copy of the grid (creating new wall
+  objects) at every step. This reads the view's cells straight from the
+  world's cell list instead, with the same occlusion rule (``Grid.process_vis``),
+  and returns an identical array several times faster.
+  """
+
+  def __init__(self, view_size: int):
+    self._size = view_size
+    self._agent = (view_size // 2, view_size - 1)
+    # View cell (i, j) is `forward` cells ahead and `right` cells to the right.
+    i, j = np.meshgrid(np.arange(view_size), np.arange(view_size), indexing='ij')
+    forward, right = view_size - 1 - j, i - view_size // 2
+    # World offsets per agent direction (MiniGrid: 0 east, 1 south, 2 west, 3 north).
+    self._offsets = []
+    for dx, dy in ((1, 0), (0, 1), (-1, 0), (0, -1)):
+      self._offsets.append((forward * dx - right * dy, forward * dy + right * dx))
+    # Each row is swept rightwards, then leftwards: (column, direction).
+    self._sweep = ([(i, 1) for i in range(view_size - 1)] +
+                   [(i, -1) for i in range(view_size - 1, 0, -1)])
+
+  def image(self, env: Any) -> np.ndarray:
+    """The [view, view, 3] symbolic view of ``env`` (a ``MiniGridEnv``), [x, y]."""
+    grid, size = env.grid, self._size
+    x_offset, y_offset = self._offsets[env.agent_dir]
+    xs, ys = x_offset + env.agent_pos[0], y_offset + env.agent_pos[1]
+    inside = (xs >= 0) & (xs < grid.width) & (ys >= 0) & (ys < grid.height)
+    cells = grid.grid
+    codes, opaque = [], []
+    for k in np.where(inside, ys * grid.width + xs, -1).ravel().tolist():
+      if k < 0:  # Outside the world: MiniGrid shows a wall.
+        codes.append(_WALL_CODE)
+        opaque.append(True)
+        continue
+      obj = cells[k]
+      if obj is None:
+        codes.append(_EMPTY_CODE)
+        opaque.append(False)
+      else:
+        codes.append(obj.encode())
+        opaque.append(not obj.see_behind())
+    image = np.array(codes, np.uint8).reshape(size, size, 3)
+    if not env.see_through_walls:
+      image[~self._visible(opaque)] = 0
+    image[self._agent] = env.carrying.encode() if env.carrying else _EMPTY_CODE
+    return image
+
+  def _visible(self, opaque: list[bool]) -> np.ndarray:
+    """MiniGrid's occlusion sweep over the flat [x * size + y] opacity list."""
+    size = self._size
+    mask = [False] * (size * size)
+    mask[self._agent[0] * size + self._agent[1]] = True
+    for j in reversed(range(size)):
+      for i, step in self._sweep:
+        k = i * size + j
+        if not mask[k] or opaque[k]:
+          continue
+        mask[k + step * size] = True
+        if j > 0:
+          mask[k + step * size - 1] = True
+          mask[k - 1] = True
+    return np.array(mask).reshape(size, size)
+
+
+# -- dm_env adapter --------------------------------------------------------------
+
+
+class MiniGridEnvironment(dm_env.Environment):
+  """A MiniGrid world as a ``dm_env.Environment`` with pixel observations."""
+
+  def __init__(self, env: Any, seed: int, tile_size: int = DEFAULT_TILE_SIZE,
+               name: str = LEVEL_SET_NAME):
+    """Wraps ``env`` (a ``MiniGridEnv``); its first reset is seeded with ``seed``."""
+    self._env = env
+    self._seed = seed
+    self._seeded = False
+    self._renderer = ViewRenderer(env.agent_view_size, tile_size)
+    self._view = EgocentricView(env.agent_view_size)
+    # MiniGrid's step() and reset() call gen_obs(); ours returns the same.
+    env.gen_obs = self._gen_obs
+    self._reset_next_step = True
+    self.name = name
+
+  @property
+  def minigrid_env(self) -> Any:
+    """The wrapped ``MiniGridEnv`` (agent position, grid; for inspection)."""
+    return self._env
+
+  def _gen_obs(self) -> dict[str, Any]:
+    env = self._env
+    return {'image': self._view.image(env), 'direction': env.agent_dir,
+            'mission': env.mission}
+
+  def reset(self) -> dm_env.TimeStep:
+    seed = None if self._seeded else self._seed
+    self._seeded = True
+    obs, _ = self._env.reset(seed=seed)
+    self._reset_next_step = False
+    return dm_env.restart(self._renderer.render(obs['image']))
+
+  def step(self, action: Any) -> dm_env.TimeStep:
+    if self._reset_next_step:
+      return self.reset()
+    index = int(action)
+    if not 0 <= index < NUM_ACTIONS:
+      raise ValueError(f'action {action} is outside [0, {NUM_ACTIONS})')
+    obs, reward, terminated, truncated, _ = self._env.step(ACTIONS[index])
+    observation = self._renderer.render(obs['image'])
+    reward = float(reward)
+    if terminated:
+      self._reset_next_step = True
+      return dm_env.termination(reward, observation)
+    if truncated:
+      self._reset_next_step = True
+      return dm_env.truncation(reward, observation)
+    return dm_env.transition(reward, observation)
+
+  def observation_spec(self) -> specs.BoundedArray:
+    return specs.BoundedArray(self._renderer.shape, np.uint8, minimum=0,
+                              maximum=255, name='pixels')
+
+  def action_spec(self) -> specs.DiscreteArray:
+    return specs.DiscreteArray(NUM_ACTIONS, dtype=np.int32, name='action')
+
+  def close(self) -> None:
+    self._env.close()
+
+
+# -- our own layouts ---------------------------------------------------------------
+
+
+def _mission() -> str:
+  return _MISSION
+
+
+@functools.cache
+def _layout_env_class() -> type:
+  """A ``MiniGridEnv`` drawn by a layout function (defined on first use)."""
+  minigrid = _import_minigrid()
+
+  class LayoutEnv(minigrid.minigrid_env.MiniGridEnv):
+    """A walled square grid; ``layout(env)`` fills it in."""
+
+    def __init__(self, layout: Callable[[Any], None], size: int):
+      self._layout = layout
+      super().__init__(
+          mission_space=minigrid.core.mission.MissionSpace(mission_func=_mission),
+          grid_size=size, max_steps=4 * size**2, see_through_walls=False)
+
+    def _gen_grid(self, width: int, height: int) -> None:
+      self.grid = minigrid.core.grid.Grid(width, height)
+      self.grid.wall_rect(0, 0, width, height)
+      self._layout(self)
+      self.mission = _MISSION
+
+  return LayoutEnv
+
+
+def _layout_random_goal(env: Any) -> None:
+  """An open room; the goal and the agent anywhere."""
+  env.place_obj(_import_minigrid().core.world_object.Goal())
+  env.place_agent()
+
+
+def _layout_four_rooms(env: Any) -> None:
+  """Four rooms around a cross of walls, one gap at random in each arm."""
+  grid, rng, width, height = env.grid, env.np_random, env.width, env.height
+  mid_x, mid_y = width // 2, height // 2
+  grid.vert_wall(mid_x, 0)
+  grid.horz_wall(0, mid_y)
+  grid.set(mid_x, int(rng.integers(1, mid_y)), None)
+  grid.set(mid_x, int(rng.integers(mid_y + 1, height - 1)), None)
+  grid.set(int(rng.integers(1, mid_x)), mid_y, None)
+  grid.set(int(rng.integers(mid_x + 1, width - 1)), mid_y, None)
+  env.place_obj(_import_minigrid().core.world_object.Goal())
+  env.place_agent()
+
+
+def _layout_door(env: Any) -> None:
+  """Two rooms joined by a closed door; the agent left, the goal right."""
+  minigrid = _import_minigrid()
+  objects, rng = minigrid.core.world_object, env.np_random
+  width, height, wall_x = env.width, env.height, env.width // 2
+  env.grid.vert_wall(wall_x, 0)
+  color = str(rng.choice(minigrid.core.constants.COLOR_NAMES))
+  env.put_obj(objects.Door(color, is_open=False), wall_x,
+              int(rng.integers(1, height - 1)))
+  env.place_obj(objects.Goal(), top=(wall_x + 1, 0),
+                size=(width - wall_x - 1, height))
+  env.place_agent(top=(0, 0), size=(wall_x, height))
+
+
+# -- tasks -------------------------------------------------------------------------
+
+# Task name -> what it is, in level-set order: a smaller --num_tasks takes the
+# first ones, so the easiest come first.
+TASK_DESCRIPTIONS = {
+    'empty_6x6': 'MiniGrid-Empty-Random-6x6: open room, goal in the far corner',
+    'random_goal_7x7': 'open 7x7 room, goal and start anywhere',
+    'four_rooms_9x9': '9x9 four rooms, random gaps, goal and start anywhere',
+    'door_7x7': 'two rooms joined by a closed door, goal behind it',
+    'crossing_s9n1': 'MiniGrid-SimpleCrossingS9N1: a wall with one gap',
+    'lava_gap_s6': 'MiniGrid-LavaGapS6: a lava wall with one gap',
+    'multiroom_n2_s4': 'MiniGrid-MultiRoom-N2-S4: two small rooms and a door',
+}
+TASK_NAMES = tuple(TASK_DESCRIPTIONS)
+
+
+def _new_minigrid_env(task: str) -> Any:
+  """A new ``MiniGridEnv`` of ``task``."""
+  minigrid = _import_minigrid()
+  envs, layout_env = minigrid.envs, _layout_env_class()
+  match task:
+    case 'empty_6x6':
+      return envs.EmptyEnv(size=6, agent_start_pos=None)
+    case 'random_goal_7x7':
+      return layout_env(_layout_random_goal, 7)
+    case 'four_rooms_9x9':
+      return layout_env(_layout_four_rooms, 9)
+    case 'door_7x7':
+      return layout_env(_layout_door, 7)
+    case 'crossing_s9n1':
+      return envs.CrossingEnv(size=9, num_crossings=1,
+                              obstacle_type=minigrid.core.world_object.Wall)
+    case 'lava_gap_s6':
+      return envs.LavaGapEnv(size=6)
+    case 'multiroom_n2_s4':
+      return envs.MultiRoomEnv(minNumRooms=2, maxNumRooms=2, maxRoomSize=4)
+  raise errors.UsageError(
+      f'unknown minigrid task {task!r}; valid: {", ".join(TASK_NAMES)}')
+
+
+def make_environment(task: str, seed: int,
+                     tile_size: int = DEFAULT_TILE_SIZE) -> MiniGridEnvironment:
+  """A fresh environment of ``task`` whose layouts are drawn with ``seed``."""
+  return MiniGridEnvironment(_new_minigrid_env(task), seed, tile_size, name=task)
+
+
+def make_level_set(name: str, num_tasks: int | None = None,
+                   seed: int = 0) -> level_sets.LevelSet:
+  """The ``minigrid`` level set: its first ``num_tasks`` tasks (default: all).
+
+  ``seed`` is unused: every environment is seeded when it is built.
+  """
+  del seed
+  if name != LEVEL_SET_NAME:
+    raise errors.UsageError(
+        f'{__name__} provides level set {LEVEL_SET_NAME!r}, not {name!r}')
+  if num_tasks is None:
+    num_tasks = len(TASK_NAMES)
+  if not 1 <= num_tasks <= len(TASK_NAMES):
+    raise errors.UsageError(
+        f'--num_tasks must be in [1, {len(TASK_NAMES)}] for --level_set='
+        f'{LEVEL_SET_NAME} ({", ".join(TASK_NAMES)}), got {num_tasks}')
+  tile_size = flags.FLAGS['minigrid_tile_size'].value  # Default if unparsed.
+  if not MIN_TILE_SIZE <= tile_size <= MAX_TILE_SIZE:
+    raise errors.UsageError(f'--minigrid_tile_size must be in [{MIN_TILE_SIZE}, '
+                            f'{MAX_TILE_SIZE}], got {tile_size}')
+  _import_minigrid()  # A missing package is reported here, not in a child process.
+  tasks = tuple(
+      level_sets.Task(name=task,
+                      make_env=functools.partial(make_environment, task,
+                                                 tile_size=tile_size))
+      for task in TASK_NAMES[:num_tasks])
+  return level_sets.LevelSet(name=LEVEL_SET_NAME, tasks=tasks,
+                             num_actions=NUM_ACTIONS, frames_per_step=1,
+                             observation_kind='pixels')
+
+
+def measure_frames_per_second(
+    task: str, num_frames: int = 20_000, seed: int = 0,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    clock: Callable[[], float] = time.perf_counter) -> float:
+  """Environment-only frames/s of ``task``: one process, uniform random actions.
+
+  Resets at episode ends are included, as in training. ``time.process_time``
+  as ``clock`` counts only this process's CPU time (steadier on a busy machine).
+  """
+  env = make_environment(task, seed, tile_size)
+  actions = np.random.default_rng(seed).integers(NUM_ACTIONS, size=num_frames)
+  env.reset()
+  start = clock()
+  for action in actions:
+    env.step(action)
+  elapsed = clock() - start
+  env.close()
+  return num_frames / elapsed
