@@ -14,6 +14,7 @@ from typing import Sequence
 from absl import flags
 
 from distral_tf import errors
+from distral_tf.agents import config as agents_config  # Defines the deep trainers' flags.
 from distral_tf.envs import level_sets
 
 TABULAR_ALGORITHMS = ('soft_q', 'distral_soft_q')

@@ -1,0 +1,153 @@
+"""Flags and configuration of the deep trainers (local and cluster).
+
+Defaults follow the paper's A3C set-up (appendix B.2): unrolls of 20 steps,
+RMSProp (decay 0.99, epsilon 0.1) shared by all workers, gradient norm clipped at
+40, learning rate annealed linearly to 0 over the run. This module imports no
+TensorFlow, so the command line answers quickly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from absl import flags
+
+from distral_tf import errors
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepConfig:
+  """Everything the deep trainers need beyond the common flags of ``cli``."""
+  workers_per_task: int = 4
+  actor_threads: int = 1
+  learner_threads: int = 1
+  unroll_length: int = 20
+  env_processes: bool = True
+  rmsprop_decay: float = 0.99
+  rmsprop_epsilon: float = 0.1
+  grad_clip_norm: float = 40.0
+  value_cost: float = 0.5
+  value_l2_cost: float = 0.01
+  eval_interval: int = 0           # frames per task between pi_0 evaluations; 0: 20 per run
+  eval_episodes: int = 1
+  checkpoint_secs: float = 120.0
+  log_interval_secs: float = 10.0
+  max_seconds: float = 0.0         # stop (with a checkpoint) after this long; 0: no limit
+  tasks: tuple[int, ...] = ()      # indices of the level set's tasks to train on; () = all
+  prior_logdir: str = ''
+  cluster: str = ''
+
+
+# Defaults of the common flags (cli.py) for the deep algorithms, per level set.
+DEFAULT_LEARNING_RATE = {'two_rooms': 1e-3}
+DEFAULT_ENTROPY_COST = {'two_rooms': 0.03}
+DEFAULT_ENV_STEPS_PER_TASK = {
+    'two_rooms': 100_000,
+    'minigrid': 2_000_000,
+    'mazes': 400_000_000,
+    'navigation': 400_000_000,
+    'lasertag': 500_000_000,
+}
+FALLBACK_LEARNING_RATE = 5e-4
+FALLBACK_ENTROPY_COST = 0.01
+DEFAULT_DISCOUNT = 0.99
+
+_D = DeepConfig()
+flags.DEFINE_integer('workers_per_task', _D.workers_per_task,
+                     'Environments (workers) per task, each in its own process '
+                     '(paper: 32).')
+flags.DEFINE_integer('actor_threads', _D.actor_threads,
+                     'Threads stepping environments; each acts for its share of every '
+                     'task\'s workers with one batched inference per step.')
+flags.DEFINE_integer('learner_threads', _D.learner_threads,
+                     'Threads applying asynchronous gradient steps (one per unroll) to '
+                     'the shared parameters and RMSProp statistics.')
+flags.DEFINE_integer('unroll_length', _D.unroll_length, 'Steps per unroll (paper: 20).')
+flags.DEFINE_boolean('env_processes', _D.env_processes,
+                     'Run every environment in its own process (required for DeepMind '
+                     'Lab); false steps them in the actor threads.')
+flags.DEFINE_float('rmsprop_decay', _D.rmsprop_decay, 'RMSProp decay.')
+flags.DEFINE_float('rmsprop_epsilon', _D.rmsprop_epsilon, 'RMSProp epsilon.')
+flags.DEFINE_float('grad_clip_norm', _D.grad_clip_norm, 'Global gradient norm clip.')
+flags.DEFINE_float('value_cost', _D.value_cost, 'Weight of the value loss.')
+flags.DEFINE_float('value_l2_cost', _D.value_l2_cost,
+                   'Weight of the L2 term pulling task values toward the shared value.')
+flags.DEFINE_integer('eval_interval', _D.eval_interval,
+                     'Frames per task between evaluations of pi_0 on every task; '
+                     '0: 20 evaluations per run.')
+flags.DEFINE_integer('eval_episodes', _D.eval_episodes,
+                     'Episodes per task and evaluation of pi_0.')
+flags.DEFINE_float('checkpoint_secs', _D.checkpoint_secs,
+                   'Seconds between checkpoints (also saved at the end and on Ctrl-C).')
+flags.DEFINE_float('log_interval_secs', _D.log_interval_secs,
+                   'Seconds between progress lines and TensorBoard summaries.')
+flags.DEFINE_float('max_seconds', _D.max_seconds,
+                   'Stop after this many seconds of training, saving a checkpoint '
+                   '(rerun to resume); 0: no limit.')
+flags.DEFINE_list('tasks', [], 'Indices of the level set\'s tasks to train on; '
+                  'default all.')
+flags.DEFINE_string('prior_logdir', '',
+                    'Log directory of a finished run whose pi_0 (distilled network, or '
+                    'shared column for 2col) initialises this run\'s and stays fixed.')
+flags.DEFINE_string('cluster', '',
+                    'Cluster mode: "local:ps=1,workers=2" starts a loopback cluster; '
+                    '"tf_config" takes the roles from TF_CONFIG.')
+
+
+def _positive(name: str, value, allow_zero: bool = False) -> None:
+  ok = value >= 0 if allow_zero else value > 0
+  if not ok:
+    bound = '>= 0' if allow_zero else '> 0'
+    raise errors.UsageError(f'--{name} must be {bound}, got {value}')
+
+
+def parse_tasks(values: Sequence[str]) -> tuple[int, ...]:
+  try:
+    tasks = tuple(int(v) for v in values)
+  except ValueError:
+    raise errors.UsageError(
+        f'--tasks takes comma-separated task indices, got {",".join(values)}') from None
+  if len(set(tasks)) != len(tasks) or any(t < 0 for t in tasks):
+    raise errors.UsageError(f'--tasks must be distinct indices >= 0, got {tasks}')
+  return tasks
+
+
+def from_flags(fv: flags.FlagValues) -> DeepConfig:
+  """Reads and checks the deep trainers' flags; raises ``errors.UsageError``."""
+  for name in ('workers_per_task', 'actor_threads', 'learner_threads', 'unroll_length', 'rmsprop_decay',
+               'rmsprop_epsilon', 'grad_clip_norm', 'eval_episodes',
+               'checkpoint_secs', 'log_interval_secs'):
+    _positive(name, fv[name].value)
+  for name in ('value_cost', 'value_l2_cost', 'eval_interval',
+               'max_seconds'):
+    _positive(name, fv[name].value, allow_zero=True)
+  if fv.rmsprop_decay >= 1:
+    raise errors.UsageError(f'--rmsprop_decay must be < 1, got {fv.rmsprop_decay}')
+  if fv.actor_threads > fv.workers_per_task:
+    raise errors.UsageError(
+        f'--actor_threads ({fv.actor_threads}) must be <= --workers_per_task '
+        f'({fv.workers_per_task})')
+  return DeepConfig(
+      workers_per_task=fv.workers_per_task, actor_threads=fv.actor_threads,
+      learner_threads=fv.learner_threads,
+      unroll_length=fv.unroll_length, env_processes=fv.env_processes,
+      rmsprop_decay=fv.rmsprop_decay, rmsprop_epsilon=fv.rmsprop_epsilon,
+      grad_clip_norm=fv.grad_clip_norm, value_cost=fv.value_cost,
+      value_l2_cost=fv.value_l2_cost, eval_interval=fv.eval_interval,
+      eval_episodes=fv.eval_episodes, checkpoint_secs=fv.checkpoint_secs,
+      log_interval_secs=fv.log_interval_secs, max_seconds=fv.max_seconds,
+      tasks=parse_tasks(fv.tasks),
+      prior_logdir=fv.prior_logdir, cluster=fv.cluster)
+
+
+def resolve_common(fv: flags.FlagValues) -> None:
+  """Fills the common flags left unset (None) with the deep family's defaults."""
+  if fv.learning_rate is None:
+    fv.learning_rate = DEFAULT_LEARNING_RATE.get(fv.level_set, FALLBACK_LEARNING_RATE)
+  if fv.entropy_cost is None:
+    fv.entropy_cost = DEFAULT_ENTROPY_COST.get(fv.level_set, FALLBACK_ENTROPY_COST)
+  if fv.discount is None:
+    fv.discount = DEFAULT_DISCOUNT
+  if fv.env_steps_per_task is None:
+    fv.env_steps_per_task = DEFAULT_ENV_STEPS_PER_TASK[fv.level_set]

@@ -1,0 +1,308 @@
+"""The local asynchronous trainer of the seven deep algorithms (one machine).
+
+``run`` builds the level set, the network and the learner, starts
+``--workers_per_task`` environments per task (each in its own process), runs
+actor threads that act and apply asynchronous updates (``actor.Actor``), an
+evaluator of pi_0, and, in the main thread, the monitor: progress lines,
+TensorBoard summaries and checkpoints. Running the same command again resumes
+from the last checkpoint (weights, RMSProp statistics, step counters and the
+learning-rate schedule); Ctrl-C saves a checkpoint before leaving.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import flags
+from absl import logging
+
+from distral_tf import errors
+from distral_tf import plotting
+from distral_tf import results
+from distral_tf.agents import actor as actor_lib
+from distral_tf.agents import algorithms
+from distral_tf.agents import checkpointing
+from distral_tf.agents import config as config_lib
+from distral_tf.agents import learner as learner_lib
+from distral_tf.agents import networks
+from distral_tf.envs import level_sets
+from distral_tf.envs import process
+
+# Flags that must agree between a run and the log directory it resumes.
+RESUME_KEYS = ('level_set', 'algorithm', 'num_tasks', 'tasks')
+
+
+def select_tasks(level_set: level_sets.LevelSet,
+                 tasks: tuple[int, ...]) -> level_sets.LevelSet:
+  """The level set restricted to the given task indices (all when empty)."""
+  if not tasks:
+    return level_set
+  bad = [t for t in tasks if t >= len(level_set.tasks)]
+  if bad:
+    raise errors.UsageError(
+        f'--tasks {bad} out of range: {level_set.name} has tasks 0..'
+        f'{len(level_set.tasks) - 1} ({", ".join(level_set.task_names)})')
+  return level_sets.LevelSet(
+      name=level_set.name, tasks=tuple(level_set.tasks[t] for t in tasks),
+      num_actions=level_set.num_actions, frames_per_step=level_set.frames_per_step,
+      observation_kind=level_set.observation_kind,
+      normalise_by_a3c=level_set.normalise_by_a3c)
+
+
+def build_agent(level_set: level_sets.LevelSet, algorithm: algorithms.Algorithm,
+                coeffs: algorithms.Coefficients, fv: flags.FlagValues,
+                cfg: config_lib.DeepConfig, observation_spec) -> learner_lib.Learner:
+  """The network (all variables created) and its learner."""
+  network = networks.DistralNetwork(
+      algorithm, num_tasks=len(level_set.tasks), num_actions=level_set.num_actions,
+      observation_kind=level_set.observation_kind, alpha=coeffs.alpha)
+  network.build(tuple(observation_spec.shape), observation_spec.dtype)
+  total_steps = len(level_set.tasks) * fv.env_steps_per_task // level_set.frames_per_step
+  learner_config = learner_lib.LearnerConfig(
+      learning_rate=fv.learning_rate, total_steps=max(total_steps, 1),
+      discount=fv.discount, rmsprop_decay=cfg.rmsprop_decay,
+      rmsprop_epsilon=cfg.rmsprop_epsilon, grad_clip_norm=cfg.grad_clip_norm,
+      value_cost=cfg.value_cost, value_l2_cost=cfg.value_l2_cost)
+  return learner_lib.Learner(network, algorithm, coeffs, learner_config)
+
+
+def check_resumable(logdir: str, fv: flags.FlagValues) -> None:
+  """A log directory holding another configuration's run is a user error."""
+  path = os.path.join(logdir, results.CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  import json  # pylint: disable=g-import-not-at-top
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError) as e:
+    raise errors.UsageError(f'{path} is unreadable ({e}); use another --logdir') from None
+  for key in RESUME_KEYS:
+    now = fv[key].value
+    if key in old and old[key] != now:
+      raise errors.UsageError(
+          f'{logdir} holds a run with --{key}={old[key]}, not {now}; resume it with '
+          'the same flags or choose another --logdir')
+
+
+def _make_env(task: level_sets.Task, seed: int, name: str, use_process: bool):
+  if use_process:
+    return process.EnvProcess(task.make_env, seed, name=name)
+  return actor_lib.LocalEnv(task.make_env, seed, name=name)
+
+
+def _format_duration(seconds: float) -> str:
+  if not np.isfinite(seconds):
+    return '?'
+  seconds = int(seconds)
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m' if seconds >= 3600 else (
+      f'{seconds // 60}m{seconds % 60:02d}s')
+
+
+def progress_line(progress: actor_lib.Progress, fps: float) -> str:
+  with progress.lock:
+    frames = int(progress.frames.sum())
+    total = progress.budget * len(progress.task_names)
+    task_ret = [np.mean(v) for (t, p), v in progress.recent_returns.items()
+                if p == 'task' and v]
+    pi0_ret = [np.mean(v) for (t, p), v in progress.recent_returns.items()
+               if p == 'distilled' and v]
+    lag = np.mean(progress.policy_lags[-100:]) if progress.policy_lags else 0.0
+  eta = (total - frames) / fps if fps > 0 else float('inf')
+  line = (f'frames {frames:,}/{total:,} ({100.0 * frames / total:.1f}%)  '
+          f'fps {fps:,.0f}  return pi_i {np.mean(task_ret) if task_ret else float("nan"):.3f}')
+  if pi0_ret:
+    line += f'  pi_0 {np.mean(pi0_ret):.3f}'
+  return line + f'  lag {lag:.1f}  ETA {_format_duration(eta)}'
+
+
+def write_summaries(writer, progress: actor_lib.Progress, fps: float,
+                    learning_rate: float) -> None:
+  with progress.lock:
+    step = int(progress.frames.sum())
+    returns = {k: float(np.mean(v)) for k, v in progress.recent_returns.items() if v}
+    metrics = {t: dict(m) for t, m in progress.metrics.items()}
+    lag = float(np.mean(progress.policy_lags[-100:])) if progress.policy_lags else 0.0
+  with writer.as_default(step=step):
+    for (task, policy), value in returns.items():
+      prefix = 'return' if policy == 'task' else 'return_pi0'
+      tf.summary.scalar(f'{prefix}/{task}', value)
+    for t, m in metrics.items():
+      for key, value in m.items():
+        tf.summary.scalar(f'{key}/{progress.task_names[t]}', value)
+    tf.summary.scalar('learning_rate', learning_rate)
+    tf.summary.scalar('frames_per_second', fps)
+    tf.summary.scalar('policy_lag', lag)
+  writer.flush()
+
+
+def run(fv: flags.FlagValues) -> dict:
+  """Trains the deep algorithm the flags select; returns the summary."""
+  config_lib.resolve_common(fv)
+  cfg = config_lib.from_flags(fv)
+  algorithm = algorithms.ALGORITHMS[fv.algorithm]
+  coeffs = algorithms.coefficients(algorithm, fv.entropy_cost, fv.alpha)
+  level_set = select_tasks(
+      level_sets.make_level_set(fv.level_set, fv.num_tasks, fv.seed), cfg.tasks)
+  if cfg.prior_logdir and not algorithm.distilled:
+    raise errors.UsageError(
+        f'--prior_logdir needs an algorithm with a distilled policy '
+        f'(kl_1col, kl_ent_1col, kl_2col, kl_ent_2col), not {fv.algorithm}')
+  if cfg.cluster:
+    from distral_tf.distributed import cluster  # pylint: disable=g-import-not-at-top
+    return cluster.run(fv, cfg, level_set, algorithm, coeffs)
+  check_resumable(fv.logdir, fv)
+  os.makedirs(fv.logdir, exist_ok=True)
+  results.write_json(os.path.join(fv.logdir, results.CONFIG_FILE),
+                     fv.flag_values_dict())
+  tf.random.set_seed(fv.seed)
+  return _train(fv, cfg, level_set, algorithm, coeffs)
+
+
+def _train(fv, cfg, level_set, algorithm, coeffs) -> dict:
+  num_tasks = len(level_set.tasks)
+  envs, eval_envs = [], []
+  try:
+    for t, task in enumerate(level_set.tasks):
+      for w in range(cfg.workers_per_task):
+        envs.append((t, _make_env(task, actor_lib.env_seed(fv.seed, t, w),
+                                  f'{task.name}/{w}', cfg.env_processes)))
+    learner = build_agent(level_set, algorithm, coeffs, fv, cfg,
+                          envs[0][1].observation_spec())
+    network = learner.network
+    state = checkpointing.TrainingState(learner, num_tasks)
+    state.restore_or_initialize(fv.logdir)
+    if cfg.prior_logdir and not state.restored:
+      checkpointing.load_prior(network, cfg.prior_logdir)
+    if cfg.prior_logdir:
+      learner.freeze(network.pi0_variables())
+    removed = results.truncate_episodes(
+        fv.logdir, dict(zip(level_set.task_names, state.frames.numpy().tolist())))
+    if removed:
+      logging.info('Resuming: dropped %d episodes recorded after the checkpoint.',
+                   removed)
+    writer = results.EpisodeWriter(fv.logdir, fv.algorithm, fv.seed)
+    progress = actor_lib.Progress(level_set.task_names, fv.env_steps_per_task,
+                                  state.frames.numpy())
+    recorder = actor_lib.EpisodeRecorder(writer, progress)
+    stop = threading.Event()
+    workers = []
+    unroll_queue = queue.Queue(maxsize=2 * num_tasks * cfg.actor_threads)
+    for k in range(cfg.actor_threads):
+      # Thread k steps workers k, k + K, ... of every task.
+      block = [(t, env) for i, (t, env) in enumerate(envs)
+               if (i % cfg.workers_per_task) % cfg.actor_threads == k]
+      sizes = [sum(1 for t, _ in block if t == task) for task in range(num_tasks)]
+      workers.append(actor_lib.Actor(
+          block, network, actor_lib.make_act_fn(network, sizes), progress, recorder,
+          cfg.unroll_length, level_set.frames_per_step, unroll_queue))
+    actors = list(workers)
+    actors_done = lambda: all(a.done for a in actors)
+    for _ in range(cfg.learner_threads):
+      workers.append(actor_lib.LearnerThread(learner, unroll_queue, progress,
+                                             actors_done))
+    if algorithm.distilled:
+      interval = cfg.eval_interval or max(fv.env_steps_per_task // 20, 1)
+      for t, task in enumerate(level_set.tasks):
+        eval_envs.append(_make_env(task, actor_lib.env_seed(fv.seed, t, 10_000),
+                                   f'{task.name}/eval', cfg.env_processes))
+      workers.append(actor_lib.Evaluator(
+          eval_envs, actor_lib.make_pi0_act_fn(network), network, progress,
+          recorder, interval, cfg.eval_episodes, int(state.next_eval.numpy())))
+    return _monitor(fv, cfg, level_set, learner, state, progress, recorder,
+                    writer, workers, stop)
+  finally:
+    for _, env in envs:
+      env.close()
+    for env in eval_envs:
+      env.close()
+
+
+def _monitor(fv, cfg, level_set, learner, state, progress, recorder, writer,
+             workers, stop) -> dict:
+  """Runs the workers; prints progress, writes summaries and checkpoints."""
+  summary_writer = tf.summary.create_file_writer(os.path.join(fv.logdir, 'tensorboard'))
+  threads = [threading.Thread(target=w.run, args=(stop,), daemon=True) for w in workers]
+  start = time.time()
+  wall_before = float(state.wall_time.numpy())
+  print(f'Training {fv.algorithm} on {level_set.name} ({len(level_set.tasks)} tasks, '
+        f'{fv.workers_per_task} workers each) -> {fv.logdir}', flush=True)
+  for th in threads:
+    th.start()
+  last_log = last_ckpt = time.time()
+  last_frames = int(progress.frames.sum())
+  # Throughput after the first progress line, when tracing and start-up are over.
+  steady_start = None
+  interrupted = False
+  try:
+    training = [th for th, w in zip(threads, workers)
+                if not isinstance(w, actor_lib.Evaluator)]
+    while any(th.is_alive() for th in training) and not stop.is_set():
+      time.sleep(0.2)
+      now = time.time()
+      if now - last_log >= cfg.log_interval_secs:
+        frames = int(progress.frames.sum())
+        fps = (frames - last_frames) / (now - last_log)
+        print(progress_line(progress, fps), flush=True)
+        if steady_start is None:
+          steady_start = (now, frames)
+        write_summaries(summary_writer, progress, fps, float(learner.learning_rate.numpy()))
+        recorder.flush()
+        last_log, last_frames = now, frames
+      if now - last_ckpt >= cfg.checkpoint_secs:
+        _save(state, progress, workers, wall_before + now - start)
+        recorder.flush()
+        last_ckpt = now
+      if cfg.max_seconds and now - start >= cfg.max_seconds:
+        break
+  except KeyboardInterrupt:
+    interrupted = True
+  if not interrupted and not stop.is_set() and progress.all_done():
+    for th in threads:  # Lets the evaluator finish its last evaluation of pi_0.
+      th.join()
+  stop.set()
+  for th in threads:
+    th.join()
+  errors_seen = [w.error for w in workers if w.error is not None]
+  _save(state, progress, workers, wall_before + time.time() - start)
+  recorder.flush()
+  writer.close()
+  if errors_seen:
+    raise errors_seen[0]
+  end = time.time()
+  wall = wall_before + end - start
+  steady_fps = float('nan')
+  if steady_start is not None and end > steady_start[0] + 1e-3:
+    steady_fps = (int(progress.frames.sum()) - steady_start[1]) / (end - steady_start[0])
+  rows = results.read_episodes(fv.logdir)
+  with progress.lock:
+    lags = list(progress.policy_lags)
+  summary = results.write_summary(
+      fv.logdir, rows, fv.env_steps_per_task, wall, int(progress.frames.sum()),
+      finished=progress.all_done() and not interrupted, algorithm=fv.algorithm,
+      level_set=level_set.name, updates=int(progress.updates),
+      mean_policy_lag=float(np.mean(lags)) if lags else 0.0,
+      interrupted_episodes=int(progress.interrupted_episodes),
+      steady_frames_per_second=steady_fps)
+  plotting.plot_run(fv.logdir, rows, fv.env_steps_per_task,
+                    f'{fv.algorithm} on {level_set.name}')
+  print(results.format_summary_table(summary), flush=True)
+  if interrupted:
+    print(f'Stopped; checkpoint saved in {fv.logdir}. Run the same command to resume.',
+          file=sys.stderr, flush=True)
+    sys.exit(130)
+  return summary
+
+
+def _save(state, progress, workers, wall_time: float) -> None:
+  evaluators = [w for w in workers if isinstance(w, actor_lib.Evaluator)]
+  with progress.lock:
+    frames = progress.frames.copy()
+  next_eval = evaluators[0].next_eval if evaluators else 0
+  state.save(frames, next_eval, wall_time)

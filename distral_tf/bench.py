@@ -1,0 +1,112 @@
+r"""Throughput benchmark: training frames/s against environment-only frames/s.
+
+  python -m distral_tf.bench --level_set=minigrid --workers_per_task=8
+
+Measured in one run on the same cores, with the same number of environment
+processes: (1) environment-only frames/s, every environment stepped with
+random actions in parallel, nothing else running; (2) training frames/s of the
+deep trainer (``--algorithm``, default KL+ent_2col) after start-up. The last
+line is ``ratio: X`` = training / environment-only.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import app
+from absl import flags
+
+from distral_tf import cli
+from distral_tf import errors
+from distral_tf.agents import actor as actor_lib
+from distral_tf.envs import level_sets
+from distral_tf.envs import process
+
+flags.DEFINE_float('bench_seconds', 30.0, 'Seconds of each measurement.')
+flags.DEFINE_float('bench_warmup_seconds', 20.0,
+                   'Seconds of training start-up (tracing) excluded from the measurement.')
+FLAGS = flags.FLAGS
+
+
+def env_only_fps(level_set: level_sets.LevelSet, workers_per_task: int, seed: int,
+                 seconds: float, use_processes: bool = True) -> float:
+  """Frames/s of all environments stepped in parallel with uniform random actions."""
+  envs = []
+  try:
+    for t, task in enumerate(level_set.tasks):
+      for w in range(workers_per_task):
+        s = actor_lib.env_seed(seed, t, w)
+        envs.append(process.EnvProcess(task.make_env, s, name=f'{task.name}/{w}')
+                    if use_processes else actor_lib.LocalEnv(task.make_env, s))
+    for env in envs:
+      env.send_reset()
+    for env in envs:
+      env.receive()
+    rng = np.random.default_rng(seed)
+    steps = 0
+    start = time.time()
+    while time.time() - start < seconds:
+      actions = rng.integers(level_set.num_actions, size=len(envs))
+      for env, action in zip(envs, actions):
+        env.send_step(int(action))
+      for env in envs:
+        if env.receive().last():
+          env.send_reset()
+          env.receive()
+      steps += len(envs)
+    return steps * level_set.frames_per_step / (time.time() - start)
+  finally:
+    for env in envs:
+      env.close()
+
+
+def training_fps(argv: list[str], seconds: float, warmup: float) -> dict:
+  """Runs the deep trainer for ``warmup + seconds`` and returns its summary."""
+  with tempfile.TemporaryDirectory() as logdir:
+    return cli.run_from_args(argv + [
+        f'--logdir={logdir}', '--env_steps_per_task=1000000000000',
+        f'--max_seconds={warmup + seconds}', f'--log_interval_secs={warmup}',
+        f'--checkpoint_secs={10 * (warmup + seconds)}'])
+
+
+def main(argv):
+  del argv
+  fv = FLAGS
+  if fv.algorithm in cli.TABULAR_ALGORITHMS:
+    raise errors.UsageError('the benchmark measures the deep trainer; choose one of: '
+                            + ', '.join(cli.DEEP_ALGORITHMS))
+  level_set = level_sets.make_level_set(fv.level_set, fv.num_tasks, fv.seed)
+  n_envs = len(level_set.tasks) * fv.workers_per_task
+  print(f'{level_set.name}: {len(level_set.tasks)} tasks x {fv.workers_per_task} '
+        f'workers = {n_envs} environment processes', flush=True)
+  env_fps = env_only_fps(level_set, fv.workers_per_task, fv.seed, fv.bench_seconds,
+                         fv.env_processes)
+  print(f'environment-only frames/s: {env_fps:,.0f}', flush=True)
+  argv = [f'--level_set={fv.level_set}', f'--algorithm={fv.algorithm}',
+          f'--seed={fv.seed}', f'--workers_per_task={fv.workers_per_task}',
+          f'--actor_threads={fv.actor_threads}',
+          f'--learner_threads={fv.learner_threads}',
+          f'--unroll_length={fv.unroll_length}',
+          f'--env_processes={str(fv.env_processes).lower()}']
+  if fv.num_tasks:
+    argv.append(f'--num_tasks={fv.num_tasks}')
+  summary = training_fps(argv, fv.bench_seconds, fv.bench_warmup_seconds)
+  train_fps = summary['steady_frames_per_second']
+  print(f'training frames/s ({fv.algorithm}): {train_fps:,.0f}  '
+        f'(mean policy lag {summary["mean_policy_lag"]:.2f} updates)')
+  print(f'ratio: {train_fps / env_fps:.3f}')
+
+
+def _main(argv):
+  try:
+    main(argv)
+  except errors.UsageError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(errors.USAGE_EXIT_CODE)
+
+
+if __name__ == '__main__':
+  app.run(_main, flags_parser=cli.parse_flags)
