@@ -16,6 +16,7 @@ from absl import flags
 from distral_tf import errors
 from distral_tf.agents import config as agents_config  # Defines the deep trainers' flags.
 from distral_tf.envs import level_sets
+from distral_tf.tabular import config as tabular_config  # Defines the tabular flags.
 
 TABULAR_ALGORITHMS = ('soft_q', 'distral_soft_q')
 DEEP_ALGORITHMS = ('a3c', 'a3c_multitask', 'a3c_2col', 'kl_1col', 'kl_ent_1col',
