@@ -1,0 +1,45 @@
+r"""Figure 4 and its table: ``python -m distral_tf.experiments.figure4``.
+
+  python -m distral_tf.experiments.figure4 --sweep_dir=sweeps --out=figures
+
+For every level set found under ``--sweep_dir`` (runs finished or not) writes
+``figure4_<level_set>.png`` and ``.pdf`` with four panels: the learning curves
+of the algorithms at their best setting by area under the curve (mean +- std
+over seeds, averaged over tasks) and the final return of every run sorted in
+decreasing order, first for the task policies pi_i, then for the distilled
+policies pi_0 (A3C_multitask's shared network included). Also writes
+``figure4_table.csv`` and ``figure4_table.md``: final return and AUC per
+algorithm, policy and level set at the best setting. Navigation and lasertag
+returns are divided per task by the best A3C score. See
+``distral_tf.experiments.analysis`` for the exact conventions.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from absl import flags
+
+from distral_tf import errors
+from distral_tf.experiments import panels
+from distral_tf.experiments import schedule
+
+_SWEEP_DIR = flags.DEFINE_string('sweep_dir', None,
+                                 'Root directory of the sweeps\' log directories.')
+_OUT = flags.DEFINE_string('out', None, 'Directory for the figures and the table.')
+_LEVEL_SETS = flags.DEFINE_list('level_sets', [],
+                                'Level sets to draw; default: every one found.')
+
+flags.mark_flags_as_required(['sweep_dir', 'out'])
+
+
+def main(argv: Sequence[str]) -> int:
+  if len(argv) > 1:
+    raise errors.UsageError(f'unexpected arguments {" ".join(argv[1:])}; flags look '
+                            'like --name=value')
+  panels.write_figure4(_SWEEP_DIR.value, _OUT.value, _LEVEL_SETS.value)
+  return 0
+
+
+if __name__ == '__main__':
+  schedule.run_command(main)

@@ -1,0 +1,264 @@
+"""Sweeps, transfer runs and the reproduction, scheduled for real around a fake trainer.
+
+The fake trainer (``FAKE_TRAINER`` below, passed as ``--launch_command``) takes
+the trainer's flags, records each start and end time and its arguments, writes
+``episodes.csv`` and a finished ``summary.json``, and fails on request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from distral_tf import results
+from distral_tf.experiments import schedule
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FAKE_TRAINER = r'''
+import json, os, sys, time
+from distral_tf import results
+
+args = dict(a[2:].split('=', 1) for a in sys.argv[1:] if '=' in a)
+logdir, seed = args['logdir'], int(args['seed'])
+os.makedirs(logdir, exist_ok=True)
+with open(os.path.join(logdir, 'attempts.txt'), 'a') as f:
+  f.write(json.dumps(sys.argv[1:]) + '\n')
+prior = args.get('prior_logdir')
+if prior and not os.path.exists(os.path.join(prior, 'summary.json')):
+  print('prior run not finished', file=sys.stderr)
+  sys.exit(4)
+state = os.environ['FAKE_STATE']
+with open(state, 'a') as f:
+  f.write(f'start {time.time()}\n')
+try:
+  time.sleep(float(os.environ.get('FAKE_SLEEP', '0')))
+except KeyboardInterrupt:  # Like the trainer: save, then stop.
+  open(os.path.join(logdir, 'interrupted.txt'), 'a').write('saved\n')
+  sys.exit(130)
+if str(seed) == os.environ.get('FAKE_FAIL_SEED'):
+  print(f'simulated crash of seed {seed}', file=sys.stderr)
+  sys.exit(3)
+budget = int(args.get('env_steps_per_task', 1000))
+tasks = args['tasks'].split(',') if 'tasks' in args else ['0', '1']
+lr = float(args.get('learning_rate', 1e-3))
+writer = results.EpisodeWriter(logdir, args['algorithm'], seed)
+for steps in range(budget // 10, budget + 1, budget // 10):
+  for t in tasks:
+    writer.write(f'task{t}', steps, lr * 1000 * steps / budget + (5 if prior else 0), 5)
+    if args['algorithm'].startswith('kl'):
+      writer.write(f'task{t}', steps, 0.5, 5, policy='distilled')
+writer.close()
+results.write_json(os.path.join(logdir, 'config.json'), args)
+results.write_json(os.path.join(logdir, 'summary.json'), dict(
+    finished=True, wall_time_s=2.0, total_env_steps=budget * len(tasks)))
+with open(state, 'a') as f:
+  f.write(f'end {time.time()}\n')
+'''
+
+
+def make_env(tmp_path, **extra):
+  script = tmp_path / 'fake_trainer.py'
+  script.write_text(FAKE_TRAINER)
+  env = dict(os.environ, PYTHONPATH=REPO, FAKE_STATE=str(tmp_path / 'state.txt'))
+  env.update({k: str(v) for k, v in extra.items()})
+  return env, f'--launch_command={sys.executable} {script}'
+
+
+def run_module(module, args, env, timeout=120):
+  return subprocess.run([sys.executable, '-m', f'distral_tf.experiments.{module}',
+                         *args], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def attempts(logdir):
+  path = os.path.join(logdir, 'attempts.txt')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def max_overlap(state_file):
+  events = []
+  with open(state_file) as f:
+    for line in f:
+      kind, t = line.split()
+      events.append((float(t), 1 if kind == 'start' else -1))
+  level = peak = 0
+  for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
+    level += delta
+    peak = max(peak, level)
+  return peak
+
+
+def test_sweep_runs_the_grid_in_parallel_then_skips_finished_runs(tmp_path):
+  env, launch = make_env(tmp_path, FAKE_SLEEP=1.0)
+  sweep = tmp_path / 'sweep'
+  args = ['--level_set=mazes', '--algorithms=a3c,kl_ent_2col', f'--sweep_dir={sweep}',
+          '--entropy_costs=0.001,0.01', '--learning_rates=0.0003', '--seeds=1',
+          '--parallel=2', '--env_steps_per_task=500', launch, '--',
+          '--workers_per_task=3']
+  proc = run_module('sweep', args, env)
+  assert proc.returncode == 0, proc.stderr + proc.stdout
+  logdirs = [schedule.sweep_logdir(str(sweep), 'mazes', a, e, 3e-4, s)
+             for a in ('a3c', 'kl_ent_2col') for e in (1e-3, 1e-2) for s in (0,)]
+  assert logdirs[0].endswith(os.path.join('mazes', 'a3c', 'ent0.001_lr0.0003', 'seed0'))
+  for logdir in logdirs:
+    assert schedule.is_finished(logdir)
+    (argv,) = attempts(logdir)
+    assert f'--logdir={logdir}' in argv and '--workers_per_task=3' in argv
+    assert '--env_steps_per_task=500' in argv and '--learning_rate=0.0003' in argv
+  assert '--entropy_cost=0.01' in attempts(logdirs[1])[0]
+  assert max_overlap(tmp_path / 'state.txt') == 2
+  assert '4/4 done, 0 running, 0 failed' in proc.stdout
+
+  proc = run_module('sweep', args, env)
+  assert proc.returncode == 0
+  assert all(len(attempts(d)) == 1 for d in logdirs)
+  assert '4 already finished, 0 finished now, 0 failed' in proc.stdout
+
+
+def test_failed_run_does_not_stop_the_others_and_is_reported(tmp_path):
+  env, launch = make_env(tmp_path, FAKE_FAIL_SEED=1)
+  sweep = tmp_path / 'sweep'
+  args = ['--level_set=two_rooms', '--algorithms=kl_2col', f'--sweep_dir={sweep}',
+          '--entropy_costs=0.03', '--learning_rates=0.001', '--seeds=3', launch]
+  proc = run_module('sweep', args, env)
+  assert proc.returncode == 1
+  good = [schedule.sweep_logdir(str(sweep), 'two_rooms', 'kl_2col', 0.03, 1e-3, s)
+          for s in (0, 2)]
+  bad = schedule.sweep_logdir(str(sweep), 'two_rooms', 'kl_2col', 0.03, 1e-3, 1)
+  assert all(schedule.is_finished(d) for d in good)
+  assert not schedule.is_finished(bad)
+  failure = open(os.path.join(bad, schedule.FAILURE_FILE)).read()
+  assert 'exit status 3' in failure and 'simulated crash of seed 1' in failure
+  assert 'simulated crash of seed 1' in proc.stdout
+  assert '2/3 done, 0 running, 1 failed' in proc.stdout
+
+  env.pop('FAKE_FAIL_SEED')
+  proc = run_module('sweep', args, env)
+  assert proc.returncode == 0, proc.stdout
+  assert schedule.is_finished(bad) and len(attempts(bad)) == 2
+  assert not os.path.exists(os.path.join(bad, schedule.FAILURE_FILE))
+  assert all(len(attempts(d)) == 1 for d in good)
+
+
+def test_interrupted_run_is_run_again_and_finished_run_skipped(tmp_path):
+  env, launch = make_env(tmp_path)
+  sweep = tmp_path / 'sweep'
+  interrupted = schedule.sweep_logdir(str(sweep), 'mazes', 'a3c', 0.01, 1e-3, 0)
+  finished = schedule.sweep_logdir(str(sweep), 'mazes', 'a3c', 0.01, 1e-3, 1)
+  for logdir in (interrupted, finished):
+    writer = results.EpisodeWriter(logdir, 'a3c', 0)
+    writer.write('task0', 100, 1.0, 5)
+    writer.close()
+  results.write_json(os.path.join(interrupted, results.SUMMARY_FILE),
+                     dict(finished=False))
+  results.write_json(os.path.join(finished, results.SUMMARY_FILE), dict(finished=True))
+  proc = run_module('sweep', ['--level_set=mazes', '--algorithms=a3c',
+                              f'--sweep_dir={sweep}', '--entropy_costs=0.01',
+                              '--learning_rates=0.001', '--seeds=2', launch], env)
+  assert proc.returncode == 0, proc.stderr
+  assert len(attempts(interrupted)) == 1 and schedule.is_finished(interrupted)
+  assert attempts(finished) == []
+
+
+def test_ctrl_c_interrupts_each_run_once_and_a_rerun_resumes_it(tmp_path):
+  env, launch = make_env(tmp_path, FAKE_SLEEP=60)
+  sweep = tmp_path / 'sweep'
+  args = ['--level_set=mazes', '--algorithms=a3c', f'--sweep_dir={sweep}',
+          '--entropy_costs=0.01', '--learning_rates=0.001', '--seeds=1', launch]
+  logdir = schedule.sweep_logdir(str(sweep), 'mazes', 'a3c', 0.01, 1e-3, 0)
+  proc = subprocess.Popen([sys.executable, '-m', 'distral_tf.experiments.sweep', *args],
+                          cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+  deadline = time.time() + 60
+  while not os.path.exists(tmp_path / 'state.txt') and time.time() < deadline:
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGINT)
+  out, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 130
+  assert 'interrupted: stopping 1 running command(s)' in out
+  assert open(os.path.join(logdir, 'interrupted.txt')).read() == 'saved\n'
+  assert not schedule.is_finished(logdir)
+  env['FAKE_SLEEP'] = '0'
+  assert run_module('sweep', args, env).returncode == 0
+  assert len(attempts(logdir)) == 2 and schedule.is_finished(logdir)
+
+
+def test_dry_run_and_usage_errors(tmp_path):
+  env, launch = make_env(tmp_path)
+  base = ['--level_set=mazes', f'--sweep_dir={tmp_path}', launch]
+  proc = run_module('sweep', base + ['--algorithms=a3c', '--seeds=1', '--dry_run'], env)
+  assert proc.returncode == 0
+  assert len(proc.stdout.splitlines()) == 9  # 3 entropy costs x 3 learning rates.
+  assert '--entropy_cost=0.003 --learning_rate=0.0001' in proc.stdout
+  for bad in (['--algorithms=a3c,nope'], ['--entropy_costs=0.1,-1'],
+              ['--algorithms=a3c', '--', '--seed=3'], ['--algorithms=a3c', '--', 'x']):
+    proc = run_module('sweep', base + bad, env)
+    assert proc.returncode == 2, bad
+    assert proc.stderr.startswith('error: ') and len(proc.stderr.splitlines()) == 1
+  assert not os.path.exists(tmp_path / 'mazes')
+
+
+def test_transfer_pretrains_then_learns_the_held_out_task_from_pi0(tmp_path):
+  env, launch = make_env(tmp_path, FAKE_SLEEP=0.3)
+  root = tmp_path / 'transfer'
+  args = ['--level_set=minigrid', '--algorithm=kl_ent_2col', '--holdout_task=1',
+          '--num_tasks=3', f'--transfer_dir={root}', '--seeds=2', '--parallel=3',
+          '--env_steps_per_task=800', '--holdout_env_steps=400', launch]
+  proc = run_module('transfer', args, env)
+  assert proc.returncode == 0, proc.stderr + proc.stdout
+  run_dir = root / 'minigrid' / 'kl_ent_2col' / 'holdout1'
+  for seed in (0, 1):
+    (pretrain,) = attempts(run_dir / 'pretrain' / f'seed{seed}')
+    assert '--tasks=0,2' in pretrain and '--env_steps_per_task=800' in pretrain
+    assert '--num_tasks=3' in pretrain
+    (prior,) = attempts(run_dir / 'prior' / f'seed{seed}')
+    assert '--tasks=1' in prior and '--env_steps_per_task=400' in prior
+    assert f'--prior_logdir={run_dir / "pretrain" / f"seed{seed}"}' in prior
+    (scratch,) = attempts(run_dir / 'scratch' / f'seed{seed}')
+    assert not any(a.startswith('--prior_logdir') for a in scratch)
+  stem = run_dir / 'transfer_minigrid_task1'
+  for ext, magic in (('png', b'\x89PNG'), ('pdf', b'%PDF')):
+    assert (tmp_path / f'{stem}.{ext}').read_bytes()[:4] == magic
+  table = (tmp_path / f'{stem}.md').read_text()
+  assert '| prior | 2 | 5.55 +- 0 |' in table and '| scratch | 2 | 0.55 +- 0 |' in table
+  proc = run_module('transfer', args, env)
+  assert proc.returncode == 0
+  assert '6 already finished' in proc.stdout
+
+
+def test_transfer_rejects_an_algorithm_without_pi0(tmp_path):
+  env, launch = make_env(tmp_path)
+  proc = run_module('transfer', ['--level_set=minigrid', '--algorithm=a3c',
+                                 '--holdout_task=0', '--num_tasks=2',
+                                 f'--transfer_dir={tmp_path}', launch], env)
+  assert proc.returncode == 2 and 'no distilled pi_0' in proc.stderr
+
+
+def test_reproduce_smoke_preset_writes_figures_table_and_doc(tmp_path):
+  env, launch = make_env(tmp_path)
+  doc = tmp_path / 'docs' / 'reproduction.md'
+  doc.parent.mkdir()
+  doc.write_text('# R\n\n## Results\n\n<!-- results:begin -->\nTBD\n'
+                 '<!-- results:end -->\n\nafter\n')
+  out = tmp_path / 'docs' / 'reproduction'
+  proc = run_module('reproduce', ['--preset=smoke', f'--sweep_dir={tmp_path / "runs"}',
+                                   f'--out={out}', f'--results_doc={doc}', '--parallel=2',
+                                   launch], env, timeout=300)
+  assert proc.returncode == 0, proc.stderr + proc.stdout
+  assert '14/14 done' in proc.stdout
+  for name in ('figure4_two_rooms.png', 'figure4_minigrid.pdf', 'figure4_table.csv',
+               'figure4_table.md', 'results.md'):
+    assert (out / name).exists(), name
+  text = doc.read_text()
+  assert 'TBD' not in text and text.endswith('<!-- results:end -->\n\nafter\n')
+  assert '](reproduction/figure4_minigrid.png)' in text
+  assert '| minigrid | pi_0 | kl_ent_2col |' in text
+  assert '14 of 14 runs finished' in text
+  assert 'distral_tf.experiments.sweep --level_set=two_rooms' in text
