@@ -18,8 +18,10 @@ traceback.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import multiprocessing.connection
+import socket
+import subprocess
+import sys
 import traceback
 from typing import Any, Callable
 
@@ -27,23 +29,16 @@ import dm_env
 import numpy as np
 from absl import logging
 
-_CONTEXT = None
 # Seeds of restarted environments are offset by this much per restart.
 RESTART_SEED_STRIDE = 1_000_003
 # Consecutive deaths of a restarted process before EnvProcess gives up.
 MAX_RESTART_ATTEMPTS = 3
 
 
-def _context():
-  """A forkserver context: children start without the parent's TensorFlow state."""
-  global _CONTEXT
-  if _CONTEXT is None:
-    try:
-      _CONTEXT = mp.get_context('forkserver')
-      _CONTEXT.set_forkserver_preload(['distral_tf.envs.process', 'numpy', 'dm_env'])
-    except ValueError:  # Platforms without forkserver.
-      _CONTEXT = mp.get_context('spawn')
-  return _CONTEXT
+# The child is a fresh interpreter: it imports only the environment's own modules
+# (never the parent's main module, TensorFlow or its threads).
+_CHILD_CODE = ('import sys; from distral_tf.envs import process; '
+               'process.child_main(int(sys.argv[1]))')
 
 
 class EnvError(RuntimeError):
@@ -64,9 +59,22 @@ def _unpack(packed: tuple) -> dm_env.TimeStep:
   return dm_env.TimeStep(dm_env.StepType(step_type), reward, discount, observation)
 
 
-def _worker(conn: mp.connection.Connection,
-            make_env: Callable[[int], dm_env.Environment], seed: int) -> None:
-  """Child process: builds the environment and serves calls until 'close'."""
+def child_main(fd: int) -> None:
+  """Entry point of the child process: receives the factory, then serves calls."""
+  conn = multiprocessing.connection.Connection(fd)
+  sys.path[:] = conn.recv()  # Before unpickling the factory, which imports modules.
+  try:
+    make_env, seed = conn.recv()
+  except Exception:  # pylint: disable=broad-except
+    conn.send(('error', traceback.format_exc()))
+    conn.close()
+    return
+  _serve(conn, make_env, seed)
+
+
+def _serve(conn: multiprocessing.connection.Connection,
+           make_env: Callable[[int], dm_env.Environment], seed: int) -> None:
+  """Builds the environment and serves calls until 'close'."""
   try:
     env = make_env(seed)
   except Exception:  # pylint: disable=broad-except
@@ -115,22 +123,23 @@ class EnvProcess:
   # -- process management ---------------------------------------------------
 
   def _start(self) -> None:
-    ctx = _context()
-    parent, child = ctx.Pipe()
+    parent, child = socket.socketpair()
     seed = self._seed + self.restarts * RESTART_SEED_STRIDE
-    self._process = ctx.Process(target=_worker, args=(child, self._make_env, seed),
-                                daemon=True, name=self.name)
-    self._process.start()
+    self._process = subprocess.Popen(
+        [sys.executable, '-c', _CHILD_CODE, str(child.fileno())],
+        pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
     child.close()
-    self._conn = parent
+    self._conn = multiprocessing.connection.Connection(parent.detach())
     try:
+      self._conn.send(list(sys.path))
+      self._conn.send((self._make_env, seed))
       status, payload = self._conn.recv()
     except (EOFError, OSError):
-      self._process.join(timeout=5)
+      self._process.wait(timeout=5)
       raise _ProcessDied(f'{self.name}: environment process died while starting '
-                         f'(exit code {self._process.exitcode})') from None
+                         f'(exit code {self._process.returncode})') from None
     if status == 'error':
-      self._process.join(timeout=5)
+      self._process.wait(timeout=5)
       raise EnvError(f'{self.name}: environment failed to start:\n{payload}')
     self._observation_spec, self._action_spec = payload
 
@@ -151,10 +160,10 @@ class EnvProcess:
                    'times in a row while restarting; giving up')
 
   def _kill(self) -> None:
-    if self._process is not None and self._process.is_alive():
+    if self._process is not None and self._process.poll() is None:
       self._process.kill()
     if self._process is not None:
-      self._process.join(timeout=5)
+      self._process.wait(timeout=5)
     if self._conn is not None:
       self._conn.close()
 
@@ -213,10 +222,11 @@ class EnvProcess:
     if self._process is None:
       return
     try:
-      if self._process.is_alive():
+      if self._process.poll() is None:
         self._conn.send(('close', None))
-        self._process.join(timeout=5)
-    except (BrokenPipeError, ConnectionResetError, OSError):
+        self._process.wait(timeout=5)
+    except (BrokenPipeError, ConnectionResetError, OSError,
+            subprocess.TimeoutExpired):
       pass
     self._kill()
     self._process = None
