@@ -231,6 +231,7 @@ def _monitor(fv, cfg, level_set, learner, state, progress, recorder, writer,
   threads = [threading.Thread(target=w.run, args=(stop,), daemon=True) for w in workers]
   start = time.time()
   wall_before = float(state.wall_time.numpy())
+  resumed_from = int(progress.frames.sum())
   print(f'Training {fv.algorithm} on {level_set.name} ({len(level_set.tasks)} tasks, '
         f'{fv.workers_per_task} workers each) -> {fv.logdir}', flush=True)
   for th in threads:
@@ -289,7 +290,7 @@ def _monitor(fv, cfg, level_set, learner, state, progress, recorder, writer,
       level_set=level_set.name, updates=int(progress.updates),
       mean_policy_lag=float(np.mean(lags)) if lags else 0.0,
       interrupted_episodes=int(progress.interrupted_episodes),
-      steady_frames_per_second=steady_fps)
+      steady_frames_per_second=steady_fps, resumed_from_env_steps=resumed_from)
   plotting.plot_run(fv.logdir, rows, fv.env_steps_per_task,
                     f'{fv.algorithm} on {level_set.name}')
   print(results.format_summary_table(summary), flush=True)

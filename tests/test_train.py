@@ -1,0 +1,178 @@
+"""End to end tests of the deep trainer (distral_tf/agents/train.py)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from distral_tf import cli
+from distral_tf import errors
+from distral_tf import results
+from distral_tf.agents import checkpointing
+from distral_tf.agents import learner as learner_lib
+
+# Small and fast: 2 tasks, 2 workers each, short unrolls.
+PIXEL_FLAGS = ['--level_set=minigrid', '--num_tasks=2', '--workers_per_task=2',
+               '--unroll_length=5', '--env_processes=false', '--log_interval_secs=1']
+
+
+def _run(tmp_path, *flags):
+  return cli.run_from_args([f'--logdir={tmp_path}', *flags])
+
+
+@pytest.mark.parametrize('algorithm', cli.DEEP_ALGORITHMS)
+def test_every_algorithm_trains_on_the_pixel_set(tmp_path, algorithm):
+  summary = _run(tmp_path, f'--algorithm={algorithm}', '--env_steps_per_task=300',
+                 *PIXEL_FLAGS)
+  assert summary['finished']
+  assert summary['total_env_steps'] >= 2 * 300
+  assert summary['updates'] >= 2 * 300 // (2 * 5)
+  config = json.loads((tmp_path / results.CONFIG_FILE).read_text())
+  assert config['algorithm'] == algorithm and config['level_set'] == 'minigrid'
+  with open(tmp_path / results.EPISODES_FILE) as f:
+    assert f.readline().strip() == ','.join(results.EPISODE_FIELDS)
+  rows = results.read_episodes(str(tmp_path))
+  distilled = results.select(rows, policy='distilled')
+  if algorithm.startswith('kl'):
+    # pi_0 is evaluated on every task, from the start of training on.
+    assert {r['task'] for r in distilled} == {'empty_6x6', 'random_goal_7x7'}
+    assert min(r['env_steps'] for r in distilled) == 0
+  else:
+    assert not distilled
+  assert (tmp_path / 'learning_curves.png').stat().st_size > 0
+  assert os.listdir(tmp_path / 'tensorboard')
+  assert os.path.exists(tmp_path / checkpointing.CHECKPOINT_DIR / 'checkpoint')
+
+
+def test_environments_in_their_own_processes(tmp_path):
+  flags = [f for f in PIXEL_FLAGS if not f.startswith('--env_processes')]
+  summary = _run(tmp_path, '--algorithm=kl_ent_2col', '--env_steps_per_task=200',
+                 '--env_processes=true', *flags)
+  assert summary['finished'] and summary['total_env_steps'] >= 400
+
+
+def test_resume_continues_counters_schedule_and_results(tmp_path):
+  flags = ['--algorithm=kl_ent_1col', '--level_set=two_rooms', '--num_tasks=2',
+           '--workers_per_task=2', '--env_processes=false', '--unroll_length=10',
+           '--env_steps_per_task=30000', '--log_interval_secs=1']
+  first = _run(tmp_path, *flags, '--max_seconds=4')
+  assert not first['finished']
+  stopped_at = first['total_env_steps']
+  assert 0 < stopped_at < 2 * 30000
+  rows_before = results.read_episodes(str(tmp_path))
+
+  second = _run(tmp_path, *flags)
+  assert second['finished']
+  assert second['resumed_from_env_steps'] == stopped_at
+  # The counter went on from the checkpoint instead of starting again at 0:
+  # the second run did only the frames that were left.
+  assert second['total_env_steps'] < 2 * 30000 + 2 * 2 * 10
+  rows = results.read_episodes(str(tmp_path))
+  assert rows[:len(rows_before)] == rows_before
+  for task in ('goal_r1_c10', 'goal_r5_c9'):
+    steps = [r['env_steps'] for r in results.select(rows, task=task, policy='task')]
+    assert steps == sorted(steps)
+  # The learning-rate schedule continued: annealed to 0 at the end of the budget.
+  state = _restore_learning_rate(tmp_path)
+  assert state < 0.05 * 1e-3
+
+
+def _restore_learning_rate(logdir) -> float:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  path = tf.train.latest_checkpoint(str(logdir / checkpointing.CHECKPOINT_DIR))
+  reader = tf.train.load_checkpoint(path)
+  key = [k for k in reader.get_variable_to_shape_map()
+         if k.startswith('learning_rate/')][0]
+  return float(reader.get_tensor(key))
+
+
+def test_resume_refuses_another_configuration(tmp_path):
+  flags = ['--level_set=two_rooms', '--num_tasks=2', '--workers_per_task=1',
+           '--env_processes=false', '--env_steps_per_task=200']
+  _run(tmp_path, '--algorithm=kl_2col', *flags)
+  with pytest.raises(errors.UsageError, match='--algorithm=kl_2col'):
+    _run(tmp_path, '--algorithm=a3c', *flags)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+  flags = ['--algorithm=a3c', '--level_set=two_rooms', '--num_tasks=1',
+           '--workers_per_task=1', '--env_processes=false', '--env_steps_per_task=200']
+  _run(tmp_path, *flags)
+  ckpt_dir = tmp_path / checkpointing.CHECKPOINT_DIR
+  for name in os.listdir(ckpt_dir):
+    if name.endswith('.index'):
+      (ckpt_dir / name).write_bytes(b'not a checkpoint')
+  with pytest.raises(errors.UsageError, match='corrupt or from an incompatible'):
+    _run(tmp_path, *flags, '--env_steps_per_task=400')
+
+
+def test_bad_deep_flags_are_usage_errors(tmp_path):
+  base = ['--level_set=two_rooms', '--algorithm=a3c', '--env_processes=false']
+  with pytest.raises(errors.UsageError, match='--workers_per_task must be > 0'):
+    _run(tmp_path, *base, '--workers_per_task=0')
+  with pytest.raises(errors.UsageError, match='--tasks'):
+    _run(tmp_path, *base, '--tasks=0,9')
+  with pytest.raises(errors.UsageError, match='--prior_logdir'):
+    _run(tmp_path, *base, f'--prior_logdir={tmp_path}')
+
+
+def test_unroll_layout_matches_the_environment(tmp_path):
+  """The actor's unrolls line rewards and resets up as the learner expects."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import actor as actor_lib  # pylint: disable=g-import-not-at-top
+  import queue  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  import dm_env  # pylint: disable=g-import-not-at-top
+
+  class Counter(dm_env.Environment):
+    """Observation = step index; reward = action; episodes of 3 steps."""
+
+    def __init__(self):
+      self._t = 0
+
+    def reset(self):
+      self._t = 0
+      return dm_env.restart(np.array([0.0], np.float32))
+
+    def step(self, action):
+      self._t += 1
+      obs = np.array([float(self._t)], np.float32)
+      if self._t == 3:
+        return dm_env.termination(float(action), obs)
+      return dm_env.transition(float(action), obs)
+
+    def observation_spec(self):
+      return dm_env.specs.Array((1,), np.float32)
+
+    def action_spec(self):
+      return dm_env.specs.DiscreteArray(2)
+
+  class FixedNetwork:
+    def initial_state(self, batch):
+      return tf.zeros([batch, 1])
+
+  def act(observations, first, state):
+    del first
+    return tf.ones(tf.shape(observations)[:1], tf.int32), state + 1
+
+  progress = actor_lib.Progress(['t'], budget=7)
+  writer = results.EpisodeWriter(str(tmp_path), 'test', 0)
+  recorder = actor_lib.EpisodeRecorder(writer, progress)
+  q = queue.Queue()
+  actor = actor_lib.Actor([(0, actor_lib.LocalEnv(lambda s: Counter(), 0))],
+                          FixedNetwork(), act, progress, recorder, 7, 1, q)
+  actor.run(threading.Event())
+  assert actor.error is None
+  task, batch, _ = q.get_nowait()
+  assert task == 0 and isinstance(batch, learner_lib.Unroll)
+  np.testing.assert_array_equal(batch.observations.numpy()[:, 0, 0],
+                                [0, 1, 2, 0, 1, 2, 0, 1])
+  np.testing.assert_array_equal(batch.first.numpy()[:, 0],
+                                [1, 0, 0, 1, 0, 0, 1, 0])
+  np.testing.assert_array_equal(batch.discounts.numpy()[:, 0], [1, 1, 0, 1, 1, 0, 1])
+  np.testing.assert_array_equal(batch.rewards.numpy()[:, 0], [1] * 7)
+  writer.close()
+  rows = results.read_episodes(str(tmp_path))
+  assert [(r['episode_return'], r['episode_length'], r['env_steps']) for r in rows] == [
+      (3.0, 3, 3), (3.0, 3, 6)]
