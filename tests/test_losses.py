@@ -272,3 +272,53 @@ def test_loss_inside_tf_function_matches_eager():
                                         'value_loss', 'distill_loss',
                                         'value_l2'))
   np.testing.assert_allclose(float(eager['total']), parts, rtol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['kl_1col', 'kl_ent_1col', 'kl_2col', 'kl_ent_2col'])
+def test_expected_regulariser_has_the_same_expected_gradient(name):
+  """E_a[grad of the 'expected' form] = E_a[grad of eq. (9) as written].
+
+  One step (T = 1), every action a weighed by pi_i(a|s): the two estimators of
+  the policy gradient agree in expectation, exactly, for the task logits and h.
+  """
+  rng = np.random.default_rng(3)
+  batch, num_actions = 3, 4
+  algorithm = algorithms.ALGORITHMS[name]
+  coeffs = algorithms.coefficients(algorithm, 0.3)
+  f = tf.Variable(rng.normal(size=(2, batch, num_actions)), dtype=tf.float32)
+  h = tf.Variable(rng.normal(size=(2, batch, num_actions)), dtype=tf.float32)
+  values = tf.constant(rng.normal(size=(2, batch)), tf.float32)
+  pi0_values = tf.constant(rng.normal(size=(2, batch)), tf.float32)
+  rewards = tf.constant(rng.normal(size=(1, batch)), tf.float32)
+  discounts = tf.ones((1, batch))
+
+  def policy_grads(action, form):
+    with tf.GradientTape() as tape:
+      logits = (coeffs.alpha * h + f if algorithm.architecture == 'two_column'
+                else f)
+      output = networks.NetOutput(logits, values, h, pi0_values)
+      actions = tf.fill((1, batch), action)
+      _, metrics = losses.distral_loss(
+          output, actions, rewards, discounts, coeffs, algorithm, gamma=0.9,
+          value_cost=0.0, value_l2_cost=0.0, regulariser_gradient=form)
+      loss = metrics['policy_loss'] + metrics['entropy_loss']
+    return [np.zeros((batch, num_actions)) if g is None else g.numpy()[0]
+            for g in tape.gradient(loss, [f, h])]
+
+  logits = (coeffs.alpha * h + f if algorithm.architecture == 'two_column' else f)
+  pi = _softmax(logits.numpy()[0])  # [B, A]
+  expectation = {}
+  for form in ('sampled', 'expected'):
+    total = [np.zeros((batch, num_actions)), np.zeros((batch, num_actions))]
+    for a in range(num_actions):
+      grads = policy_grads(a, form)
+      for k in range(2):
+        # Each batch element b took action a with probability pi[b, a]; the loss
+        # averages over the batch, so weigh element b's gradient by pi[b, a].
+        total[k] += pi[:, a:a + 1] * grads[k]
+    expectation[form] = total
+  for k in range(2):
+    np.testing.assert_allclose(expectation['expected'][k], expectation['sampled'][k],
+                               rtol=1e-4, atol=1e-5)
+  # And the expected form really differs per sample (it is another estimator).
+  assert not np.allclose(policy_grads(0, 'expected')[0], policy_grads(0, 'sampled')[0])

@@ -29,6 +29,7 @@ class DeepConfig:
   grad_clip_norm: float = 40.0
   value_cost: float = 0.5
   value_l2_cost: float = 0.01
+  regulariser_gradient: str = 'expected'
   eval_interval: int = 0           # frames per task between pi_0 evaluations; 0: 20 per run
   eval_episodes: int = 1
   checkpoint_secs: float = 120.0
@@ -73,6 +74,12 @@ flags.DEFINE_float('grad_clip_norm', _D.grad_clip_norm, 'Global gradient norm cl
 flags.DEFINE_float('value_cost', _D.value_cost, 'Weight of the value loss.')
 flags.DEFINE_float('value_l2_cost', _D.value_l2_cost,
                    'Weight of the L2 term pulling task values toward the shared value.')
+flags.DEFINE_enum('regulariser_gradient', _D.regulariser_gradient,
+                  ['expected', 'sampled'],
+                  'How the current step\'s KL/entropy regulariser enters the policy '
+                  'gradient of the Distral algorithms: "sampled" is eq. (9) as written; '
+                  '"expected" replaces it by its expectation over the action (same '
+                  'expected gradient, lower variance).')
 flags.DEFINE_integer('eval_interval', _D.eval_interval,
                      'Frames per task between evaluations of pi_0 on every task; '
                      '0: 20 evaluations per run.')
@@ -134,7 +141,8 @@ def from_flags(fv: flags.FlagValues) -> DeepConfig:
       unroll_length=fv.unroll_length, env_processes=fv.env_processes,
       rmsprop_decay=fv.rmsprop_decay, rmsprop_epsilon=fv.rmsprop_epsilon,
       grad_clip_norm=fv.grad_clip_norm, value_cost=fv.value_cost,
-      value_l2_cost=fv.value_l2_cost, eval_interval=fv.eval_interval,
+      value_l2_cost=fv.value_l2_cost,
+      regulariser_gradient=fv.regulariser_gradient, eval_interval=fv.eval_interval,
       eval_episodes=fv.eval_episodes, checkpoint_secs=fv.checkpoint_secs,
       log_interval_secs=fv.log_interval_secs, max_seconds=fv.max_seconds,
       tasks=parse_tasks(fv.tasks),

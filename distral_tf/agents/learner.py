@@ -48,6 +48,7 @@ class LearnerConfig:
   grad_clip_norm: float = 40.0
   value_cost: float = 0.5
   value_l2_cost: float = 0.01
+  regulariser_gradient: str = 'expected'   # see losses.distral_loss
 
 
 class Learner:
@@ -98,7 +99,8 @@ class Learner:
         output, batch.actions, batch.rewards, batch.discounts, self._coeffs,
         self._algorithm, gamma=self._config.discount,
         value_cost=self._config.value_cost,
-        value_l2_cost=self._config.value_l2_cost)
+        value_l2_cost=self._config.value_l2_cost,
+        regulariser_gradient=self._config.regulariser_gradient)
 
   def update(self, task: int, batch: Unroll) -> dict[str, tf.Tensor]:
     """One step of ``train_step``, not compiled (to wrap in a strategy)."""

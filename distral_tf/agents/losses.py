@@ -12,6 +12,13 @@ averaged over the batch.
   ``(alpha/beta) sum_a (pi_i(a|s) - pi_0(a|s)) grad h(a|s)``, is the gradient
   of ``(alpha/beta) sum_a stopgrad(pi_i(a|s)) log pi_0(a|s)``. With the
   two-column policy (eq. 8) autodiff also carries eq. (10)'s first term into h.
+  With ``regulariser_gradient='expected'`` the regulariser of the current
+  step, ``(alpha/beta) log pi_0(a_t|s_t) - (1/beta) log pi_i(a_t|s_t)``, enters
+  the policy gradient through its expectation over ``a_t ~ pi_i`` (the gradient
+  of ``sum_a pi_i(a|s_t) stopgrad(reg(a))``) instead of through the sampled
+  action's score; later steps' regularisers stay in the returns. Both estimate
+  the same gradient (eq. 9); the expected form has lower variance and acts on
+  pi_i directly, as A3C's entropy bonus does. ``'sampled'`` is eq. (9) as written.
 * The A3C family (``algorithm.entropy_bonus``): raw rewards and the usual A3C
   entropy bonus ``c_Ent * H(pi_i)`` with ``c_Ent = 1/beta`` (alpha = 0).
 * Value: ``value_cost * 0.5 * (G - V)^2`` on the same returns G, plus the small
@@ -83,7 +90,8 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
                  rewards: tf.Tensor, discounts: tf.Tensor,
                  coeffs: algorithms.Coefficients,
                  algorithm: algorithms.Algorithm, gamma: float,
-                 value_cost: float, value_l2_cost: float
+                 value_cost: float, value_l2_cost: float,
+                 regulariser_gradient: str = 'sampled'
                  ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
   """The loss whose gradient is eqs. (9)-(10) (see the module docstring).
 
@@ -97,6 +105,8 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
     gamma: the discount factor.
     value_cost: weight of ``0.5 (G - V)^2``.
     value_l2_cost: weight of ``(V_i - V_0)^2``.
+    regulariser_gradient: ``'sampled'`` (eq. 9 as written) or ``'expected'``
+      (the current step's regulariser by its expectation; see module doc).
 
   Returns:
     The scalar loss and a dict of scalar metrics: total, policy_loss,
@@ -144,6 +154,17 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
 
   returns = tf.stop_gradient(n_step_returns(step_rewards, discounts, bootstrap))
   advantages = tf.stop_gradient(returns - values)
+  if not algorithm.entropy_bonus and regulariser_gradient == 'expected':
+    # reg(a) = (alpha/beta) log pi_0(a|s_t) - (1/beta) log pi_i(a|s_t), for all a.
+    reg = -(1.0 / coeffs.beta) * log_pi
+    if output.pi0_logits is not None:
+      reg += (coeffs.alpha / coeffs.beta) * log_pi0
+    reg = tf.stop_gradient(reg)
+    advantages -= _log_prob(reg, actions)
+    entropy_term = -tf.reduce_sum(pi * reg, axis=-1)
+  elif regulariser_gradient not in ('sampled', 'expected'):
+    raise ValueError(f'regulariser_gradient must be sampled or expected, got '
+                     f'{regulariser_gradient!r}')
   policy_loss = _sum_time_mean_batch(-log_pi_a * advantages)
   entropy_loss = _sum_time_mean_batch(entropy_term)
   value_loss = _sum_time_mean_batch(value_cost * 0.5 * tf.square(

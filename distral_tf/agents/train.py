@@ -68,7 +68,8 @@ def build_agent(level_set: level_sets.LevelSet, algorithm: algorithms.Algorithm,
       learning_rate=fv.learning_rate, total_steps=max(total_steps, 1),
       discount=fv.discount, rmsprop_decay=cfg.rmsprop_decay,
       rmsprop_epsilon=cfg.rmsprop_epsilon, grad_clip_norm=cfg.grad_clip_norm,
-      value_cost=cfg.value_cost, value_l2_cost=cfg.value_l2_cost)
+      value_cost=cfg.value_cost, value_l2_cost=cfg.value_l2_cost,
+      regulariser_gradient=cfg.regulariser_gradient)
   return learner_lib.Learner(network, algorithm, coeffs, learner_config)
 
 
