@@ -176,3 +176,31 @@ def test_unroll_layout_matches_the_environment(tmp_path):
   rows = results.read_episodes(str(tmp_path))
   assert [(r['episode_return'], r['episode_length'], r['env_steps']) for r in rows] == [
       (3.0, 3, 3), (3.0, 3, 6)]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'distral_tf.launch', '--algorithm=a3c', '--num_tasks=1',
+       '--workers_per_task=1', '--env_processes=false', '--env_steps_per_task=10000000',
+       '--log_interval_secs=0.5', '--checkpoint_secs=100000', f'--logdir={tmp_path}'],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 240
+    # Wait for training to be under way (the first progress line).
+    while time.time() < deadline:
+      line = proc.stdout.readline()
+      if line.startswith('frames '):
+        break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130, err[-2000:]
+  assert 'Run the same command to resume' in err
+  summary = json.loads((tmp_path / results.SUMMARY_FILE).read_text())
+  assert not summary['finished'] and summary['total_env_steps'] > 0
+  assert os.path.exists(tmp_path / checkpointing.CHECKPOINT_DIR / 'checkpoint')
