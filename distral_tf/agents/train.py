@@ -145,7 +145,7 @@ def write_summaries(writer, progress: actor_lib.Progress, fps: float,
 
 def run(fv: flags.FlagValues) -> dict:
   """Trains the deep algorithm the flags select; returns the summary."""
-  config_lib.resolve_common(fv)
+  config_lib.apply_level_set_defaults(fv)
   cfg = config_lib.from_flags(fv)
   algorithm = algorithms.ALGORITHMS[fv.algorithm]
   coeffs = algorithms.coefficients(algorithm, fv.entropy_cost, fv.alpha)
