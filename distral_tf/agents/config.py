@@ -48,7 +48,7 @@ class DeepConfig:
 COMMON_DEFAULTS = dict(learning_rate=5e-4, entropy_cost=0.01, discount=0.99)
 LEVEL_SET_DEFAULTS = {
     'two_rooms': dict(learning_rate=1e-3, entropy_cost=0.03, discount=0.95,
-                      env_steps_per_task=60_000, rmsprop_epsilon=1e-5,
+                      env_steps_per_task=60_000, rmsprop_epsilon=1e-3,
                       env_processes=False),
     'minigrid': dict(env_steps_per_task=2_000_000, workers_per_task=8),
     'mazes': dict(env_steps_per_task=400_000_000, workers_per_task=32),
