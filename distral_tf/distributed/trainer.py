@@ -1,0 +1,351 @@
+"""The chief's side of a cluster run: actors, policy copy, monitor, checkpoints.
+
+``ClusterTrainer`` is ``agents/train.py``'s trainer with the learner on the
+cluster: the actors, evaluator and learner threads of ``agents/actor.py`` run
+unchanged in this process, acting with ``remote.PolicyMirror``'s local copy of
+the network, while every gradient step runs on a worker through
+``remote.StepScheduler``. It writes the same log directory as a local run,
+plus ``cluster.json``, takes consistent checkpoints (no step runs while one is
+written) and raises ``ClusterFailure`` when a parameter server is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from distral_tf import plotting
+from distral_tf import results
+from distral_tf.agents import actor as actor_lib
+from distral_tf.agents import checkpointing
+from distral_tf.agents import networks
+from distral_tf.agents import train
+from distral_tf.distributed import local_cluster
+from distral_tf.distributed import remote
+from distral_tf.distributed import topology
+from distral_tf.envs import process
+
+CLUSTER_FILE = 'cluster.json'
+JOIN_TIMEOUT_SECS = 60.0
+# Gradient steps in flight per worker: one running, one on its way.
+LEARNER_THREADS_PER_WORKER = 2
+
+
+class ClusterFailure(RuntimeError):
+  """A ps task (or the connection to it) is gone; the run resumes when rerun."""
+
+
+def _make_env(task, seed: int, name: str, use_process: bool):
+  if use_process:
+    return process.EnvProcess(task.make_env, seed, name=name)
+  return actor_lib.LocalEnv(task.make_env, seed, name=name)
+
+
+class ClusterTrainer:
+  """The chief's actors, evaluator, policy copy and monitor."""
+
+  def __init__(self, fv, cfg, level_set, algorithm, coeffs, cluster, strategy,
+               coordinator, launcher=None):
+    self.fv, self.cfg, self.level_set = fv, cfg, level_set
+    self.algorithm, self.coeffs = algorithm, coeffs
+    self.cluster, self.strategy, self.coordinator = cluster, strategy, coordinator
+    self.launcher = launcher
+    self.envs, self.eval_envs = [], []
+    self.workers, self.threads = [], []
+    self.stop_event = threading.Event()
+    self._mirror_thread = None
+    self._mirror_error: BaseException | None = None
+    self.interrupted = False  # Set by ``train`` when stopped by Ctrl-C.
+
+  # -- building -----------------------------------------------------------------
+
+  def setup(self) -> None:
+    fv, cfg, level_set = self.fv, self.cfg, self.level_set
+    num_tasks = len(level_set.tasks)
+    for t, task in enumerate(level_set.tasks):
+      for w in range(cfg.workers_per_task):
+        self.envs.append((t, _make_env(task, actor_lib.env_seed(fv.seed, t, w),
+                                       f'{task.name}/{w}', cfg.env_processes)))
+    spec = self.envs[0][1].observation_spec()
+    with self.strategy.scope():
+      self.learner = train.build_agent(level_set, self.algorithm, self.coeffs, fv,
+                                       cfg, spec)
+    network = self.learner.network
+    local = networks.DistralNetwork(
+        self.algorithm, num_tasks=num_tasks, num_actions=level_set.num_actions,
+        observation_kind=level_set.observation_kind, alpha=self.coeffs.alpha)
+    local.build(tuple(spec.shape), spec.dtype)
+    self.mirror = remote.PolicyMirror(network, local)
+    self.state = checkpointing.TrainingState(self.learner, num_tasks)
+    self.state.restore_or_initialize(fv.logdir)
+    if cfg.prior_logdir and not self.state.restored:
+      checkpointing.load_prior(network, cfg.prior_logdir)
+    if cfg.prior_logdir:
+      self.learner.freeze(network.pi0_variables())
+    if self.state.restored:
+      print(f'Resuming from {self.state.manager.latest_checkpoint}: '
+            f'{int(self.learner.steps_done.numpy())} agent steps, frames per task '
+            f'{self.state.frames.numpy().tolist()}', flush=True)
+    removed = results.truncate_episodes(
+        fv.logdir, dict(zip(level_set.task_names, self.state.frames.numpy().tolist())))
+    if removed:
+      logging.info('Resuming: dropped %d episodes recorded after the checkpoint.',
+                   removed)
+    self.mirror.refresh()
+    self.scheduler = remote.StepScheduler(self.learner, self.strategy,
+                                          self.coordinator, len(self.cluster.workers),
+                                          num_tasks)
+    self._frames_at_start = self.state.frames.numpy().copy()
+    if self.launcher is not None:
+      self.launcher.on_restart = lambda role: self.scheduler.mark_restart(role.index)
+    self.writer = results.EpisodeWriter(fv.logdir, fv.algorithm, fv.seed)
+    self.progress = actor_lib.Progress(level_set.task_names, fv.env_steps_per_task,
+                                       self.state.frames.numpy())
+    self.recorder = actor_lib.EpisodeRecorder(self.writer, self.progress)
+    self._make_workers()
+    self.write_cluster_file()
+
+  def _make_workers(self) -> None:
+    """Actors and evaluator as in the local trainer; learner threads feed the cluster."""
+    fv, cfg, level_set = self.fv, self.cfg, self.level_set
+    local, num_tasks = self.mirror.network, len(level_set.tasks)
+    unroll_queue = queue.Queue(maxsize=2 * num_tasks * cfg.actor_threads)
+    for k in range(cfg.actor_threads):
+      # Thread k steps workers k, k + K, ... of every task.
+      block = [(t, env) for i, (t, env) in enumerate(self.envs)
+               if (i % cfg.workers_per_task) % cfg.actor_threads == k]
+      sizes = [sum(1 for t, _ in block if t == task) for task in range(num_tasks)]
+      self.workers.append(actor_lib.Actor(
+          block, local, actor_lib.make_act_fn(local, sizes), self.progress,
+          self.recorder, cfg.unroll_length, level_set.frames_per_step, unroll_queue))
+    actors = list(self.workers)
+    actors_done = lambda: all(a.done for a in actors)
+    for _ in range(self.num_learner_threads):
+      self.workers.append(actor_lib.LearnerThread(self.scheduler, unroll_queue,
+                                                  self.progress, actors_done))
+    if self.algorithm.distilled:
+      interval = cfg.eval_interval or max(fv.env_steps_per_task // 20, 1)
+      for t, task in enumerate(level_set.tasks):
+        self.eval_envs.append(_make_env(task, actor_lib.env_seed(fv.seed, t, 10_000),
+                                        f'{task.name}/eval', cfg.env_processes))
+      self.workers.append(actor_lib.Evaluator(
+          self.eval_envs, actor_lib.make_pi0_act_fn(local), local, self.progress,
+          self.recorder, interval, cfg.eval_episodes,
+          int(self.state.next_eval.numpy())))
+
+  @property
+  def num_learner_threads(self) -> int:
+    """Steps kept in flight: ``LEARNER_THREADS_PER_WORKER`` per worker at least."""
+    return max(self.cfg.learner_threads,
+               LEARNER_THREADS_PER_WORKER * len(self.cluster.workers))
+
+  # -- running ------------------------------------------------------------------
+
+  def start(self) -> None:
+    """Starts the actor, evaluator and policy-refresh threads."""
+    self.threads = [threading.Thread(target=w.run, args=(self.stop_event,), daemon=True)
+                    for w in self.workers]
+    for th in self.threads:
+      th.start()
+    self._mirror_thread = threading.Thread(
+        target=self._refresh_loop, daemon=True, name='PolicyMirror')
+    self._mirror_thread.start()
+
+  def _refresh_loop(self) -> None:
+    try:
+      self.mirror.run(self.stop_event, lambda: self.progress.updates)
+    except Exception as e:  # pylint: disable=broad-except
+      self._mirror_error = e
+      self.stop_event.set()
+
+  def train(self) -> dict:
+    """Trains to the budget (or ``--max_seconds``, or Ctrl-C); returns the summary.
+
+    After Ctrl-C a checkpoint is saved and ``interrupted`` is True.
+    """
+    fv, cfg = self.fv, self.cfg
+    summary_writer = tf.summary.create_file_writer(os.path.join(fv.logdir, 'tensorboard'))
+    print(f'Training {fv.algorithm} on {self.level_set.name} '
+          f'({len(self.level_set.tasks)} tasks, {cfg.workers_per_task} workers each) '
+          f'with {len(self.cluster.ps)} ps and {len(self.cluster.workers)} worker '
+          f'tasks -> {fv.logdir}', flush=True)
+    start = time.time()
+    wall_before = float(self.state.wall_time.numpy())
+    self.start()
+    training = [th for th, w in zip(self.threads, self.workers)
+                if not isinstance(w, actor_lib.Evaluator)]
+    last_log = last_ckpt = time.time()
+    last_frames = int(self.progress.frames.sum())
+    steady_start = None  # Throughput after the first progress line.
+    interrupted = False
+    try:
+      while any(th.is_alive() for th in training) and not self.stop_event.is_set():
+        self._check_servers()
+        time.sleep(0.2)
+        now = time.time()
+        if now - last_log >= cfg.log_interval_secs:
+          frames = int(self.progress.frames.sum())
+          fps = (frames - last_frames) / (now - last_log)
+          print(train.progress_line(self.progress, fps), flush=True)
+          steady_start = steady_start or (now, frames)
+          train.write_summaries(summary_writer, self.progress, fps,
+                                float(self.learner.learning_rate.numpy()))
+          self.recorder.flush()
+          self.write_cluster_file()
+          last_log, last_frames = now, frames
+        if now - last_ckpt >= cfg.checkpoint_secs:
+          self.save(wall_before + now - start)
+          last_ckpt = now
+        if cfg.max_seconds and now - start >= cfg.max_seconds:
+          break
+      if not self.stop_event.is_set() and self.progress.all_done():
+        for th in self.threads:  # The evaluator finishes its last evaluation.
+          th.join()
+    except KeyboardInterrupt:
+      interrupted = True
+    except Exception as e:  # pylint: disable=broad-except
+      if remote.is_cluster_failure(e):
+        self.stop_event.set()
+        raise ClusterFailure(self._failure_message(e)) from None
+      raise
+    failure = self.shutdown()
+    self.save(wall_before + time.time() - start)
+    if failure is not None:
+      raise failure
+    end = time.time()
+    steady_fps = float('nan')
+    if steady_start is not None and end > steady_start[0] + 1e-3:
+      steady_fps = (int(self.progress.frames.sum()) - steady_start[1]) / (
+          end - steady_start[0])
+    return self._finish(wall_before + end - start, interrupted, steady_fps)
+
+  def _check_servers(self) -> None:
+    if self.launcher is not None and self.launcher.lost_ps:
+      self.stop_event.set()
+      raise ClusterFailure(self._failure_message())
+
+  def _failure_message(self, error: BaseException | None = None) -> str:
+    """What was lost and how to resume."""
+    if self.launcher is not None:  # Its supervisor names the dead server soon.
+      deadline = time.time() + 4 * local_cluster.SUPERVISE_SECS
+      while not self.launcher.lost_ps and time.time() < deadline:
+        time.sleep(0.1)
+    if self.launcher is not None and self.launcher.lost_ps:
+      what = f'{topology.describe(self.cluster, self.launcher.lost_ps)} exited'
+    else:
+      text = str(error)
+      named = [r for r in self.cluster.server_roles()
+               if f':{topology.split_address(self.cluster.address(r))[1]}' in text]
+      what = (f'lost {topology.describe(self.cluster, named)}' if named else
+              f'lost a task of the cluster ({remote.first_line(error)})')
+    latest = self.state.manager.latest_checkpoint if self.state.manager else None
+    if latest:
+      then = (f'running the same command again resumes from the last checkpoint, '
+              f'{latest}')
+    else:
+      then = 'no checkpoint was saved yet: running the same command again starts over'
+    return f'{what}; the variables on the parameter servers are lost; {then}'
+
+  def shutdown(self) -> BaseException | None:
+    """Stops the threads and waits for every scheduled gradient step.
+
+    Returns:
+      The first error of an actor or of a step, if any (to raise once saved).
+
+    Raises:
+      ClusterFailure: a ps task was lost (nothing can be saved then).
+    """
+    self.stop_event.set()
+    for th in self.threads + [self._mirror_thread]:
+      if th is not None:
+        th.join(timeout=JOIN_TIMEOUT_SECS)
+    failures = [w.error for w in self.workers if w.error is not None]
+    failures.append(self._mirror_error)
+    try:
+      self.scheduler.join()
+    except Exception as e:  # pylint: disable=broad-except
+      failures.append(e)
+    failures = [e for e in failures if e is not None]
+    lost = [e for e in failures if remote.is_cluster_failure(e)]
+    if lost or (self.launcher is not None and self.launcher.lost_ps):
+      raise ClusterFailure(self._failure_message(lost[0] if lost else None))
+    return failures[0] if failures else None
+
+  def save(self, wall_time: float) -> str:
+    """A consistent checkpoint: the frames of exactly the steps applied so far.
+
+    Steps are held back while it is written. Frames acted but not yet trained
+    on are not counted; a resumed run collects them again.
+    """
+    evaluators = [w for w in self.workers if isinstance(w, actor_lib.Evaluator)]
+    with self.scheduler.paused():
+      frames = (self._frames_at_start +
+                self.scheduler.trained_steps * self.level_set.frames_per_step)
+      path = self.state.save(frames, evaluators[0].next_eval if evaluators else 0,
+                             wall_time)
+    self.recorder.flush()
+    return path
+
+  def _finish(self, wall: float, interrupted: bool, steady_fps: float) -> dict:
+    fv = self.fv
+    self.writer.close()
+    self.write_cluster_file()
+    rows = results.read_episodes(fv.logdir)
+    with self.progress.lock:
+      lags = list(self.progress.policy_lags)
+    summary = results.write_summary(
+        fv.logdir, rows, fv.env_steps_per_task, wall, int(self.progress.frames.sum()),
+        finished=self.progress.all_done() and not interrupted,
+        algorithm=fv.algorithm, level_set=self.level_set.name,
+        updates=int(self.progress.updates),
+        agent_steps=int(self.learner.steps_done.numpy()),
+        mean_policy_lag=float(np.mean(lags)) if lags else 0.0,
+        interrupted_episodes=int(self.progress.interrupted_episodes),
+        steady_frames_per_second=steady_fps, cluster=self.cluster_stats())
+    plotting.plot_run(fv.logdir, rows, fv.env_steps_per_task,
+                      f'{fv.algorithm} on {self.level_set.name}')
+    print(results.format_summary_table(summary), flush=True)
+    self.interrupted = interrupted
+    return summary
+
+  # -- reporting ----------------------------------------------------------------
+
+  def cluster_stats(self) -> dict:
+    stats = dict(num_ps=len(self.cluster.ps), num_workers=len(self.cluster.workers),
+                 policy_refreshes=self.mirror.refreshes,
+                 policy_bytes=self.mirror.num_bytes,
+                 **self.scheduler.worker_stats())
+    if self.launcher is not None:
+      stats['worker_restarts'] = self.launcher.worker_restarts()
+    return stats
+
+  def write_cluster_file(self) -> None:
+    """``cluster.json``: where everything is and what it did, at ``time``."""
+    network = self.learner.network
+    data = dict(cluster=self.cluster.as_dict(), chief_pid=os.getpid(),
+                placement=remote.placement(self.learner),
+                optimizer_iterations=int(self.learner.optimizer.iterations.numpy()),
+                task_variable_bytes=[
+                    sum(remote.variable_bytes(v) for v in network.task_variables(t))
+                    for t in range(len(self.level_set.tasks))],
+                frames=int(self.progress.frames.sum()), time=time.time(),
+                stats=self.cluster_stats())
+    if self.launcher is not None:
+      data['servers'] = self.launcher.describe()
+    results.write_json(os.path.join(self.fv.logdir, CLUSTER_FILE), data)
+
+  def close(self) -> None:
+    """Closes the environments (the servers are the launcher's)."""
+    self.stop_event.set()
+    if self.launcher is not None:
+      self.launcher.on_restart = None
+    for _, env in self.envs:
+      env.close()
+    for env in self.eval_envs:
+      env.close()
