@@ -11,7 +11,6 @@ line is ``ratio: X`` = training / environment-only.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 
@@ -100,13 +99,5 @@ def main(argv):
   print(f'ratio: {train_fps / env_fps:.3f}')
 
 
-def _main(argv):
-  try:
-    main(argv)
-  except errors.UsageError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(errors.USAGE_EXIT_CODE)
-
-
 if __name__ == '__main__':
-  app.run(_main, flags_parser=cli.parse_flags)
+  app.run(errors.exit_on_usage_error(main), flags_parser=cli.parse_flags)

@@ -100,13 +100,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(errors.USAGE_EXIT_CODE)
 
 
+@errors.exit_on_usage_error
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    print(f'error: unexpected arguments {" ".join(argv[1:])}; flags look like '
-          '--name=value (see --helpfull)', file=sys.stderr)
-    sys.exit(errors.USAGE_EXIT_CODE)
-  try:
-    run(FLAGS)
-  except errors.UsageError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(errors.USAGE_EXIT_CODE)
+    raise errors.UsageError(f'unexpected arguments {" ".join(argv[1:])}; flags look '
+                            'like --name=value (see --helpfull)')
+  run(FLAGS)

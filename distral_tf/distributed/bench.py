@@ -196,13 +196,5 @@ def main(argv) -> None:
   print(format_table(rows, local), flush=True)
 
 
-def _main(argv):
-  try:
-    main(argv)
-  except errors.UsageError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(errors.USAGE_EXIT_CODE)
-
-
 if __name__ == '__main__':
-  app.run(_main, flags_parser=cli.parse_flags)
+  app.run(errors.exit_on_usage_error(main), flags_parser=cli.parse_flags)
