@@ -92,7 +92,8 @@ def check_resumable(logdir: str, fv: flags.FlagValues) -> None:
           'the same flags or choose another --logdir')
 
 
-def _make_env(task: level_sets.Task, seed: int, name: str, use_process: bool):
+def make_env(task: level_sets.Task, seed: int, name: str, use_process: bool):
+  """An environment of ``task`` in its own process, or stepped in the caller's thread."""
   if use_process:
     return process.EnvProcess(task.make_env, seed, name=name)
   return actor_lib.LocalEnv(task.make_env, seed, name=name)
@@ -166,58 +167,89 @@ def run(fv: flags.FlagValues) -> dict:
   return _train(fv, cfg, level_set, algorithm, coeffs)
 
 
-def _train(fv, cfg, level_set, algorithm, coeffs) -> dict:
+def make_envs(fv: flags.FlagValues, cfg: config_lib.DeepConfig,
+              level_set: level_sets.LevelSet) -> list[tuple[int, object]]:
+  """``(task, environment)`` for every worker of every task, seeded apart."""
+  return [(t, make_env(task, actor_lib.env_seed(fv.seed, t, w), f'{task.name}/{w}',
+                       cfg.env_processes))
+          for t, task in enumerate(level_set.tasks)
+          for w in range(cfg.workers_per_task)]
+
+
+def restore(fv: flags.FlagValues, cfg: config_lib.DeepConfig,
+            level_set: level_sets.LevelSet, learner) -> checkpointing.TrainingState:
+  """Resumes from the log directory's checkpoint, or loads the prior pi_0."""
+  network = learner.network
+  state = checkpointing.TrainingState(learner, len(level_set.tasks))
+  state.restore_or_initialize(fv.logdir)
+  if cfg.prior_logdir and not state.restored:
+    checkpointing.load_prior(network, cfg.prior_logdir)
+  if cfg.prior_logdir:
+    learner.freeze(network.pi0_variables())
+  if state.restored:
+    print(f'Resuming from {state.manager.latest_checkpoint}: '
+          f'{int(learner.steps_done.numpy())} agent steps, frames per task '
+          f'{state.frames.numpy().tolist()}', flush=True)
+  removed = results.truncate_episodes(
+      fv.logdir, dict(zip(level_set.task_names, state.frames.numpy().tolist())))
+  if removed:
+    logging.info('Resuming: dropped %d episodes recorded after the checkpoint.', removed)
+  return state
+
+
+def make_workers(fv: flags.FlagValues, cfg: config_lib.DeepConfig,
+                 level_set: level_sets.LevelSet, algorithm: algorithms.Algorithm,
+                 envs, network, learner, progress: actor_lib.Progress,
+                 recorder: actor_lib.EpisodeRecorder, next_eval: int,
+                 learner_threads: int) -> tuple[list, list]:
+  """Actor threads, learner threads and (for distilled algorithms) the evaluator.
+
+  ``network`` is the one the actors and the evaluator act with; ``learner``
+  anything with ``train_step(task, batch)``. Returns the workers and the
+  evaluator's environments (to close).
+  """
   num_tasks = len(level_set.tasks)
+  unroll_queue = queue.Queue(maxsize=2 * num_tasks * cfg.actor_threads)
+  workers, eval_envs = [], []
+  for k in range(cfg.actor_threads):
+    # Thread k steps workers k, k + K, ... of every task.
+    block = [(t, env) for i, (t, env) in enumerate(envs)
+             if (i % cfg.workers_per_task) % cfg.actor_threads == k]
+    sizes = [sum(1 for t, _ in block if t == task) for task in range(num_tasks)]
+    workers.append(actor_lib.Actor(
+        block, network, actor_lib.make_act_fn(network, sizes), progress, recorder,
+        cfg.unroll_length, level_set.frames_per_step, unroll_queue))
+  actors = list(workers)
+  actors_done = lambda: all(a.done for a in actors)
+  for _ in range(learner_threads):
+    workers.append(actor_lib.LearnerThread(learner, unroll_queue, progress, actors_done))
+  if algorithm.distilled:
+    interval = cfg.eval_interval or max(fv.env_steps_per_task // 20, 1)
+    for t, task in enumerate(level_set.tasks):
+      eval_envs.append(make_env(task, actor_lib.env_seed(fv.seed, t, 10_000),
+                                f'{task.name}/eval', cfg.env_processes))
+    workers.append(actor_lib.Evaluator(
+        eval_envs, actor_lib.make_pi0_act_fn(network), network, progress, recorder,
+        interval, cfg.eval_episodes, next_eval))
+  return workers, eval_envs
+
+
+def _train(fv, cfg, level_set, algorithm, coeffs) -> dict:
   envs, eval_envs = [], []
   try:
-    for t, task in enumerate(level_set.tasks):
-      for w in range(cfg.workers_per_task):
-        envs.append((t, _make_env(task, actor_lib.env_seed(fv.seed, t, w),
-                                  f'{task.name}/{w}', cfg.env_processes)))
+    envs = make_envs(fv, cfg, level_set)
     learner = build_agent(level_set, algorithm, coeffs, fv, cfg,
                           envs[0][1].observation_spec())
-    network = learner.network
-    state = checkpointing.TrainingState(learner, num_tasks)
-    state.restore_or_initialize(fv.logdir)
-    if cfg.prior_logdir and not state.restored:
-      checkpointing.load_prior(network, cfg.prior_logdir)
-    if cfg.prior_logdir:
-      learner.freeze(network.pi0_variables())
-    removed = results.truncate_episodes(
-        fv.logdir, dict(zip(level_set.task_names, state.frames.numpy().tolist())))
-    if removed:
-      logging.info('Resuming: dropped %d episodes recorded after the checkpoint.',
-                   removed)
+    state = restore(fv, cfg, level_set, learner)
     writer = results.EpisodeWriter(fv.logdir, fv.algorithm, fv.seed)
     progress = actor_lib.Progress(level_set.task_names, fv.env_steps_per_task,
                                   state.frames.numpy())
     recorder = actor_lib.EpisodeRecorder(writer, progress)
-    stop = threading.Event()
-    workers = []
-    unroll_queue = queue.Queue(maxsize=2 * num_tasks * cfg.actor_threads)
-    for k in range(cfg.actor_threads):
-      # Thread k steps workers k, k + K, ... of every task.
-      block = [(t, env) for i, (t, env) in enumerate(envs)
-               if (i % cfg.workers_per_task) % cfg.actor_threads == k]
-      sizes = [sum(1 for t, _ in block if t == task) for task in range(num_tasks)]
-      workers.append(actor_lib.Actor(
-          block, network, actor_lib.make_act_fn(network, sizes), progress, recorder,
-          cfg.unroll_length, level_set.frames_per_step, unroll_queue))
-    actors = list(workers)
-    actors_done = lambda: all(a.done for a in actors)
-    for _ in range(cfg.learner_threads):
-      workers.append(actor_lib.LearnerThread(learner, unroll_queue, progress,
-                                             actors_done))
-    if algorithm.distilled:
-      interval = cfg.eval_interval or max(fv.env_steps_per_task // 20, 1)
-      for t, task in enumerate(level_set.tasks):
-        eval_envs.append(_make_env(task, actor_lib.env_seed(fv.seed, t, 10_000),
-                                   f'{task.name}/eval', cfg.env_processes))
-      workers.append(actor_lib.Evaluator(
-          eval_envs, actor_lib.make_pi0_act_fn(network), network, progress,
-          recorder, interval, cfg.eval_episodes, int(state.next_eval.numpy())))
+    workers, eval_envs = make_workers(
+        fv, cfg, level_set, algorithm, envs, learner.network, learner, progress,
+        recorder, int(state.next_eval.numpy()), cfg.learner_threads)
     return _monitor(fv, cfg, level_set, learner, state, progress, recorder,
-                    writer, workers, stop)
+                    writer, workers, threading.Event())
   finally:
     for _, env in envs:
       env.close()

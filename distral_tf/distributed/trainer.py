@@ -12,24 +12,20 @@ written) and raises ``ClusterFailure`` when a parameter server is lost.
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from distral_tf import plotting
 from distral_tf import results
 from distral_tf.agents import actor as actor_lib
-from distral_tf.agents import checkpointing
 from distral_tf.agents import networks
 from distral_tf.agents import train
 from distral_tf.distributed import local_cluster
 from distral_tf.distributed import remote
 from distral_tf.distributed import topology
-from distral_tf.envs import process
 
 CLUSTER_FILE = 'cluster.json'
 JOIN_TIMEOUT_SECS = 60.0
@@ -39,12 +35,6 @@ LEARNER_THREADS_PER_WORKER = 2
 
 class ClusterFailure(RuntimeError):
   """A ps task (or the connection to it) is gone; the run resumes when rerun."""
-
-
-def _make_env(task, seed: int, name: str, use_process: bool):
-  if use_process:
-    return process.EnvProcess(task.make_env, seed, name=name)
-  return actor_lib.LocalEnv(task.make_env, seed, name=name)
 
 
 class ClusterTrainer:
@@ -68,10 +58,7 @@ class ClusterTrainer:
   def setup(self) -> None:
     fv, cfg, level_set = self.fv, self.cfg, self.level_set
     num_tasks = len(level_set.tasks)
-    for t, task in enumerate(level_set.tasks):
-      for w in range(cfg.workers_per_task):
-        self.envs.append((t, _make_env(task, actor_lib.env_seed(fv.seed, t, w),
-                                       f'{task.name}/{w}', cfg.env_processes)))
+    self.envs = train.make_envs(fv, cfg, level_set)
     spec = self.envs[0][1].observation_spec()
     with self.strategy.scope():
       self.learner = train.build_agent(level_set, self.algorithm, self.coeffs, fv,
@@ -82,21 +69,7 @@ class ClusterTrainer:
         observation_kind=level_set.observation_kind, alpha=self.coeffs.alpha)
     local.build(tuple(spec.shape), spec.dtype)
     self.mirror = remote.PolicyMirror(network, local)
-    self.state = checkpointing.TrainingState(self.learner, num_tasks)
-    self.state.restore_or_initialize(fv.logdir)
-    if cfg.prior_logdir and not self.state.restored:
-      checkpointing.load_prior(network, cfg.prior_logdir)
-    if cfg.prior_logdir:
-      self.learner.freeze(network.pi0_variables())
-    if self.state.restored:
-      print(f'Resuming from {self.state.manager.latest_checkpoint}: '
-            f'{int(self.learner.steps_done.numpy())} agent steps, frames per task '
-            f'{self.state.frames.numpy().tolist()}', flush=True)
-    removed = results.truncate_episodes(
-        fv.logdir, dict(zip(level_set.task_names, self.state.frames.numpy().tolist())))
-    if removed:
-      logging.info('Resuming: dropped %d episodes recorded after the checkpoint.',
-                   removed)
+    self.state = train.restore(fv, cfg, level_set, self.learner)
     self.mirror.refresh()
     self.scheduler = remote.StepScheduler(self.learner, self.strategy,
                                           self.coordinator, len(self.cluster.workers),
@@ -113,31 +86,10 @@ class ClusterTrainer:
 
   def _make_workers(self) -> None:
     """Actors and evaluator as in the local trainer; learner threads feed the cluster."""
-    fv, cfg, level_set = self.fv, self.cfg, self.level_set
-    local, num_tasks = self.mirror.network, len(level_set.tasks)
-    unroll_queue = queue.Queue(maxsize=2 * num_tasks * cfg.actor_threads)
-    for k in range(cfg.actor_threads):
-      # Thread k steps workers k, k + K, ... of every task.
-      block = [(t, env) for i, (t, env) in enumerate(self.envs)
-               if (i % cfg.workers_per_task) % cfg.actor_threads == k]
-      sizes = [sum(1 for t, _ in block if t == task) for task in range(num_tasks)]
-      self.workers.append(actor_lib.Actor(
-          block, local, actor_lib.make_act_fn(local, sizes), self.progress,
-          self.recorder, cfg.unroll_length, level_set.frames_per_step, unroll_queue))
-    actors = list(self.workers)
-    actors_done = lambda: all(a.done for a in actors)
-    for _ in range(self.num_learner_threads):
-      self.workers.append(actor_lib.LearnerThread(self.scheduler, unroll_queue,
-                                                  self.progress, actors_done))
-    if self.algorithm.distilled:
-      interval = cfg.eval_interval or max(fv.env_steps_per_task // 20, 1)
-      for t, task in enumerate(level_set.tasks):
-        self.eval_envs.append(_make_env(task, actor_lib.env_seed(fv.seed, t, 10_000),
-                                        f'{task.name}/eval', cfg.env_processes))
-      self.workers.append(actor_lib.Evaluator(
-          self.eval_envs, actor_lib.make_pi0_act_fn(local), local, self.progress,
-          self.recorder, interval, cfg.eval_episodes,
-          int(self.state.next_eval.numpy())))
+    self.workers, self.eval_envs = train.make_workers(
+        self.fv, self.cfg, self.level_set, self.algorithm, self.envs,
+        self.mirror.network, self.scheduler, self.progress, self.recorder,
+        int(self.state.next_eval.numpy()), self.num_learner_threads)
 
   @property
   def num_learner_threads(self) -> int:
