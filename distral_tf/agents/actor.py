@@ -189,6 +189,11 @@ class Actor:
     self._unroll_length = unroll_length
     self._frames_per_step = frames_per_step
     self._queue = unroll_queue
+    # Per task: its contiguous block of environments and the frames one step adds.
+    self._blocks = {}
+    for task in sorted(set(self._tasks.tolist())):
+      idx = np.flatnonzero(self._tasks == task)
+      self._blocks[task] = (int(idx[0]), int(idx[-1]) + 1)
     self.error: BaseException | None = None
     self.done = False
 
@@ -202,7 +207,7 @@ class Actor:
       self.done = True
 
   def _done(self) -> bool:
-    return all(self._progress.task_done(t) for t in set(self._tasks.tolist()))
+    return all(self._progress.task_done(t) for t in self._blocks)
 
   def _put(self, item, stop: threading.Event) -> bool:
     while not stop.is_set():
@@ -233,9 +238,8 @@ class Actor:
         for env, action in zip(self._envs, actions):
           env.send_step(int(action))
         timesteps = [env.receive() for env in self._envs]
-        for task in set(self._tasks.tolist()):
-          self._progress.add_frames(
-              task, int(np.sum(self._tasks == task)) * self._frames_per_step)
+        for task, (a, b) in self._blocks.items():
+          self._progress.add_frames(task, (b - a) * self._frames_per_step)
         rewards = np.zeros(n, dtype=np.float32)
         discounts = np.ones(n, dtype=np.float32)
         first = np.zeros(n, dtype=bool)
@@ -270,9 +274,7 @@ class Actor:
         disc_buf.append(discounts)
       obs_seq, first_seq = np.stack(obs_buf), np.stack(first_buf)
       act_seq, rew_seq, disc_seq = np.stack(act_buf), np.stack(rew_buf), np.stack(disc_buf)
-      for task in sorted(set(self._tasks.tolist())):
-        idx = np.flatnonzero(self._tasks == task)
-        a, b = int(idx[0]), int(idx[-1]) + 1  # Tasks are contiguous blocks.
+      for task, (a, b) in self._blocks.items():
         batch = learner_lib.Unroll(
             observations=tf.constant(obs_seq[:, a:b]),
             first=tf.constant(first_seq[:, a:b]),
