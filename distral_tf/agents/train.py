@@ -11,6 +11,7 @@ learning-rate schedule); Ctrl-C saves a checkpoint before leaving.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import sys
@@ -78,7 +79,6 @@ def check_resumable(logdir: str, fv: flags.FlagValues) -> None:
   path = os.path.join(logdir, results.CONFIG_FILE)
   if not os.path.exists(path):
     return
-  import json  # pylint: disable=g-import-not-at-top
   try:
     with open(path) as f:
       old = json.load(f)
