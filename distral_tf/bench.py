@@ -51,10 +51,12 @@ def env_only_fps(level_set: level_sets.LevelSet, workers_per_task: int, seed: in
       actions = rng.integers(level_set.num_actions, size=len(envs))
       for env, action in zip(envs, actions):
         env.send_step(int(action))
-      for env in envs:
-        if env.receive().last():
-          env.send_reset()
-          env.receive()
+      # As in the trainer: every finished episode's reset is sent, then received.
+      finished = [env for env in envs if env.receive().last()]
+      for env in finished:
+        env.send_reset()
+      for env in finished:
+        env.receive()
       steps += len(envs)
     return steps * level_set.frames_per_step / (time.time() - start)
   finally:

@@ -52,6 +52,17 @@ def test_environments_in_their_own_processes(tmp_path):
   assert summary['finished'] and summary['total_env_steps'] >= 400
 
 
+def test_trains_on_the_3d_level_set_in_env_processes(tmp_path):
+  summary = _run(tmp_path, '--algorithm=kl_ent_2col', '--level_set=miniworld',
+                 '--num_tasks=2', '--workers_per_task=2', '--unroll_length=5',
+                 '--env_steps_per_task=400', '--log_interval_secs=1')
+  assert summary['finished']
+  # Action repeat 4: 2 tasks x 2 workers x 5 steps x 4 frames per unroll round.
+  assert summary['total_env_steps'] >= 2 * 400
+  assert summary['total_env_steps'] % (2 * 2 * 4) == 0
+  assert summary['updates'] >= 2 * 400 // (2 * 5 * 4)
+
+
 def test_resume_continues_counters_schedule_and_results(tmp_path):
   flags = ['--algorithm=kl_ent_1col', '--level_set=two_rooms', '--num_tasks=2',
            '--workers_per_task=2', '--env_processes=false', '--unroll_length=10',

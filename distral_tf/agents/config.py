@@ -51,6 +51,7 @@ LEVEL_SET_DEFAULTS = {
                       env_steps_per_task=60_000, rmsprop_epsilon=1e-3,
                       env_processes=False),
     'minigrid': dict(env_steps_per_task=2_000_000, workers_per_task=8),
+    'miniworld': dict(env_steps_per_task=2_000_000, workers_per_task=8),
     'mazes': dict(env_steps_per_task=400_000_000, workers_per_task=32),
     'navigation': dict(env_steps_per_task=400_000_000, workers_per_task=32),
     'lasertag': dict(env_steps_per_task=500_000_000, workers_per_task=32),

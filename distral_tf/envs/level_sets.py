@@ -48,6 +48,7 @@ class LevelSet:
 LEVEL_SET_MODULES = {
     'two_rooms': 'distral_tf.envs.two_rooms',
     'minigrid': 'distral_tf.envs.minigrid_tasks',
+    'miniworld': 'distral_tf.envs.miniworld_tasks',
     'mazes': 'distral_tf.dmlab.games',
     'navigation': 'distral_tf.dmlab.games',
     'lasertag': 'distral_tf.dmlab.games',
