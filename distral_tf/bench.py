@@ -80,6 +80,7 @@ def main(argv):
     raise errors.UsageError('the benchmark measures the deep trainer; choose one of: '
                             + ', '.join(cli.DEEP_ALGORITHMS))
   level_set = level_sets.make_level_set(fv.level_set, fv.num_tasks, fv.seed)
+  level_set.check_env_processes(fv.env_processes)
   n_envs = len(level_set.tasks) * fv.workers_per_task
   print(f'{level_set.name}: {len(level_set.tasks)} tasks x {fv.workers_per_task} '
         f'workers = {n_envs} environment processes', flush=True)

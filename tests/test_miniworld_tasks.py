@@ -1,50 +1,55 @@
-"""Tests of the ``miniworld`` 3D level set (distral_tf/envs/miniworld_tasks.py)."""
+"""Tests of the ``miniworld`` 3D level set (distral_tf/envs/miniworld_tasks.py).
+
+What renders runs in a fresh interpreter (``tests/miniworld_checks.py``):
+MiniWorld cannot render in a process that has imported TensorFlow, as this one
+has.
+"""
 
 from __future__ import annotations
 
-import math
+import os
 import pickle
+import subprocess
+import sys
 
-import dm_env
-import numpy as np
 import pytest
+import tensorflow as tf  # The test process has TensorFlow, as the trainer has.
 
+from distral_tf import cli
 from distral_tf import errors
 from distral_tf.envs import level_sets
 from distral_tf.envs import miniworld_tasks
-from distral_tf.envs import process
 
-LEFT, RIGHT, FORWARD = range(3)
-REPEAT = miniworld_tasks.ACTION_REPEAT
-
-
-def _env(task: str, seed: int = 0) -> miniworld_tasks.MiniWorldEnvironment:
-  env = miniworld_tasks.make_environment(task, seed)
-  env.reset()
-  return env
-
-
-def _heading_error(game) -> float:
-  """Signed angle (radians) from the agent's heading to the box; > 0: turn left."""
-  dx, _, dz = np.subtract(game.box.pos, game.agent.pos)
-  delta = math.atan2(-dz, dx) - game.agent.dir
-  return (delta + math.pi) % (2 * math.pi) - math.pi
+_TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_TESTS_DIR)
+RENDERING_CHECKS = (
+    'check_every_task_renders_conforming_frames_and_episodes',
+    'check_reaching_the_box_terminates_with_miniworlds_reward',
+    'check_step_limit_truncates_after_the_frames_of_the_task',
+    'check_one_step_repeats_the_action_four_frames',
+    'check_invalid_action_raises',
+    'check_seeding_is_deterministic_and_seeds_differ',
+    'check_runs_inside_an_env_process',
+)
 
 
-def _walk_to_box(env, max_steps: int = 200) -> list[dm_env.TimeStep]:
-  """Turns towards the box and walks to it (rooms without obstacles)."""
-  steps = []
-  game = env.miniworld_env
-  while len(steps) < max_steps:
-    error = _heading_error(game)
-    action = FORWARD if abs(error) < math.radians(35) else (LEFT if error > 0 else RIGHT)
-    steps.append(env.step(action))
-    if steps[-1].last():
-      break
-  return steps
+@pytest.mark.parametrize('check', RENDERING_CHECKS)
+def test_rendering(check):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [_ROOT, _TESTS_DIR, os.environ.get('PYTHONPATH', '')]))
+  proc = subprocess.run([sys.executable, '-m', 'miniworld_checks', check],
+                        cwd=_ROOT, env=env, capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-# -- the level set ---------------------------------------------------------------------
+def test_checks_cover_every_check_function():
+  with open(os.path.join(_TESTS_DIR, 'miniworld_checks.py')) as f:
+    defined = {line.split('(')[0][4:] for line in f if line.startswith('def check_')}
+  assert defined == set(RENDERING_CHECKS)
+
+
+# -- the level set, without rendering ------------------------------------------------
 
 
 def test_level_set_has_all_tasks_by_default():
@@ -52,8 +57,9 @@ def test_level_set_has_all_tasks_by_default():
   assert level_set.task_names == miniworld_tasks.TASK_NAMES
   assert len(level_set.task_names) == 8
   assert level_set.num_actions == 3
-  assert level_set.frames_per_step == REPEAT == 4
+  assert level_set.frames_per_step == miniworld_tasks.ACTION_REPEAT == 4
   assert level_set.observation_kind == 'pixels'
+  assert level_set.needs_env_processes
 
 
 def test_smaller_num_tasks_takes_the_first_ones():
@@ -77,96 +83,13 @@ def test_task_factories_are_picklable():
     assert pickle.loads(pickle.dumps(task.make_env)).func is task.make_env.func
 
 
-@pytest.mark.parametrize('task', miniworld_tasks.TASK_NAMES)
-def test_every_task_renders_conforming_frames_and_episodes(task):
-  env = miniworld_tasks.make_environment(task, seed=1)
-  try:
-    assert env.observation_spec().shape == (72, 96, 3)
-    assert env.action_spec().num_values == 3
-    first = env.reset()
-    assert first.first() and first.reward is None
-    env.observation_spec().validate(first.observation)
-    assert first.observation.std() > 0  # A picture, not a blank frame.
-    rng = np.random.default_rng(0)
-    for _ in range(30):
-      timestep = env.step(int(rng.integers(3)))
-      env.observation_spec().validate(timestep.observation)
-      if timestep.first():
-        continue
-      assert timestep.reward >= 0.0
-      assert timestep.discount == (0.0 if timestep.last() and
-                                   timestep.reward > 0 else 1.0)
-  finally:
-    env.close()
+def test_building_an_environment_next_to_tensorflow_is_a_clear_error():
+  assert tf.__version__
+  with pytest.raises(errors.UsageError, match='imported TensorFlow'):
+    miniworld_tasks.make_environment('one_room', 0)
 
 
-# -- the adapter ----------------------------------------------------------------------
-
-
-def test_reaching_the_box_terminates_with_miniworlds_reward():
-  for task in ('one_room', 'hallway'):
-    env = _env(task, seed=3)
-    steps = _walk_to_box(env)
-    last = steps[-1]
-    assert last.last() and last.discount == 0.0, task
-    game = env.miniworld_env
-    # MiniWorld counts frames: the reward is 1 - 0.2 * frames / max frames.
-    expected = 1.0 - 0.2 * game.step_count / game.max_episode_steps
-    assert last.reward == pytest.approx(expected)
-    assert all(s.reward == 0.0 for s in steps[:-1])
-    # Action repeat: the episode took between 4 (n - 1) + 1 and 4 n frames.
-    assert REPEAT * (len(steps) - 1) < game.step_count <= REPEAT * len(steps)
-    assert env.step(FORWARD).first()  # The next step starts a new episode.
-
-
-def test_step_limit_truncates_after_the_frames_of_the_task():
-  env = _env('tmaze_left', seed=0)
-  steps = []
-  while not (steps and steps[-1].last()):
-    steps.append(env.step(LEFT))  # Spinning on the spot never reaches the box.
-  assert steps[-1].discount == 1.0 and steps[-1].reward == 0.0
-  assert len(steps) * REPEAT == env.miniworld_env.max_episode_steps == 280
-
-
-def test_one_step_repeats_the_action_four_frames():
-  repeated = _env('hallway', seed=5)
-  single = miniworld_tasks.MiniWorldEnvironment(
-      miniworld_tasks.make_environment('hallway', 5).miniworld_env, seed=5,
-      action_repeat=1)
-  single.reset()
-  np.testing.assert_allclose(repeated.miniworld_env.agent.pos,
-                             single.miniworld_env.agent.pos)
-  for action in (FORWARD, LEFT, FORWARD):
-    after = repeated.step(action)
-    for _ in range(REPEAT):
-      single_after = single.step(action)
-    np.testing.assert_allclose(repeated.miniworld_env.agent.pos,
-                               single.miniworld_env.agent.pos)
-    assert np.array_equal(after.observation, single_after.observation)
-  assert repeated.miniworld_env.step_count == 3 * REPEAT
-
-
-def test_invalid_action_raises():
-  env = _env('one_room')
-  with pytest.raises(ValueError, match='outside'):
-    env.step(3)
-
-
-def test_seeding_is_deterministic_and_seeds_differ():
-  a, b, c = _env('one_room', 7), _env('one_room', 7), _env('one_room', 8)
-  np.testing.assert_allclose(a.miniworld_env.box.pos, b.miniworld_env.box.pos)
-  assert np.array_equal(a.step(LEFT).observation, b.step(LEFT).observation)
-  assert not np.allclose(a.miniworld_env.box.pos, c.miniworld_env.box.pos)
-
-
-def test_runs_inside_an_env_process():
-  task = level_sets.make_level_set('miniworld', 2).tasks[1]
-  env = process.EnvProcess(task.make_env, seed=4, name=task.name)
-  try:
-    local = task.make_env(4)
-    assert np.array_equal(env.reset().observation, local.reset().observation)
-    for action in (FORWARD, RIGHT, FORWARD):
-      assert np.array_equal(env.step(action).observation,
-                            local.step(action).observation)
-  finally:
-    env.close()
+def test_environments_outside_processes_are_refused(tmp_path):
+  with pytest.raises(errors.UsageError, match='--env_processes=false is not supported'):
+    cli.run_from_args(['--level_set=miniworld', '--num_tasks=1',
+                       '--env_processes=false', f'--logdir={tmp_path}'])

@@ -152,6 +152,7 @@ def run(fv: flags.FlagValues) -> dict:
   coeffs = algorithms.coefficients(algorithm, fv.entropy_cost, fv.alpha)
   level_set = select_tasks(
       level_sets.make_level_set(fv.level_set, fv.num_tasks, fv.seed), cfg.tasks)
+  level_set.check_env_processes(cfg.env_processes)
   if cfg.prior_logdir and not algorithm.distilled:
     raise errors.UsageError(
         f'--prior_logdir needs an algorithm with a distilled policy '

@@ -37,6 +37,15 @@ class LevelSet:
   observation_kind: str = 'pixels'
   # Whether figures normalise returns per task by the best A3C score (paper, B.2).
   normalise_by_a3c: bool = False
+  # Whether every environment must run in its own process (an OpenGL context each).
+  needs_env_processes: bool = False
+
+  def check_env_processes(self, env_processes: bool) -> None:
+    """Refuses ``--env_processes=false`` where environments need their own process."""
+    if self.needs_env_processes and not env_processes:
+      raise errors.UsageError(
+          f'--level_set={self.name} runs every environment in its own process; '
+          f'--env_processes=false is not supported')
 
   @property
   def task_names(self) -> tuple[str, ...]:

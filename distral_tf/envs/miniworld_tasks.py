@@ -16,7 +16,10 @@ once with its seed.
 
 Rendering is headless (pyglet with EGL): it needs the Mesa EGL and DRI system
 libraries, ``apt-get install libegl1 libgl1-mesa-dri`` on Debian and Ubuntu.
-MiniWorld is imported only when first needed, in the process that renders.
+MiniWorld is imported only when first needed, in the process that renders;
+every environment runs in its own process, one that has not imported
+TensorFlow (Mesa's software renderer and TensorFlow each bring their own LLVM,
+and rendering crashes when both are loaded).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import functools
 import importlib.util
 import io
 import os
+import sys
 from typing import Any
 
 import dm_env
@@ -141,6 +145,12 @@ def make_environment(task: str, seed: int,
   if task not in TASKS:
     raise errors.UsageError(
         f'unknown miniworld task {task!r}; valid: {", ".join(TASK_NAMES)}')
+  if 'tensorflow' in sys.modules:
+    # Mesa's software renderer and TensorFlow each bring their own LLVM; in one
+    # process, rendering crashes. The trainer builds environments in EnvProcess.
+    raise errors.UsageError(
+        'miniworld environments cannot be built in a process that has imported '
+        'TensorFlow; build them in their own process (distral_tf.envs.process)')
   miniworld = _import_miniworld()
   env_class = getattr(miniworld.envs, TASKS[task][0])
   height, width, _ = OBSERVATION_SHAPE
@@ -183,4 +193,4 @@ def make_level_set(name: str, num_tasks: int | None = None,
   return level_sets.LevelSet(name=LEVEL_SET_NAME, tasks=tasks,
                              num_actions=NUM_ACTIONS,
                              frames_per_step=ACTION_REPEAT,
-                             observation_kind='pixels')
+                             observation_kind='pixels', needs_env_processes=True)
