@@ -1,11 +1,13 @@
 r"""Throughput benchmark: training frames/s against environment-only frames/s.
 
-  python -m distral_tf.bench --level_set=minigrid --workers_per_task=8
+  python -m distral_tf.bench --level_set=miniworld --num_tasks=4
+  python -m distral_tf.bench --level_set=minigrid --num_tasks=2 --workers_per_task=32
 
 Measured in one run on the same cores, with the same number of environment
 processes: (1) environment-only frames/s, every environment stepped with
 random actions in parallel, nothing else running; (2) training frames/s of the
-deep trainer (``--algorithm``, default KL+ent_2col) after start-up. The last
+deep trainer (``--algorithm``, default KL+ent_2col) after start-up. Flags not
+given take the trainer's defaults for the level set (e.g. 8 workers per task). The last
 line is ``ratio: X`` = training / environment-only.
 """
 
@@ -21,6 +23,7 @@ from absl import flags
 from distral_tf import cli
 from distral_tf import errors
 from distral_tf.agents import actor as actor_lib
+from distral_tf.agents import config as config_lib
 from distral_tf.envs import level_sets
 from distral_tf.envs import process
 
@@ -79,6 +82,7 @@ def main(argv):
   if fv.algorithm in cli.TABULAR_ALGORITHMS:
     raise errors.UsageError('the benchmark measures the deep trainer; choose one of: '
                             + ', '.join(cli.DEEP_ALGORITHMS))
+  config_lib.apply_level_set_defaults(fv)  # The trainer's defaults for the level set.
   level_set = level_sets.make_level_set(fv.level_set, fv.num_tasks, fv.seed)
   level_set.check_env_processes(fv.env_processes)
   n_envs = len(level_set.tasks) * fv.workers_per_task
