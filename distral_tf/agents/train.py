@@ -56,6 +56,23 @@ def select_tasks(level_set: level_sets.LevelSet,
       normalise_by_a3c=level_set.normalise_by_a3c)
 
 
+def set_tf_threads(threads: int) -> None:
+  """Gives this process's TensorFlow ``threads`` intra- and inter-op threads.
+
+  0 keeps TensorFlow's default. TensorFlow fixes its threads when it first runs
+  an op; a process that already has (several runs in one process, as in tests)
+  keeps them, with a log line.
+  """
+  if threads == 0:
+    return
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+  except RuntimeError:
+    logging.info('TensorFlow already runs in this process; --tf_threads=%d ignored',
+                 threads)
+
+
 def build_agent(level_set: level_sets.LevelSet, algorithm: algorithms.Algorithm,
                 coeffs: algorithms.Coefficients, fv: flags.FlagValues,
                 cfg: config_lib.DeepConfig, observation_spec) -> learner_lib.Learner:
@@ -153,6 +170,7 @@ def run(fv: flags.FlagValues) -> dict:
   level_set = select_tasks(
       level_sets.make_level_set(fv.level_set, fv.num_tasks, fv.seed), cfg.tasks)
   level_set.check_env_processes(cfg.env_processes)
+  set_tf_threads(cfg.tf_threads)
   if cfg.prior_logdir and not algorithm.distilled:
     raise errors.UsageError(
         f'--prior_logdir needs an algorithm with a distilled policy '

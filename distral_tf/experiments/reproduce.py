@@ -1,7 +1,7 @@
 r"""A reduced reproduction on a CPU: ``python -m distral_tf.experiments.reproduce``.
 
 Sweeps all seven deep algorithms on ``two_rooms`` and on the pixel level set
-``minigrid`` with reduced grids and budgets (``--preset=cpu``, a few hours on
+``minigrid`` with reduced grids and budgets (``--preset=cpu``, 1.5 hours on
 2 cores; ``--preset=smoke`` checks the whole pipeline in minutes), then writes
 Figure 4's panels, the results table and ``results.md`` into ``--out``::
 
