@@ -24,7 +24,7 @@ def _bench(*args, timeout=300):
 
 def test_short_run_prints_both_rates_and_their_ratio_last():
   proc = _bench('--level_set=minigrid', '--num_tasks=1', '--workers_per_task=2',
-                '--bench_seconds=2', '--bench_warmup_seconds=4')
+                '--bench_seconds=3', '--bench_warmup_seconds=10')
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()
   env_fps = float(re.search(r'environment-only frames/s: ([\d,]+)', proc.stdout)

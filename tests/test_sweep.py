@@ -174,8 +174,10 @@ def test_ctrl_c_interrupts_each_run_once_and_a_rerun_resumes_it(tmp_path):
   args = ['--level_set=mazes', '--algorithms=a3c', f'--sweep_dir={sweep}',
           '--entropy_costs=0.01', '--learning_rates=0.001', '--seeds=1', launch]
   logdir = schedule.sweep_logdir(str(sweep), 'mazes', 'a3c', 0.01, 1e-3, 0)
+  # SIGINT as from a terminal, even when the tests run in a background job.
   proc = subprocess.Popen([sys.executable, '-m', 'distral_tf.experiments.sweep', *args],
-                          cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+                          cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   deadline = time.time() + 60
   while not os.path.exists(tmp_path / 'state.txt') and time.time() < deadline:
     time.sleep(0.1)

@@ -58,6 +58,11 @@ SWEEP_FLAGS = ('level_set', 'algorithm', 'seed', 'logdir', 'learning_rate',
                'entropy_cost', 'env_steps_per_task')
 
 
+def _default_sigint() -> None:
+  """In a child before exec: SIGINT back to its default disposition."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
   """One trainer command: its flags (``--logdir`` among them) and prerequisites."""
@@ -176,8 +181,11 @@ class _Process:
     self.stderr_offset = self._err.tell()
     # A session of its own: Ctrl-C reaches the scheduler only, which then
     # interrupts each run exactly once (the trainer checkpoints on SIGINT).
+    # SIGINT is restored to its default in the run: a scheduler started in the
+    # background by a shell ignores it, and the run would inherit that.
     self.popen = subprocess.Popen(self.command, stdout=self._out, stderr=self._err,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
+                                  stdin=subprocess.DEVNULL, start_new_session=True,
+                                  preexec_fn=_default_sigint)
 
   def close(self) -> None:
     self._out.close()
