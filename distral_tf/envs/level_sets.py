@@ -81,3 +81,20 @@ def make_level_set(name: str, num_tasks: int | None = None,
     raise errors.UsageError(f'--num_tasks must be >= 1, got {num_tasks}')
   module = importlib.import_module(LEVEL_SET_MODULES[name])
   return module.make_level_set(name, num_tasks, seed)
+
+
+def first_tasks(level_set: str, module: str, name: str, task_names: tuple[str, ...],
+                num_tasks: int | None) -> tuple[str, ...]:
+  """The first ``num_tasks`` of ``task_names`` (default: all), checked.
+
+  For modules providing one level set, ``level_set``; ``name`` is the one asked for.
+  """
+  if name != level_set:
+    raise errors.UsageError(f'{module} provides level set {level_set!r}, not {name!r}')
+  if num_tasks is None:
+    num_tasks = len(task_names)
+  if not 1 <= num_tasks <= len(task_names):
+    raise errors.UsageError(
+        f'--num_tasks must be in [1, {len(task_names)}] for --level_set={level_set} '
+        f'({", ".join(task_names)}), got {num_tasks}')
+  return task_names[:num_tasks]

@@ -373,15 +373,8 @@ def make_level_set(name: str, num_tasks: int | None = None,
   ``seed`` is unused: every environment is seeded when it is built.
   """
   del seed
-  if name != LEVEL_SET_NAME:
-    raise errors.UsageError(
-        f'{__name__} provides level set {LEVEL_SET_NAME!r}, not {name!r}')
-  if num_tasks is None:
-    num_tasks = len(TASK_NAMES)
-  if not 1 <= num_tasks <= len(TASK_NAMES):
-    raise errors.UsageError(
-        f'--num_tasks must be in [1, {len(TASK_NAMES)}] for --level_set='
-        f'{LEVEL_SET_NAME} ({", ".join(TASK_NAMES)}), got {num_tasks}')
+  task_names = level_sets.first_tasks(LEVEL_SET_NAME, __name__, name, TASK_NAMES,
+                                      num_tasks)
   tile_size = flags.FLAGS['minigrid_tile_size'].value  # Default if unparsed.
   if not MIN_TILE_SIZE <= tile_size <= MAX_TILE_SIZE:
     raise errors.UsageError(f'--minigrid_tile_size must be in [{MIN_TILE_SIZE}, '
@@ -391,7 +384,7 @@ def make_level_set(name: str, num_tasks: int | None = None,
       level_sets.Task(name=task,
                       make_env=functools.partial(make_environment, task,
                                                  tile_size=tile_size))
-      for task in TASK_NAMES[:num_tasks])
+      for task in task_names)
   return level_sets.LevelSet(name=LEVEL_SET_NAME, tasks=tasks,
                              num_actions=NUM_ACTIONS, frames_per_step=1,
                              observation_kind='pixels')

@@ -173,15 +173,8 @@ def make_level_set(name: str, num_tasks: int | None = None,
   ``seed`` is unused: every environment is seeded when it is built.
   """
   del seed
-  if name != LEVEL_SET_NAME:
-    raise errors.UsageError(
-        f'{__name__} provides level set {LEVEL_SET_NAME!r}, not {name!r}')
-  if num_tasks is None:
-    num_tasks = len(TASK_NAMES)
-  if not 1 <= num_tasks <= len(TASK_NAMES):
-    raise errors.UsageError(
-        f'--num_tasks must be in [1, {len(TASK_NAMES)}] for --level_set='
-        f'{LEVEL_SET_NAME} ({", ".join(TASK_NAMES)}), got {num_tasks}')
+  task_names = level_sets.first_tasks(LEVEL_SET_NAME, __name__, name, TASK_NAMES,
+                                      num_tasks)
   # A missing package is reported here, not in a child process. Only looked up:
   # importing it would load OpenGL into the trainer's process too.
   if importlib.util.find_spec('miniworld') is None:
@@ -189,7 +182,7 @@ def make_level_set(name: str, num_tasks: int | None = None,
         f'--level_set={LEVEL_SET_NAME} needs the miniworld package ({_INSTALL_HINT})')
   tasks = tuple(
       level_sets.Task(name=task, make_env=functools.partial(make_environment, task))
-      for task in TASK_NAMES[:num_tasks])
+      for task in task_names)
   return level_sets.LevelSet(name=LEVEL_SET_NAME, tasks=tasks,
                              num_actions=NUM_ACTIONS,
                              frames_per_step=ACTION_REPEAT,
