@@ -4,12 +4,15 @@ r"""Throughput benchmark: training frames/s against environment-only frames/s.
   python -m distral_tf.bench --level_set=minigrid --num_tasks=2 --workers_per_task=32
 
 Measured in one run on the same cores, with the same number of environment
-processes: (1) environment-only frames/s, every environment stepped with
-random actions in parallel, nothing else running, measured before and after
-training and the higher of the two kept (a conservative ratio on machines whose
-speed drifts); (2) training frames/s of the deep trainer (``--algorithm``, default KL+ent_2col) after start-up. Flags not
-given take the trainer's defaults for the level set (e.g. 8 workers per task). The last
-line is ``ratio: X`` = training / environment-only.
+processes (and the same ``--env_niceness``): (1) environment-only frames/s,
+every environment stepped with random actions in parallel, nothing else
+running; (2) training frames/s of the deep trainer (``--algorithm``, default
+KL+ent_2col) after start-up (``--bench_warmup_seconds``). The measurements
+alternate, environment-only first and last, ``--bench_rounds`` training ones
+between them, because a shared machine's speed drifts by 10-20% from one
+half-minute to the next. Flags not given take the trainer's defaults for the
+level set (e.g. 8 workers per task). The last line is ``ratio: X`` = mean
+training / mean environment-only frames/s.
 """
 
 from __future__ import annotations
@@ -29,21 +32,22 @@ from distral_tf.envs import level_sets
 from distral_tf.envs import process
 
 flags.DEFINE_float('bench_seconds', 30.0, 'Seconds of each measurement.')
+flags.DEFINE_integer('bench_rounds', 2,
+                     'Training measurements; each lies between two environment-only ones.')
 flags.DEFINE_float('bench_warmup_seconds', 20.0,
                    'Seconds of training start-up (tracing) excluded from the measurement.')
 FLAGS = flags.FLAGS
 
 
 def env_only_fps(level_set: level_sets.LevelSet, workers_per_task: int, seed: int,
-                 seconds: float, use_processes: bool = True) -> float:
+                 seconds: float, use_processes: bool = True, niceness: int = 0) -> float:
   """Frames/s of all environments stepped in parallel with uniform random actions."""
+  specs = [(task.make_env, actor_lib.env_seed(seed, t, w), f'{task.name}/{w}')
+           for t, task in enumerate(level_set.tasks) for w in range(workers_per_task)]
   envs = []
   try:
-    for t, task in enumerate(level_set.tasks):
-      for w in range(workers_per_task):
-        s = actor_lib.env_seed(seed, t, w)
-        envs.append(process.EnvProcess(task.make_env, s, name=f'{task.name}/{w}')
-                    if use_processes else actor_lib.LocalEnv(task.make_env, s))
+    envs = (process.start_all(specs, niceness) if use_processes else
+            [actor_lib.LocalEnv(make_env, s, name) for make_env, s, name in specs])
     for env in envs:
       env.send_reset()
     for env in envs:
@@ -83,6 +87,8 @@ def main(argv):
   if fv.algorithm in cli.TABULAR_ALGORITHMS:
     raise errors.UsageError('the benchmark measures the deep trainer; choose one of: '
                             + ', '.join(cli.DEEP_ALGORITHMS))
+  if fv.bench_rounds < 1:
+    raise errors.UsageError(f'--bench_rounds must be >= 1, got {fv.bench_rounds}')
   config_lib.apply_level_set_defaults(fv)  # The trainer's defaults for the level set.
   level_set = level_sets.make_level_set(fv.level_set, fv.num_tasks, fv.seed)
   level_set.check_env_processes(fv.env_processes)
@@ -90,29 +96,35 @@ def main(argv):
   print(f'{level_set.name}: {len(level_set.tasks)} tasks x {fv.workers_per_task} '
         f'workers = {n_envs} environment processes', flush=True)
   measure_envs = lambda: env_only_fps(level_set, fv.workers_per_task, fv.seed,
-                                     fv.bench_seconds, fv.env_processes)
-  env_before = measure_envs()
-  print(f'environment-only frames/s (before training): {env_before:,.0f}', flush=True)
+                                     fv.bench_seconds, fv.env_processes,
+                                     fv.env_niceness)
   argv = [f'--level_set={fv.level_set}', f'--algorithm={fv.algorithm}',
           f'--seed={fv.seed}', f'--workers_per_task={fv.workers_per_task}',
           f'--actor_threads={fv.actor_threads}',
           f'--learner_threads={fv.learner_threads}',
           f'--unroll_length={fv.unroll_length}', f'--tf_threads={fv.tf_threads}',
+          f'--env_niceness={fv.env_niceness}',
           f'--env_processes={str(fv.env_processes).lower()}']
   if fv.num_tasks:
     argv.append(f'--num_tasks={fv.num_tasks}')
-  summary = training_fps(argv, fv.bench_seconds, fv.bench_warmup_seconds)
-  train_fps = summary['steady_frames_per_second']
-  print(f'training frames/s ({fv.algorithm}): {train_fps:,.0f}  '
-        f'(mean policy lag {summary["mean_policy_lag"]:.2f} updates)', flush=True)
-  env_after = measure_envs()
-  print(f'environment-only frames/s (after training): {env_after:,.0f}')
-  # On a shared machine the environment-only rate drifts; the higher of the two
-  # measurements gives the lower, conservative ratio.
-  env_fps = max(env_before, env_after)
-  print(f'environment-only frames/s: {env_fps:,.0f}')
+  env_rates = [measure_envs()]
+  print(f'environment-only frames/s: {env_rates[-1]:,.0f}', flush=True)
+  train_rates = []
+  for r in range(fv.bench_rounds):
+    summary = training_fps(argv, fv.bench_seconds, fv.bench_warmup_seconds)
+    train_rates.append(summary['steady_frames_per_second'])
+    print(f'round {r + 1}: training frames/s ({fv.algorithm}): {train_rates[-1]:,.0f}  '
+          f'(mean policy lag {summary["mean_policy_lag"]:.2f} updates)', flush=True)
+    env_rates.append(measure_envs())
+    print(f'environment-only frames/s: {env_rates[-1]:,.0f}  (round {r + 1} ratio '
+          f'{train_rates[-1] / np.mean(env_rates[-2:]):.3f})', flush=True)
+  # The machine's speed drifts: every training measurement lies between two
+  # environment-only ones, and the ratio compares the means of all of them.
+  env_fps, train_fps = float(np.mean(env_rates)), float(np.mean(train_rates))
+  print(f'mean environment-only frames/s: {env_fps:,.0f}  '
+        f'(range {min(env_rates):,.0f}-{max(env_rates):,.0f})')
+  print(f'mean training frames/s ({fv.algorithm}): {train_fps:,.0f}')
   print(f'ratio: {train_fps / env_fps:.3f}')
-
 
 if __name__ == '__main__':
   app.run(errors.exit_on_usage_error(main), flags_parser=cli.parse_flags)

@@ -24,14 +24,19 @@ def _bench(*args, timeout=300):
 
 def test_short_run_prints_both_rates_and_their_ratio_last():
   proc = _bench('--level_set=minigrid', '--num_tasks=1', '--workers_per_task=2',
-                '--bench_seconds=3', '--bench_warmup_seconds=10')
+                '--bench_seconds=3', '--bench_warmup_seconds=10', '--bench_rounds=1')
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()
-  env_fps = float(re.search(r'environment-only frames/s: ([\d,]+)', proc.stdout)
-                  .group(1).replace(',', ''))
-  train_fps = float(re.search(r'training frames/s \(kl_ent_2col\): ([\d,]+)',
-                              proc.stdout).group(1).replace(',', ''))
-  assert env_fps > 0 and train_fps > 0
+  number = lambda pattern: [float(m.replace(',', ''))
+                            for m in re.findall(pattern, proc.stdout)]
+  env_rates = number(r'\nenvironment-only frames/s: ([\d,]+)')
+  train_rates = number(r'training frames/s \(kl_ent_2col\): ([\d,]+)  \(mean')
+  # Environment-only before and after the one training measurement.
+  assert len(env_rates) == 2 and len(train_rates) == 1
+  assert min(env_rates) > 0 and train_rates[0] > 0
+  env_fps = number(r'mean environment-only frames/s: ([\d,]+)')[0]
+  train_fps = number(r'mean training frames/s \(kl_ent_2col\): ([\d,]+)')[0]
+  assert abs(env_fps - np.mean(env_rates)) <= 1 and train_fps == train_rates[0]
   assert '1 tasks x 2 workers = 2 environment processes' in proc.stdout
   ratio = float(re.fullmatch(r'ratio: (\d+\.\d+)', lines[-1]).group(1))
   assert abs(ratio - train_fps / env_fps) < 0.01 + 0.002 * ratio
@@ -41,6 +46,12 @@ def test_tabular_algorithm_is_a_one_line_usage_error():
   proc = _bench('--level_set=two_rooms', '--algorithm=soft_q', timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith('error: the benchmark')
+
+
+def test_zero_rounds_is_a_one_line_usage_error():
+  proc = _bench('--level_set=two_rooms', '--bench_rounds=0', timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == 'error: --bench_rounds must be >= 1, got 0'
 
 
 def test_env_only_counts_frames_of_every_environment():

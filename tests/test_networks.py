@@ -66,6 +66,30 @@ def test_output_shapes(name, kind):
       net.pi0_unroll(obs, first, None)
 
 
+@pytest.mark.parametrize('name', list(algorithms.ALGORITHMS))
+def test_unroll_tasks_equals_each_task_unrolled_on_its_block(name):
+  net = _network(name, 'pixels', num_tasks=3)
+  sizes = (2, 0, 3)  # Task 1 has no environment in this batch.
+  t, b = 2, sum(sizes)
+  obs = _observations(t, b, 'pixels', seed=1)
+  first = tf.constant(np.random.default_rng(2).random((t, b)) < 0.3)
+  state = _random_state(net, b, seed=3)
+  logits, new_state = net.unroll_tasks(sizes, obs, first, state)
+  expected_logits, expected_states, offset = [], [], 0
+  for task, n in enumerate(sizes):
+    if n:
+      block = lambda x, a=offset, n=n: x[a:a + n]
+      out, s = net.unroll(task, obs[:, offset:offset + n], first[:, offset:offset + n],
+                          tree.map_structure(block, state))
+      expected_logits.append(out.logits)
+      expected_states.append(s)
+    offset += n
+  np.testing.assert_allclose(logits, tf.concat(expected_logits, axis=1), atol=1e-5)
+  tree.map_structure(
+      lambda got, *want: np.testing.assert_allclose(got, tf.concat(want, 0), atol=1e-5),
+      new_state, *expected_states)
+
+
 @pytest.mark.parametrize('alpha', [0.5, 1.0, 0.2])
 def test_two_column_logits_are_eq_8(alpha):
   """pi_i = pi_0^alpha exp(beta A_i) / Z with A_i from eq. (7), f = beta A."""

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ from distral_tf import errors
 from distral_tf import results
 from distral_tf.agents import checkpointing
 from distral_tf.agents import learner as learner_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Small and fast: 2 tasks, 2 workers each, short unrolls.
 PIXEL_FLAGS = ['--level_set=minigrid', '--num_tasks=2', '--workers_per_task=2',
@@ -219,3 +223,13 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
   summary = json.loads((tmp_path / results.SUMMARY_FILE).read_text())
   assert not summary['finished'] and summary['total_env_steps'] > 0
   assert os.path.exists(tmp_path / checkpointing.CHECKPOINT_DIR / 'checkpoint')
+
+
+def test_tf_threads_sets_the_ops_threads_and_at_least_two_inter_op_threads():
+  code = ('import tensorflow as tf; from distral_tf.agents import train; '
+          'train.set_tf_threads(1); c = tf.config.threading; '
+          'print(c.get_intra_op_parallelism_threads(), c.get_inter_op_parallelism_threads())')
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ['1', '2']

@@ -134,25 +134,16 @@ def make_act_fn(network, task_sizes: Sequence[int]) -> Callable:
   """One batched inference step of every task's pi_i over a block of environments.
 
   The environments are ordered by task: ``task_sizes[t]`` consecutive ones
-  belong to task t and act with its policy. One call serves them all.
+  belong to task t and act with its policy. One call serves them all
+  (``DistralNetwork.unroll_tasks``).
   """
   sizes = tuple(int(n) for n in task_sizes)
 
   @tf.function
   def act(observations, first, state):
-    logits, states, offset = [], [], 0
-    for task, n in enumerate(sizes):
-      if n == 0:
-        continue
-      block = lambda x, a=offset, b=offset + n: x[a:b]  # pylint: disable=cell-var-from-loop
-      output, task_state = network.unroll(
-          task, block(observations)[tf.newaxis], block(first)[tf.newaxis],
-          tf.nest.map_structure(block, state))
-      logits.append(output.logits[0])
-      states.append(task_state)
-      offset += n
-    state = tf.nest.map_structure(lambda *xs: tf.concat(xs, axis=0), *states)
-    actions = tf.random.categorical(tf.concat(logits, axis=0), 1, dtype=tf.int32)
+    logits, state = network.unroll_tasks(sizes, observations[tf.newaxis],
+                                         first[tf.newaxis], state)
+    actions = tf.random.categorical(logits[0], 1, dtype=tf.int32)
     return actions[:, 0], state
 
   return act

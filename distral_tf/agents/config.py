@@ -24,7 +24,8 @@ class DeepConfig:
   learner_threads: int = 1
   unroll_length: int = 20
   env_processes: bool = True
-  tf_threads: int = 0              # TensorFlow's intra- and inter-op threads; 0: its default
+  env_niceness: int = 10           # added to the environment processes' niceness
+  tf_threads: int = 0              # TensorFlow's intra-op threads (inter-op: max(N, 2)); 0: its defaults
   rmsprop_decay: float = 0.99
   rmsprop_epsilon: float = 0.1
   grad_clip_norm: float = 40.0
@@ -52,10 +53,11 @@ LEVEL_SET_DEFAULTS = {
                       env_steps_per_task=60_000, rmsprop_epsilon=1e-3,
                       env_processes=False),
     'minigrid': dict(env_steps_per_task=2_000_000, workers_per_task=8),
-    # Rendering dominates: two actor threads step one half of the environments
-    # while the other half's inference runs (1.14x the frames/s of one thread).
+    # Rendering dominates the cores: one TensorFlow thread (two spend twice the
+    # CPU time on these small ops for no gain in wall time) and one actor
+    # thread (batches of 32 cost less per step than two threads' batches of 16).
     'miniworld': dict(env_steps_per_task=2_000_000, workers_per_task=8,
-                      actor_threads=2),
+                      tf_threads=1),
     'mazes': dict(env_steps_per_task=400_000_000, workers_per_task=32),
     'navigation': dict(env_steps_per_task=400_000_000, workers_per_task=32),
     'lasertag': dict(env_steps_per_task=500_000_000, workers_per_task=32),
@@ -75,10 +77,15 @@ flags.DEFINE_integer('unroll_length', _D.unroll_length, 'Steps per unroll (paper
 flags.DEFINE_boolean('env_processes', _D.env_processes,
                      'Run every environment in its own process (required for DeepMind '
                      'Lab); false steps them in the actor threads.')
+flags.DEFINE_integer('env_niceness', _D.env_niceness,
+                     'Niceness (0-19) added to the environment processes, so that the '
+                     'learner and the batched inference, which every environment waits '
+                     'on, come first on cores the environments keep busy.')
 flags.DEFINE_integer('tf_threads', _D.tf_threads,
-                     'Threads of the trainer\'s TensorFlow (intra- and inter-op); 0: '
-                     'TensorFlow\'s default (one per core). Fewer leave the cores to the '
-                     'environment processes.')
+                     'Threads per op of the trainer\'s TensorFlow (intra-op; ops of '
+                     'the learner and the actors run side by side on max(N, 2) inter-op '
+                     'threads); 0: TensorFlow\'s defaults (one per core). Fewer leave the '
+                     'cores to the environment processes.')
 flags.DEFINE_float('rmsprop_decay', _D.rmsprop_decay, 'RMSProp decay.')
 flags.DEFINE_float('rmsprop_epsilon', _D.rmsprop_epsilon, 'RMSProp epsilon.')
 flags.DEFINE_float('grad_clip_norm', _D.grad_clip_norm, 'Global gradient norm clip.')
@@ -140,6 +147,8 @@ def from_flags(fv: flags.FlagValues) -> DeepConfig:
   for name in ('value_cost', 'value_l2_cost', 'eval_interval',
                'max_seconds', 'tf_threads'):
     _positive(name, fv[name].value, allow_zero=True)
+  if not 0 <= fv.env_niceness <= 19:
+    raise errors.UsageError(f'--env_niceness must be in 0..19, got {fv.env_niceness}')
   if fv.rmsprop_decay >= 1:
     raise errors.UsageError(f'--rmsprop_decay must be < 1, got {fv.rmsprop_decay}')
   if fv.actor_threads > fv.workers_per_task:
@@ -150,7 +159,7 @@ def from_flags(fv: flags.FlagValues) -> DeepConfig:
       workers_per_task=fv.workers_per_task, actor_threads=fv.actor_threads,
       learner_threads=fv.learner_threads,
       unroll_length=fv.unroll_length, env_processes=fv.env_processes,
-      tf_threads=fv.tf_threads, rmsprop_decay=fv.rmsprop_decay, rmsprop_epsilon=fv.rmsprop_epsilon,
+      env_niceness=fv.env_niceness, tf_threads=fv.tf_threads, rmsprop_decay=fv.rmsprop_decay, rmsprop_epsilon=fv.rmsprop_epsilon,
       grad_clip_norm=fv.grad_clip_norm, value_cost=fv.value_cost,
       value_l2_cost=fv.value_l2_cost,
       regulariser_gradient=fv.regulariser_gradient, eval_interval=fv.eval_interval,

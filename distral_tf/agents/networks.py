@@ -221,6 +221,41 @@ class DistralNetwork(snt.Module):
       logits = f
     return NetOutput(logits, values, h, pi0_values), (task_state, pi0_state)
 
+  def unroll_tasks(self, task_sizes: tuple[int, ...], observations: tf.Tensor,
+                   first: tf.Tensor, state: Any) -> tuple[tf.Tensor, Any]:
+    """Every task's policy logits over one batch grouped by task (eqs. 6, 8).
+
+    The first ``task_sizes[0]`` environments of the batch belong to task 0,
+    the next ``task_sizes[1]`` to task 1, and so on. Equal to ``unroll`` of
+    each task on its block, concatenated along the batch, with each column
+    called once: pi_0's (or the shared) column on the whole batch.
+
+    Returns:
+      The task logits ``[T, B, A]`` and the state after the last step.
+    """
+    if self.pi0 is not None:
+      observations = _to_float(observations)  # Convert once for every column.
+    if len(self.columns) == 1:  # One column for every task.
+      blocks = [(0, 0, sum(task_sizes))]
+    else:
+      ends = [sum(task_sizes[:i + 1]) for i in range(len(task_sizes))]
+      blocks = [(task, end - n, end) for task, (n, end) in enumerate(zip(task_sizes, ends))
+                if n > 0]
+    fs, task_states = [], []
+    for task, a, b in blocks:
+      f, _, task_state = self.columns[task].unroll(
+          observations[:, a:b], first[:, a:b],
+          tree.map_structure(lambda x, a=a, b=b: x[a:b], state[0]))
+      fs.append(f)
+      task_states.append(task_state)
+    f = tf.concat(fs, axis=1)
+    task_state = tree.map_structure(lambda *xs: tf.concat(xs, axis=0), *task_states)
+    if self.pi0 is None:
+      return f, (task_state,)
+    h, _, pi0_state = self.pi0.unroll(observations, first, state[1])
+    logits = self._logit_alpha * h + f if self._algorithm.architecture == 'two_column' else f
+    return logits, (task_state, pi0_state)
+
   def _pi0_policy_column(self) -> Column:
     if self.pi0 is not None:
       return self.pi0

@@ -17,6 +17,7 @@ import queue
 import sys
 import threading
 import time
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -57,17 +58,19 @@ def select_tasks(level_set: level_sets.LevelSet,
 
 
 def set_tf_threads(threads: int) -> None:
-  """Gives this process's TensorFlow ``threads`` intra- and inter-op threads.
+  """Gives this process's TensorFlow ``threads`` threads per op (intra-op).
 
-  0 keeps TensorFlow's default. TensorFlow fixes its threads when it first runs
-  an op; a process that already has (several runs in one process, as in tests)
-  keeps them, with a log line.
+  Ops of different calls run side by side on ``max(threads, 2)`` inter-op
+  threads, so that the learner's step never holds up the actors' inference.
+  0 keeps TensorFlow's defaults. TensorFlow fixes its threads when it first
+  runs an op; a process that already has (several runs in one process, as in
+  tests) keeps them, with a log line.
   """
   if threads == 0:
     return
   try:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(threads, 2))
   except RuntimeError:
     logging.info('TensorFlow already runs in this process; --tf_threads=%d ignored',
                  threads)
@@ -109,11 +112,18 @@ def check_resumable(logdir: str, fv: flags.FlagValues) -> None:
           'the same flags or choose another --logdir')
 
 
-def make_env(task: level_sets.Task, seed: int, name: str, use_process: bool):
-  """An environment of ``task`` in its own process, or stepped in the caller's thread."""
-  if use_process:
-    return process.EnvProcess(task.make_env, seed, name=name)
-  return actor_lib.LocalEnv(task.make_env, seed, name=name)
+def start_envs(level_set: level_sets.LevelSet, cfg: config_lib.DeepConfig,
+               specs: Sequence[tuple[int, int, str]]) -> list:
+  """An environment per ``(task index, seed, name)``.
+
+  Each in its own process (``--env_processes``, niceness ``--env_niceness``),
+  all started at once, or stepped in the caller's thread.
+  """
+  if cfg.env_processes:
+    return process.start_all([(level_set.tasks[t].make_env, seed, name)
+                              for t, seed, name in specs], cfg.env_niceness)
+  return [actor_lib.LocalEnv(level_set.tasks[t].make_env, seed, name=name)
+          for t, seed, name in specs]
 
 
 def _format_duration(seconds: float) -> str:
@@ -189,10 +199,10 @@ def run(fv: flags.FlagValues) -> dict:
 def make_envs(fv: flags.FlagValues, cfg: config_lib.DeepConfig,
               level_set: level_sets.LevelSet) -> list[tuple[int, object]]:
   """``(task, environment)`` for every worker of every task, seeded apart."""
-  return [(t, make_env(task, actor_lib.env_seed(fv.seed, t, w), f'{task.name}/{w}',
-                       cfg.env_processes))
-          for t, task in enumerate(level_set.tasks)
-          for w in range(cfg.workers_per_task)]
+  specs = [(t, actor_lib.env_seed(fv.seed, t, w), f'{task.name}/{w}')
+           for t, task in enumerate(level_set.tasks)
+           for w in range(cfg.workers_per_task)]
+  return [(t, env) for (t, _, _), env in zip(specs, start_envs(level_set, cfg, specs))]
 
 
 def restore(fv: flags.FlagValues, cfg: config_lib.DeepConfig,
@@ -244,9 +254,9 @@ def make_workers(fv: flags.FlagValues, cfg: config_lib.DeepConfig,
     workers.append(actor_lib.LearnerThread(learner, unroll_queue, progress, actors_done))
   if algorithm.distilled:
     interval = cfg.eval_interval or max(fv.env_steps_per_task // 20, 1)
-    for t, task in enumerate(level_set.tasks):
-      eval_envs.append(make_env(task, actor_lib.env_seed(fv.seed, t, 10_000),
-                                f'{task.name}/eval', cfg.env_processes))
+    eval_envs = start_envs(level_set, cfg, [
+        (t, actor_lib.env_seed(fv.seed, t, 10_000), f'{task.name}/eval')
+        for t, task in enumerate(level_set.tasks)])
     workers.append(actor_lib.Evaluator(
         eval_envs, actor_lib.make_pi0_act_fn(network), network, progress, recorder,
         interval, cfg.eval_episodes, next_eval))

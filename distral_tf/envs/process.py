@@ -19,11 +19,12 @@ traceback.
 from __future__ import annotations
 
 import multiprocessing.connection
+import os
 import socket
 import subprocess
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import dm_env
 import numpy as np
@@ -38,7 +39,7 @@ MAX_RESTART_ATTEMPTS = 3
 # The child is a fresh interpreter: it imports only the environment's own modules
 # (never the parent's main module, TensorFlow or its threads).
 _CHILD_CODE = ('import sys; from distral_tf.envs import process; '
-               'process.child_main(int(sys.argv[1]))')
+               'process.child_main(int(sys.argv[1]), int(sys.argv[2]))')
 
 
 class EnvError(RuntimeError):
@@ -59,8 +60,10 @@ def _unpack(packed: tuple) -> dm_env.TimeStep:
   return dm_env.TimeStep(dm_env.StepType(step_type), reward, discount, observation)
 
 
-def child_main(fd: int) -> None:
+def child_main(fd: int, niceness: int = 0) -> None:
   """Entry point of the child process: receives the factory, then serves calls."""
+  if niceness:
+    os.nice(niceness)
   conn = multiprocessing.connection.Connection(fd)
   sys.path[:] = conn.recv()  # Before unpickling the factory, which imports modules.
   try:
@@ -106,33 +109,53 @@ def _serve(conn: multiprocessing.connection.Connection,
 
 
 class EnvProcess:
-  """A ``dm_env``-like handle on an environment living in another process."""
+  """A ``dm_env``-like handle on an environment living in another process.
+
+  ``niceness`` (0-19) is added to the process's niceness: on cores shared with
+  the learner, the learner and the batched inference, which every environment
+  waits on, then come first. ``start_all`` starts many at once.
+  """
 
   def __init__(self, make_env: Callable[[int], dm_env.Environment], seed: int,
-               restart_on_crash: bool = True, name: str = 'env'):
+               restart_on_crash: bool = True, name: str = 'env', niceness: int = 0,
+               _wait: bool = True):
     self._make_env = make_env
     self._seed = seed
     self._restart_on_crash = restart_on_crash
     self.name = name
+    self.niceness = niceness
     self.restarts = 0
     self._process = None
     self._conn = None
     self._pending = None  # 'step' or 'reset' while a call is in flight.
-    self._start()
+    self._launch()
+    if _wait:
+      self._handshake()
 
   # -- process management ---------------------------------------------------
 
   def _start(self) -> None:
+    self._launch()
+    self._handshake()
+
+  def _launch(self) -> None:
+    """Starts the process and sends it the factory; ``_handshake`` waits for it."""
     parent, child = socket.socketpair()
     seed = self._seed + self.restarts * RESTART_SEED_STRIDE
     self._process = subprocess.Popen(
-        [sys.executable, '-c', _CHILD_CODE, str(child.fileno())],
+        [sys.executable, '-c', _CHILD_CODE, str(child.fileno()), str(self.niceness)],
         pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
     child.close()
     self._conn = multiprocessing.connection.Connection(parent.detach())
     try:
       self._conn.send(list(sys.path))
       self._conn.send((self._make_env, seed))
+    except OSError:
+      pass  # The process died at once; ``_handshake`` reports it.
+
+  def _handshake(self) -> None:
+    """Waits until the environment is built; raises if it failed or died."""
+    try:
       status, payload = self._conn.recv()
     except (EOFError, OSError):
       self._process.wait(timeout=5)
@@ -230,6 +253,27 @@ class EnvProcess:
       pass
     self._kill()
     self._process = None
+
+
+def start_all(specs: Sequence[tuple[Callable[[int], dm_env.Environment], int, str]],
+              niceness: int = 0) -> list[EnvProcess]:
+  """One ``EnvProcess`` per ``(make_env, seed, name)``, their start-ups overlapping.
+
+  All processes are launched before any is waited on, so building N
+  environments takes about as long as the slowest one on N free cores. If one
+  fails to start, all are closed and its error is raised.
+  """
+  envs: list[EnvProcess] = []
+  try:
+    for make_env, seed, name in specs:
+      envs.append(EnvProcess(make_env, seed, name=name, niceness=niceness, _wait=False))
+    for env in envs:
+      env._handshake()  # pylint: disable=protected-access
+  except BaseException:
+    for env in envs:
+      env.close()
+    raise
+  return envs
 
 
 def step_all(envs: list[EnvProcess], actions: np.ndarray) -> list[dm_env.TimeStep]:
