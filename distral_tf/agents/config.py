@@ -52,9 +52,10 @@ LEVEL_SET_DEFAULTS = {
     'two_rooms': dict(learning_rate=1e-3, entropy_cost=0.03, discount=0.95,
                       env_steps_per_task=60_000, rmsprop_epsilon=1e-3,
                       env_processes=False),
-    'minigrid': dict(env_steps_per_task=2_000_000, workers_per_task=8),
-    # Rendering dominates the cores: one TensorFlow thread (two spend twice the
-    # CPU time on these small ops for no gain in wall time) and one actor
+    # The environments keep the cores busy: one TensorFlow thread per op (two
+    # spend twice the CPU time on these small ops for no gain in wall time).
+    'minigrid': dict(env_steps_per_task=2_000_000, workers_per_task=8, tf_threads=1),
+    # Rendering dominates the cores: one TensorFlow thread per op, and one actor
     # thread (batches of 32 cost less per step than two threads' batches of 16).
     'miniworld': dict(env_steps_per_task=2_000_000, workers_per_task=8,
                       tf_threads=1),
