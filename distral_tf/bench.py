@@ -126,5 +126,6 @@ def main(argv):
   print(f'mean training frames/s ({fv.algorithm}): {train_fps:,.0f}')
   print(f'ratio: {train_fps / env_fps:.3f}')
 
+
 if __name__ == '__main__':
   app.run(errors.exit_on_usage_error(main), flags_parser=cli.parse_flags)

@@ -62,9 +62,10 @@ def test_trains_on_the_3d_level_set_in_env_processes(tmp_path):
                  '--env_steps_per_task=400', '--log_interval_secs=1')
   assert summary['finished']
   assert summary['total_env_steps'] >= 2 * 400
-  # Action repeat 4, and the set's two actor threads each step one worker per task:
-  # frames come in steps of 2 tasks x 4 frames.
+  # Action repeat 4, one actor thread stepping both workers of both tasks: frames
+  # come in steps of 2 tasks x 2 workers x 4 frames.
   assert summary['total_env_steps'] % (2 * 4) == 0
+  assert summary['total_env_steps'] % (2 * 2 * 4) == 0
   assert summary['updates'] >= 2 * 400 // (2 * 5 * 4)
 
 

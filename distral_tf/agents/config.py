@@ -52,8 +52,8 @@ LEVEL_SET_DEFAULTS = {
     'two_rooms': dict(learning_rate=1e-3, entropy_cost=0.03, discount=0.95,
                       env_steps_per_task=60_000, rmsprop_epsilon=1e-3,
                       env_processes=False),
-    # The environments keep the cores busy: one TensorFlow thread per op (two
-    # spend twice the CPU time on these small ops for no gain in wall time).
+    # The environments keep the cores busy: one TensorFlow thread per op (a
+    # second one on these small ops saves little time and takes CPU from them).
     'minigrid': dict(env_steps_per_task=2_000_000, workers_per_task=8, tf_threads=1),
     # Rendering dominates the cores: one TensorFlow thread per op, and one actor
     # thread (batches of 32 cost less per step than two threads' batches of 16).
@@ -160,7 +160,8 @@ def from_flags(fv: flags.FlagValues) -> DeepConfig:
       workers_per_task=fv.workers_per_task, actor_threads=fv.actor_threads,
       learner_threads=fv.learner_threads,
       unroll_length=fv.unroll_length, env_processes=fv.env_processes,
-      env_niceness=fv.env_niceness, tf_threads=fv.tf_threads, rmsprop_decay=fv.rmsprop_decay, rmsprop_epsilon=fv.rmsprop_epsilon,
+      env_niceness=fv.env_niceness, tf_threads=fv.tf_threads,
+      rmsprop_decay=fv.rmsprop_decay, rmsprop_epsilon=fv.rmsprop_epsilon,
       grad_clip_norm=fv.grad_clip_norm, value_cost=fv.value_cost,
       value_l2_cost=fv.value_l2_cost,
       regulariser_gradient=fv.regulariser_gradient, eval_interval=fv.eval_interval,
