@@ -23,12 +23,21 @@ does with it:
 
 Install it in-process with the ``lab_double`` fixture, or name it
 (``'tests.dmlab_double'``) as the adapter's ``lab_module`` in child processes.
+
+It also stands in for the DeepMind Lab Lua modules our own level scripts
+(``distral_tf/dmlab/lua``) require: ``LUA_MODULES`` lists each module's members
+as DeepMind Lab defines them (``game_scripts/common/*.lua`` and the engine's
+``dmlab.system.maze_generation``), ``lua_runtime`` runs scripts against modules
+that have exactly those members (anything else is an error, as calling a
+missing function is on a real build), and ``lua_module_errors`` checks a
+script's uses of them without running it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
 from typing import Any
@@ -253,3 +262,211 @@ def lab_double_fixture(monkeypatch):
   monkeypatch.setitem(sys.modules, 'deepmind_lab', sys.modules[__name__])
   yield sys.modules[__name__]
   del INSTANCES[:]
+
+
+# -- DeepMind Lab's Lua modules, for our own level scripts -----------------------
+
+# Module -> member -> kind, as DeepMind Lab defines them. Kinds: 'method' (called
+# as module:name(...)), 'function' (module.name(...)) or 'table'.
+_RANDOM_METHODS = ('seed', 'mapGenerationSeed', 'themeGenerationSeed', 'uniformInt',
+                   'uniformReal', 'discreteDistribution', 'normalDistribution',
+                   'color', 'choice', 'shuffleInPlace', 'shuffle', 'generator',
+                   'shuffledIndexGenerator')
+_HELPERS_FUNCTIONS = ('split', 'spawnVarToNumberTable', 'pathJoin', 'dirname',
+                      'fileExists', 'findFileInLuaPath', 'shallowCopy', 'deepCopy',
+                      'tostring', 'secondsToTimeString', 'fromString', 'pairsByKeys')
+LUA_MODULES: dict[str, dict[str, str]] = {
+    'common.helpers': dict.fromkeys(_HELPERS_FUNCTIONS, 'function'),
+    'common.make_map': dict.fromkeys(('makeMap', 'seedRng', 'random'), 'function'),
+    'common.pickups': dict.fromkeys(('type', 'moveType', 'defaults'), 'table'),
+    'common.random': dict.fromkeys(_RANDOM_METHODS, 'method'),
+    'dmlab.system.maze_generation': dict.fromkeys(
+        ('mazeGeneration', 'randomMazeGeneration'), 'function'),
+}
+# Methods of the maze objects that maze_generation's functions return.
+MAZE_METHODS = ('entityLayer', 'variationsLayer', 'getEntityCell', 'setEntityCell',
+                'fillEntityRect', 'getVariationsCell', 'setVariationsCell',
+                'countEntities', 'countVariations', 'rotate', 'paste', 'findRooms',
+                'size', 'toWorldPos', 'fromWorldPos', 'visitFill', 'visitRandomPath')
+# (module, function) -> the methods of the object it returns.
+LUA_OBJECTS = {('dmlab.system.maze_generation', name): MAZE_METHODS
+               for name in ('mazeGeneration', 'randomMazeGeneration')}
+
+# The modules' behaviour, as far as our scripts need it. Members listed in
+# LUA_MODULES but not modelled here fail when called; members not listed fail
+# when read; methods fail when called without ':'. Calls of make_map are
+# recorded in the global table `calls`.
+_LUA_MODULES_DOUBLE = r"""
+return function(catalogue, mazeMethods)
+  calls = {makeMap = {}, seedRng = {}}
+
+  local function strict(label, members, impl)
+    local object = {}
+    for name, kind in pairs(members) do
+      local value = impl[name]
+      if value == nil then
+        value = function()
+          error(label .. '.' .. name .. ' is not modelled by the test double', 2)
+        end
+      end
+      if kind == 'method' then
+        local method = value
+        value = function(self, ...)
+          if self ~= object then
+            error(label .. '.' .. name .. " is a method: call it with ':'", 2)
+          end
+          return method(self, ...)
+        end
+      end
+      rawset(object, name, value)
+    end
+    return setmetatable(object, {__index = function(_, key)
+      error(label .. " has no member '" .. tostring(key) .. "' in DeepMind Lab", 2)
+    end})
+  end
+
+  local state = 1
+  local random = strict('common.random', catalogue['common.random'], {
+    seed = function(self, value) state = tonumber(value) % 2147483646 + 1 end,
+    uniformInt = function(self, lower, upper)
+      state = (state * 16807) % 2147483647
+      return lower + state % (upper - lower + 1)
+    end,
+    shuffleInPlace = function(self, array, n)
+      local last = (n and n < #array) and n or #array - 1
+      for i = 1, last do
+        local j = self:uniformInt(i, #array)
+        array[i], array[j] = array[j], array[i]
+      end
+      return array
+    end,
+    shuffle = function(self, array)
+      local copy = {}
+      for i, value in ipairs(array) do copy[i] = value end
+      return self:shuffleInPlace(copy)
+    end,
+  })
+
+  local function newMaze(kwargs)
+    local rows = {}
+    for line in kwargs.entity:gmatch('[^\n]+') do rows[#rows + 1] = line end
+    return strict('maze', mazeMethods, {
+      size = function(self) return #rows, #rows[1] end,
+      getEntityCell = function(self, i, j) return rows[i]:sub(j, j) end,
+      toWorldPos = function(self, i, j)
+        return (j - 1) * 100 + 50, (#rows - i) * 100 + 50
+      end,
+    })
+  end
+
+  local modules = {
+    ['common.random'] = random,
+    ['common.helpers'] = strict('common.helpers', catalogue['common.helpers'], {}),
+    ['common.make_map'] = strict('common.make_map', catalogue['common.make_map'], {
+      makeMap = function(kwargs)
+        table.insert(calls.makeMap, kwargs)
+        return kwargs.mapName
+      end,
+      seedRng = function(value) table.insert(calls.seedRng, value) end,
+    }),
+    ['common.pickups'] = strict('common.pickups', catalogue['common.pickups'], {
+      type = {REWARD = 9, GOAL = 10},
+      moveType = {BOB = 0, STATIC = 1},
+      defaults = {
+        apple_reward = {name = 'Apple', classname = 'apple_reward', quantity = 1},
+        goal = {name = 'Goal', classname = 'goal', quantity = 10},
+      },
+    }),
+    ['dmlab.system.maze_generation'] = strict(
+        'dmlab.system.maze_generation', catalogue['dmlab.system.maze_generation'],
+        {mazeGeneration = newMaze}),
+  }
+  for name, module in pairs(modules) do
+    package.preload[name] = function() return module end
+  end
+end
+"""
+
+
+def lua_runtime():
+  """A Lua 5.1 runtime (``lupa``) whose ``require`` gives the modules above.
+
+  Skips the calling test when ``lupa`` is not installed.
+  """
+  lupa = pytest.importorskip('lupa.lua51')
+  lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+  catalogue = lua.table_from({module: lua.table_from(members)
+                              for module, members in LUA_MODULES.items()})
+  install = lua.execute(_LUA_MODULES_DOUBLE)
+  install(catalogue, lua.table_from(dict.fromkeys(MAZE_METHODS, 'method')))
+  return lua
+
+
+# Comments, long strings and short strings of Lua source, in one pass so that
+# '--' inside a string or a quote inside a comment is read as Lua reads it.
+_LUA_NON_CODE = re.compile(r"""--\[(=*)\[.*?\]\1\]|\[(=*)\[.*?\]\2\]|--[^\n]*"""
+                           r"""|'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*\"""", re.S)
+_LUA_REQUIRE = re.compile(r"""local\s+(\w+)\s*=\s*require\s*\(?\s*['"]([\w.]+)['"]""")
+
+
+def _lua_code(source: str, keep_strings: bool) -> str:
+  """``source`` with comments (and strings, unless kept) blanked, lines kept."""
+  def blank(match: re.Match) -> str:
+    text = match.group(0)
+    if text[0] in '\'"':
+      return text if keep_strings else "''"
+    return '\n' * text.count('\n')
+  return _LUA_NON_CODE.sub(blank, source)
+
+
+def _member_uses(code: str, name: str):
+  """``(line, separator, member)`` of every ``name.member`` / ``name:member``."""
+  pattern = re.compile(rf'(?<![\w.:]){re.escape(name)}\s*([.:])\s*(\w+)')
+  for match in pattern.finditer(code):
+    yield code.count('\n', 0, match.start()) + 1, match.group(1), match.group(2)
+
+
+def _use_error(label: str, alias: str, members: dict[str, str], line: int,
+               separator: str, member: str) -> str | None:
+  """What is wrong with one use of ``member`` of a module or object, if anything."""
+  kind = members.get(member)
+  if kind is None:
+    return f"line {line}: {label} has no member '{member}' in DeepMind Lab"
+  if kind == 'method' and separator != ':':
+    return f'line {line}: {label}.{member} is a method: call it as {alias}:{member}(...)'
+  if kind != 'method' and separator != '.':
+    return f'line {line}: {label}.{member} is not a method: use {alias}.{member}'
+  return None
+
+
+def lua_module_errors(source: str) -> list[str]:
+  """Uses of DeepMind Lab's Lua modules in a level script that DeepMind Lab lacks.
+
+  Reads which modules ``source`` requires (``local name = require '...'``), and
+  checks every ``name.member`` and ``name:member`` against ``LUA_MODULES``, and
+  the methods called on maze objects (``local maze = name.mazeGeneration...``)
+  against ``MAZE_METHODS``. Returns one message per problem; none when clean.
+  """
+  errors = []
+  code = _lua_code(source, keep_strings=False)
+  for alias, module in _LUA_REQUIRE.findall(_lua_code(source, keep_strings=True)):
+    members = LUA_MODULES.get(module)
+    if members is None:
+      errors.append(f"module '{module}' is not one the test double describes "
+                    f'(add its members as DeepMind Lab defines them)')
+      continue
+    for line, separator, member in _member_uses(code, alias):
+      error = _use_error(module, alias, members, line, separator, member)
+      if error:
+        errors.append(error)
+    constructors = re.compile(rf'local\s+(\w+)\s*=\s*{re.escape(alias)}\s*\.\s*(\w+)')
+    for variable, function in constructors.findall(code):
+      methods = LUA_OBJECTS.get((module, function))
+      if methods is None:
+        continue
+      for line, separator, member in _member_uses(code, variable):
+        error = _use_error(f'{module}.{function}(...)', variable,
+                           dict.fromkeys(methods, 'method'), line, separator, member)
+        if error:
+          errors.append(error)
+  return errors

@@ -17,25 +17,45 @@ from tests.dmlab_double import lab_double_fixture  # noqa: F401  pylint: disable
 NO_CACHE = env_lib.EnvConfig(level_cache_dir=None)
 
 
-def _env(level='nav_maze_static_01', seed=0, config=NO_CACHE, **settings):
-  return env_lib.DmLabEnv(level, seed, config=config,
+def _env(level='nav_maze_static_01', seed=0, config=NO_CACHE,
+         action_set=env_lib.DEFAULT_ACTION_SET, **settings):
+  return env_lib.DmLabEnv(level, seed, config=config, action_set=action_set,
                           settings={k: str(v) for k, v in settings.items()})
 
 
+STANDARD = {
+    'forward': (0, 0, 0, 1, 0, 0, 0), 'backward': (0, 0, 0, -1, 0, 0, 0),
+    'strafe_left': (0, 0, -1, 0, 0, 0, 0), 'strafe_right': (0, 0, 1, 0, 0, 0, 0),
+    'look_left': (-20, 0, 0, 0, 0, 0, 0), 'look_right': (20, 0, 0, 0, 0, 0, 0),
+    'look_left_forward': (-20, 0, 0, 1, 0, 0, 0),
+    'look_right_forward': (20, 0, 0, 1, 0, 0, 0), 'fire': (0, 0, 0, 0, 1, 0, 0)}
+
+
+def _rows(action_set):
+  return np.stack([env_lib.lab_action(i, action_set)
+                   for i in range(env_lib.num_actions(action_set))])
+
+
 def test_action_set_is_the_standard_nine_actions():
-  assert env_lib.NUM_ACTIONS == 9
-  rows = np.stack([env_lib.lab_action(i) for i in range(9)])
+  assert env_lib.DEFAULT_ACTION_SET == 'standard'
+  assert env_lib.num_actions() == 9
+  rows = _rows('standard')
   assert rows.dtype == np.intc and rows.shape == (9, 7)
   # Columns: look_lr, look_du, strafe, move, fire, jump, crouch.
-  expected = {
-      'forward': (0, 0, 0, 1, 0, 0, 0), 'backward': (0, 0, 0, -1, 0, 0, 0),
-      'strafe_left': (0, 0, -1, 0, 0, 0, 0), 'strafe_right': (0, 0, 1, 0, 0, 0, 0),
-      'look_left': (-20, 0, 0, 0, 0, 0, 0), 'look_right': (20, 0, 0, 0, 0, 0, 0),
-      'look_left_forward': (-20, 0, 0, 1, 0, 0, 0),
-      'look_right_forward': (20, 0, 0, 1, 0, 0, 0), 'fire': (0, 0, 0, 0, 1, 0, 0)}
-  for i, name in enumerate(env_lib.ACTION_NAMES):
-    assert tuple(rows[i]) == expected[name]
+  for i, name in enumerate(env_lib.action_names()):
+    assert tuple(rows[i]) == STANDARD[name]
   assert len(set(map(tuple, rows))) == 9
+
+
+def test_jump_set_is_the_standard_nine_and_jump():
+  assert env_lib.num_actions('standard_jump') == 10
+  rows = _rows('standard_jump')
+  np.testing.assert_array_equal(rows[:9], _rows('standard'))
+  assert env_lib.action_names('standard_jump')[9] == 'jump'
+  assert tuple(rows[9]) == (0, 0, 0, 0, 0, 1, 0)
+  assert env_lib.ACTION_COMPONENTS[5] == 'JUMP'
+  with pytest.raises(ValueError, match='unknown action set'):
+    env_lib.num_actions('jump_only')
 
 
 def test_lab_is_built_with_observation_size_renderer_and_settings(lab_double):
@@ -63,18 +83,24 @@ def test_specs_default_to_72_by_96_and_nine_actions(lab_double):
   obs_spec.validate(timestep.observation)
 
 
-def test_each_action_reaches_lab_as_its_intc_row_repeated_four_times(lab_double):
-  env = _env()
+@pytest.mark.parametrize('action_set', sorted(env_lib.ACTION_SETS))
+def test_each_action_reaches_lab_as_its_intc_row_repeated_four_times(lab_double,
+                                                                     action_set):
+  env = _env(action_set=action_set)
+  count = env_lib.num_actions(action_set)
+  assert env.action_spec().num_values == count
   env.reset()
-  for a in range(9):
+  for a in range(count):
     env.step(a)
   calls = env.lab.step_calls
-  assert len(calls) == 9
+  assert len(calls) == count
   for a, (action, num_steps) in enumerate(calls):
     assert action.dtype == np.intc and action.shape == (7,)
-    np.testing.assert_array_equal(action, env_lib.lab_action(a))
+    np.testing.assert_array_equal(action, env_lib.lab_action(a, action_set))
     assert num_steps == 4
-  assert env.lab.num_steps() == 36
+  assert env.lab.num_steps() == 4 * count
+  with pytest.raises(ValueError):
+    env.step(count)
 
 
 def test_rewards_are_summed_over_the_repeated_frames(lab_double):

@@ -1,14 +1,12 @@
-"""Tests of the DeepMind Lab level sets and their flags, our own Lua maze levels,
-and the Bazel path to DeepMind Lab (launch/build_dmlab.sh)."""
+"""Tests of the DeepMind Lab level sets and their flags, and of our own Lua maze
+levels (run against the test double of DeepMind Lab's Lua modules)."""
 
 import collections
 import importlib.util
 import os
 import pickle
-import re
 import subprocess
 import sys
-import textwrap
 
 from absl import flags
 from absl.testing import flagsaver
@@ -17,10 +15,13 @@ import pytest
 from distral_tf import errors
 from distral_tf.dmlab import games
 from distral_tf.envs import level_sets
+from tests import dmlab_double
 from tests.dmlab_double import lab_double_fixture  # noqa: F401  pylint: disable=unused-import
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED_SIZES = {'mazes': 8, 'navigation': 4, 'lasertag': 8}
+# Lasertag adds JUMP to the standard 9 actions.
+EXPECTED_ACTIONS = {'mazes': 9, 'navigation': 9, 'lasertag': 10}
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +59,7 @@ def test_make_level_set(lab_double, name):
   level_set = level_sets.make_level_set(name, None, seed=3)
   assert level_set.name == name
   assert len(level_set.tasks) == EXPECTED_SIZES[name]
-  assert level_set.num_actions == 9
+  assert level_set.num_actions == EXPECTED_ACTIONS[name]
   assert level_set.frames_per_step == 4
   assert level_set.observation_kind == 'pixels'
   assert level_set.normalise_by_a3c == (name != 'mazes')
@@ -66,7 +67,11 @@ def test_make_level_set(lab_double, name):
   task = pickle.loads(pickle.dumps(level_set.tasks[-1]))
   env = task.make_env(0)
   assert env.lab.level == games.LEVELS[name][-1][1]
+  assert env.action_spec().num_values == level_set.num_actions
   assert env.reset().observation.shape == (72, 96, 3)
+  env.step(level_set.num_actions - 1)
+  jumped = env.lab.step_calls[-1][0][5] == 1
+  assert jumped == (name == 'lasertag')
   env.close()
 
 
@@ -163,69 +168,23 @@ def test_launch_without_deepmind_lab_exits_with_status_2(tmp_path):
   assert 'Traceback' not in result.stderr
 
 
-# -- our Lua maze script, run on Lua 5.1 against small stand-ins of the --------
-# -- DeepMind Lab modules it uses -----------------------------------------------
+# -- our Lua maze script, run on Lua 5.1 against the test double of the -------
+# -- DeepMind Lab modules it requires -------------------------------------------
 
-_LUA_STUBS = textwrap.dedent("""
-  calls = {makeMap = {}, seedRng = {}}
-  package.preload['common.random'] = function()
-    local r = {state = 1}
-    function r:seed(s) self.state = s % 2147483646 + 1 end
-    function r:uniformInt(a, b)
-      self.state = (self.state * 16807) % 2147483647
-      return a + self.state % (b - a + 1)
-    end
-    return r
-  end
-  package.preload['common.helpers'] = function()
-    local random = require 'common.random'
-    return {shuffle = function(array)
-      local out = {}
-      for i, v in ipairs(array) do out[i] = v end
-      for i = 1, #out - 1 do
-        local j = random:uniformInt(i, #out)
-        out[i], out[j] = out[j], out[i]
-      end
-      return out
-    end}
-  end
-  package.preload['common.pickups'] = function()
-    return {defaults = {apple_reward = {name = 'Apple'}, goal = {name = 'Goal'}}}
-  end
-  package.preload['common.make_map'] = function()
-    return {
-      makeMap = function(kwargs)
-        table.insert(calls.makeMap, kwargs)
-        return kwargs.mapName
-      end,
-      seedRng = function(seed) table.insert(calls.seedRng, seed) end,
-    }
-  end
-  package.preload['dmlab.system.maze_generation'] = function()
-    local M = {}
-    function M.mazeGeneration(kwargs)
-      local rows = {}
-      for line in kwargs.entity:gmatch('[^\\n]+') do table.insert(rows, line) end
-      local maze = {}
-      function maze:size() return #rows, #rows[1] end
-      function maze:getEntityCell(i, j) return rows[i]:sub(j, j) end
-      function maze:toWorldPos(i, j) return (j - 1) * 100 + 50, (#rows - i) * 100 + 50 end
-      return maze
-    end
-    return M
-  end
-""")
+MAZE_SCRIPT = os.path.join(games.LUA_DIR, 'distral_maze.lua')
+
+
+def _maze_source():
+  with open(MAZE_SCRIPT) as f:
+    return f.read()
 
 
 class _LuaMaze:
   """Our maze script in Lua 5.1, driven the way DeepMind Lab's engine drives it."""
 
-  def __init__(self, layout):
-    lupa = pytest.importorskip('lupa.lua51')
-    self.lua = lupa.LuaRuntime(unpack_returned_tuples=True)
-    self.lua.execute(_LUA_STUBS)
-    with open(os.path.join(games.LUA_DIR, 'distral_maze.lua')) as f:
-      self.api = self.lua.execute(f.read())
+  def __init__(self, layout, source=None):
+    self.lua = dmlab_double.lua_runtime()
+    self.api = self.lua.execute(source or _maze_source())
     self.api.init(self.api, self.lua.table_from({'mazeLayout': layout}))
     make_map_call = self.lua.globals().calls.makeMap[1]
     self.map_name = make_map_call.mapName
@@ -322,79 +281,67 @@ def test_lua_maze_episode_length_and_pickups():
   assert maze.api.updateSpawnVars(maze.api, maze.lua.table_from(other)) is not None
 
 
-# -- the Bazel path to DeepMind Lab ------------------------------------------------
-
-BUILD_SCRIPT = os.path.join(REPO, 'launch', 'build_dmlab.sh')
+# -- our Lua uses only what DeepMind Lab's Lua modules have ----------------------
 
 
-def _pinned_commit():
-  with open(os.path.join(REPO, 'third_party', 'dmlab', 'repo.bzl')) as f:
-    match = re.search(r'^DMLAB_COMMIT = "([0-9a-f]{40})"$', f.read(), re.M)
-  return match.group(1)
+def _lua_scripts():
+  return sorted(name for name in os.listdir(games.LUA_DIR) if name.endswith('.lua'))
 
 
-def _build(tmp_path, *args, bazel_version='6.5.0'):
-  fake_bazel = tmp_path / 'bazel'
-  fake_bazel.write_text(f'#!/bin/sh\necho "bazel {bazel_version}"\n')
-  fake_bazel.chmod(0o755)
-  env = dict(os.environ, BAZEL=str(fake_bazel))
-  env.pop('USE_BAZEL_VERSION', None)
-  return subprocess.run(['bash', BUILD_SCRIPT, f'--python={sys.executable}', *args],
-                        env=env, capture_output=True, text=True, timeout=60, check=False)
+@pytest.mark.parametrize('name', _lua_scripts())
+def test_our_lua_calls_only_functions_deepmind_lab_has(name):
+  with open(os.path.join(games.LUA_DIR, name)) as f:
+    source = f.read()
+  assert 'require' in source
+  assert dmlab_double.lua_module_errors(source) == []
 
 
-def test_build_script_is_valid_bash_with_help():
-  assert subprocess.run(['bash', '-n', BUILD_SCRIPT], check=False).returncode == 0
-  result = subprocess.run(['bash', BUILD_SCRIPT, '--help'], capture_output=True,
-                          text=True, check=False)
-  assert result.returncode == 0
-  assert '//python/pip_package:build_pip_package' in result.stdout
-  assert '--override_repository' in result.stdout and '--distdir' in result.stdout
+def _line_of(source, text):
+  return source[:source.index(text)].count('\n') + 1
 
 
-def test_workspace_pins_deepmind_lab_at_the_measured_commit():
-  assert _pinned_commit().startswith('b1db91a')
-  with open(os.path.join(REPO, 'WORKSPACE')) as f:
-    workspace = f.read()
-  assert 'load("//third_party/dmlab:repo.bzl", "dmlab_repository")' in workspace
-  with open(os.path.join(REPO, 'third_party', 'dmlab', 'BAZEL_VERSION')) as f:
-    assert f.read().strip().startswith('6.')
+def test_lua_check_finds_functions_deepmind_lab_lacks():
+  source = _maze_source()
+  shuffle_line = _line_of(source, 'random:shuffle(')
+  invented = source.replace('random:shuffle(', 'random:shuffleCopy(')
+  assert dmlab_double.lua_module_errors(invented) == [
+      f"line {shuffle_line}: common.random has no member 'shuffleCopy' in DeepMind Lab"]
+  # common.helpers of DeepMind Lab has no shuffle.
+  helpers = ("local helpers = require 'common.helpers'\n" +
+             source.replace('random:shuffle(', 'helpers.shuffle('))
+  assert dmlab_double.lua_module_errors(helpers) == [
+      f"line {shuffle_line + 1}: common.helpers has no member 'shuffle' in DeepMind Lab"]
+  # common.random's functions are methods: random.shuffle(x) passes x as self.
+  dotted = source.replace('random:shuffle(', 'random.shuffle(')
+  assert dmlab_double.lua_module_errors(dotted) == [
+      f'line {shuffle_line}: common.random.shuffle is a method: '
+      f'call it as random:shuffle(...)']
+  maze = source.replace('maze:getEntityCell(', 'maze:entityCell(')
+  assert dmlab_double.lua_module_errors(maze) == [
+      f'line {_line_of(source, "maze:getEntityCell(")}: '
+      f"dmlab.system.maze_generation.mazeGeneration(...) has no member 'entityCell' "
+      f'in DeepMind Lab']
+  other = "local colors = require 'common.colors'\n" + source
+  assert len(dmlab_double.lua_module_errors(other)) == 1
+  # Comments and strings are not code.
+  commented = source + "\n-- random:shuffleCopy(x)\nlocal s = 'random.nothing'\n"
+  assert dmlab_double.lua_module_errors(commented) == []
 
 
-def test_build_script_fails_early_without_bazel(tmp_path):
-  env = dict(os.environ, BAZEL=str(tmp_path / 'no-bazel'))
-  result = subprocess.run(['bash', BUILD_SCRIPT, '--dry_run'], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
-  assert result.returncode == 1
-  assert 'bazel not found' in result.stderr and result.stdout == ''
-
-
-def test_build_script_rejects_another_bazel_major_version(tmp_path):
-  result = _build(tmp_path, '--dry_run', bazel_version='8.1.0')
-  assert result.returncode == 1
-  assert 'Bazel 8.1.0 found' in result.stderr and '6.x' in result.stderr
-  assert result.stdout == ''
-
-
-def test_build_script_rejects_stray_arguments(tmp_path):
-  assert _build(tmp_path, '--dry_run', 'lab').returncode == 2
-
-
-def test_build_script_dry_run_passes_bazel_flags_through(tmp_path):
-  result = _build(tmp_path, '--dry_run', f'--build_dir={tmp_path / "b"}',
-                  '--distdir=/src/archives', '--',
-                  '--override_repository=com_google_absl=/src/absl')
-  assert result.returncode == 0, result.stderr
-  lines = result.stdout.splitlines()
-  passed = '--distdir=/src/archives --override_repository=com_google_absl=/src/absl'
-  fetch = [l for l in lines if ' sync ' in l]
-  build = [l for l in lines if ' build ' in l]
-  assert len(fetch) == 1 and fetch[0].endswith(f'--only=org_deepmind_lab {passed}')
-  assert len(build) == 1
-  assert build[0].endswith(f'{passed} //python/pip_package:build_pip_package')
-  assert '-c opt --cxxopt=-std=c++17' in build[0]
-  assert any('build_pip_package' in l and str(tmp_path / 'b' / 'wheel') in l
-             for l in lines if l not in build)
-  assert any(' -m pip install ' in l for l in lines)
-  assert _pinned_commit() in result.stderr and 'Bazel 6.5.0' in result.stderr
-  assert not (tmp_path / 'b').exists()  # A dry run changes nothing.
+def test_lua_double_refuses_what_deepmind_lab_lacks():
+  lupa = pytest.importorskip('lupa.lua51')
+  source = _maze_source()
+  helpers = ("local helpers = require 'common.helpers'\n" +
+             source.replace('random:shuffle(', 'helpers.shuffle('))
+  dotted = source.replace('random:shuffle(', 'random.shuffle(')
+  for script, message in ((helpers, "common.helpers has no member 'shuffle'"),
+                          (dotted, 'common.random.shuffle is a method')):
+    maze = _LuaMaze('a', source=script)
+    with pytest.raises(lupa.LuaError, match=message):
+      maze.api.start(maze.api, 0, 1234)
+  unknown = "local colors = require 'common.colors'\n" + source
+  with pytest.raises(lupa.LuaError, match='common.colors'):
+    _LuaMaze('a', source=unknown)
+  lua = dmlab_double.lua_runtime()
+  with pytest.raises(lupa.LuaError, match='not modelled by the test double'):
+    lua.execute("return require('common.random'):color()")

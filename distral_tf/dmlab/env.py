@@ -1,10 +1,12 @@
 """A ``dm_env.Environment`` over DeepMind Lab's Python API (``deepmind_lab.Lab``).
 
 Observations are ``RGB_INTERLEAVED`` frames (uint8, height x width x 3; 72 x 96
-by default). Actions are integers in ``[0, 9)`` indexing the discrete action set
-of the standard A3C/IMPALA DeepMind Lab agents; each is repeated for
-``action_repeat`` frames through ``Lab.step(action, num_steps=...)``, which
-returns the reward summed over those frames.
+by default). Actions are integers indexing a discrete action set
+(``ACTION_SETS``): ``standard``, the 9 actions of the standard A3C/IMPALA
+DeepMind Lab agents, or ``standard_jump``, the same 9 and JUMP (for levels that
+need jumping). Each is repeated for ``action_repeat`` frames through
+``Lab.step(action, num_steps=...)``, which returns the reward summed over those
+frames.
 
 An episode ends when ``Lab.is_running()`` turns False. DeepMind Lab's
 observations may not be read after that, so the ``LAST`` time step carries the
@@ -51,7 +53,7 @@ ACTION_COMPONENTS = ('LOOK_LEFT_RIGHT_PIXELS_PER_FRAME',
 
 # The discrete action set of the standard DeepMind Lab A3C/IMPALA agents.
 # Each entry: (name, (look_lr, look_du, strafe_lr, move_bf, fire, jump, crouch)).
-ACTION_SET = (
+STANDARD_ACTIONS = (
     ('forward', (0, 0, 0, 1, 0, 0, 0)),
     ('backward', (0, 0, 0, -1, 0, 0, 0)),
     ('strafe_left', (0, 0, -1, 0, 0, 0, 0)),
@@ -62,13 +64,34 @@ ACTION_SET = (
     ('look_right_forward', (20, 0, 0, 1, 0, 0, 0)),
     ('fire', (0, 0, 0, 0, 1, 0, 0)),
 )
-ACTION_NAMES = tuple(name for name, _ in ACTION_SET)
-NUM_ACTIONS = len(ACTION_SET)
+JUMP = ('jump', (0, 0, 0, 0, 0, 1, 0))
+# Action set name -> its actions; an environment's actions index one of them.
+ACTION_SETS = {
+    'standard': STANDARD_ACTIONS,
+    'standard_jump': STANDARD_ACTIONS + (JUMP,),
+}
+DEFAULT_ACTION_SET = 'standard'
 
 
-def lab_action(index: int) -> np.ndarray:
+def action_names(action_set: str = DEFAULT_ACTION_SET) -> tuple[str, ...]:
+  """The names of the actions of ``action_set``, by index."""
+  return tuple(name for name, _ in _actions(action_set))
+
+
+def num_actions(action_set: str = DEFAULT_ACTION_SET) -> int:
+  """How many actions ``action_set`` has."""
+  return len(_actions(action_set))
+
+
+def lab_action(index: int, action_set: str = DEFAULT_ACTION_SET) -> np.ndarray:
   """The ``np.intc`` array of shape (7,) that DeepMind Lab takes for action ``index``."""
-  return np.array(ACTION_SET[index][1], dtype=np.intc)
+  return np.array(_actions(action_set)[index][1], dtype=np.intc)
+
+
+def _actions(action_set: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+  if action_set not in ACTION_SETS:
+    raise ValueError(f'unknown action set {action_set!r}; valid: {", ".join(ACTION_SETS)}')
+  return ACTION_SETS[action_set]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +130,8 @@ class DmLabEnv(dm_env.Environment):
                config: EnvConfig = EnvConfig(),
                settings: Mapping[str, str] | None = None,
                seed_salt: Sequence[int] = (),
-               lab_module: str | types.ModuleType = 'deepmind_lab'):
+               lab_module: str | types.ModuleType = 'deepmind_lab',
+               action_set: str = DEFAULT_ACTION_SET):
     """Builds the environment.
 
     Args:
@@ -119,6 +143,7 @@ class DmLabEnv(dm_env.Environment):
         settings the level script reads).
       seed_salt: non-negative integers mixed into the seed (run seed, task).
       lab_module: the module providing ``Lab`` or its name.
+      action_set: the name of the discrete action set (``ACTION_SETS``).
     """
     self._level = level
     self._config = config
@@ -132,7 +157,8 @@ class DmLabEnv(dm_env.Environment):
     self._lab = lab.Lab(level, [OBSERVATION_NAME], config=lab_config,
                         renderer=config.renderer, level_cache=level_cache)
     self._rng = np.random.default_rng([int(seed), *(int(s) for s in seed_salt)])
-    self._actions = tuple(lab_action(i) for i in range(NUM_ACTIONS))
+    self._actions = tuple(lab_action(i, action_set)
+                          for i in range(num_actions(action_set)))
     self._last_observation = None
     self._needs_reset = True
     self._episode_seed = None
@@ -166,8 +192,9 @@ class DmLabEnv(dm_env.Environment):
     if self._needs_reset:
       return self.reset()
     index = int(action)
-    if not 0 <= index < NUM_ACTIONS or index != action:
-      raise ValueError(f'action must be an integer in [0, {NUM_ACTIONS}), got {action!r}')
+    if not 0 <= index < len(self._actions) or index != action:
+      raise ValueError(f'action must be an integer in [0, {len(self._actions)}), '
+                       f'got {action!r}')
     reward = float(self._lab.step(self._actions[index],
                                   num_steps=self._config.action_repeat))
     if not self._lab.is_running():
@@ -180,7 +207,7 @@ class DmLabEnv(dm_env.Environment):
                        name=OBSERVATION_NAME)
 
   def action_spec(self) -> specs.DiscreteArray:
-    return specs.DiscreteArray(NUM_ACTIONS, name='action')
+    return specs.DiscreteArray(len(self._actions), name='action')
 
   def close(self) -> None:
     if self._lab is not None:
@@ -194,7 +221,8 @@ def make_env(seed: int,
              config: EnvConfig = EnvConfig(),
              settings: tuple[tuple[str, str], ...] = (),
              seed_salt: tuple[int, ...] = (),
-             lab_module: str = 'deepmind_lab') -> DmLabEnv:
+             lab_module: str = 'deepmind_lab',
+             action_set: str = DEFAULT_ACTION_SET) -> DmLabEnv:
   """``Task.make_env``: bind everything but ``seed`` with ``functools.partial``."""
   return DmLabEnv(level, seed, config=config, settings=dict(settings),
-                  seed_salt=seed_salt, lab_module=lab_module)
+                  seed_salt=seed_salt, lab_module=lab_module, action_set=action_set)

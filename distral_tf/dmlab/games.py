@@ -66,6 +66,15 @@ LEVELS = {
     ),
 }
 LEVEL_SET_NAMES = tuple(LEVELS)
+# Level set name -> its discrete action set (env.ACTION_SETS). Lasertag adds
+# JUMP to the standard 9 actions, as its tasks differ in "complexity of agent
+# behaviour (e.g. learning to jump in some tasks)" in the paper; the
+# mazes and navigation tasks are solved without jumping.
+ACTION_SETS = {
+    'mazes': 'standard',
+    'navigation': 'standard',
+    'lasertag': 'standard_jump',
+}
 # Sets whose figures normalise returns by the best A3C score per task (B.2).
 NORMALISED_BY_A3C = ('navigation', 'lasertag')
 
@@ -137,14 +146,15 @@ def build_level_set(name: str,
   if seed < 0:
     raise errors.UsageError(f'--seed must be >= 0, got {seed}')
   check_lab_module(lab_module)
+  action_set = ACTION_SETS[name]
   tasks = []
   for index, (task_name, level, settings) in enumerate(levels[:num_tasks]):
     make = functools.partial(env_lib.make_env, level=level, config=config,
                              settings=settings, seed_salt=(seed, index),
-                             lab_module=lab_module)
+                             lab_module=lab_module, action_set=action_set)
     tasks.append(level_sets.Task(task_name, make))
   return level_sets.LevelSet(
-      name=name, tasks=tuple(tasks), num_actions=env_lib.NUM_ACTIONS,
+      name=name, tasks=tuple(tasks), num_actions=env_lib.num_actions(action_set),
       frames_per_step=config.action_repeat, observation_kind='pixels',
       normalise_by_a3c=name in NORMALISED_BY_A3C)
 

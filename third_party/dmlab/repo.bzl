@@ -1,11 +1,14 @@
 """DeepMind Lab's source at the commit this project is measured and tested with.
 
 `dmlab_repository()` declares it as the external repository `@org_deepmind_lab`;
-launch/build_dmlab.sh fetches it (`bazel sync --only=org_deepmind_lab`) and builds
-its Python package there with DeepMind Lab's own WORKSPACE.
+launch/build_dmlab.sh fetches it (`bazel sync --only=org_deepmind_lab`), copies
+it into its build directory, applies `patches/*.patch` there (releases of
+abseil-cpp, googletest and bazel-skylib pinned with checksums in DeepMind Lab's
+WORKSPACE, which names branch heads; fixes for current libxml2 headers and for
+linking libpng) and builds its Python package with that patched WORKSPACE.
 
-Offline: pass `--override_repository=org_deepmind_lab=/path/to/lab` (a local
-copy of the source at this commit), or set DMLAB_SHA256 and put the archive
+Offline: pass the script `--source_dir=/path/to/lab` (a local copy of the
+source at this commit), or set DMLAB_SHA256 and put the archive
 `<commit>.tar.gz` in a directory given as `--distdir`.
 """
 

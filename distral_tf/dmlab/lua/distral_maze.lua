@@ -16,12 +16,12 @@ Layout legend: '*' wall, ' ' corridor, 'P' start position, 'A' possible
 apple, 'G' the goal.
 
 Uses DeepMind Lab's public Lua modules only: `common.make_map` (makeMap,
-seedRng), `common.pickups` (defaults), `common.helpers` (shuffle),
-`common.random` (seed, uniformInt) and `dmlab.system.maze_generation`
-(mazeGeneration{entity}, size, getEntityCell, toWorldPos).
+seedRng), `common.pickups` (defaults), `common.random` (the methods seed,
+uniformInt and shuffle, which returns a shuffled copy of an array) and
+`dmlab.system.maze_generation` (mazeGeneration{entity}, and the maze's
+methods size, getEntityCell, toWorldPos).
 ]]
 
-local helpers = require 'common.helpers'
 local make_map = require 'common.make_map'
 local maze_generation = require 'dmlab.system.maze_generation'
 local pickups = require 'common.pickups'
@@ -112,7 +112,7 @@ end
 
 function api:start(episode, seed)
   random:seed(seed)
-  local cells = helpers.shuffle(api._appleCells)
+  local cells = random:shuffle(api._appleCells)
   local count = math.floor(api._appleFraction * #cells + 0.5)
   api._apples = {}
   for k = 1, count do
