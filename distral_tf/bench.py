@@ -7,7 +7,9 @@ Measured in one run on the same cores, with the same number of environment
 processes (and the same ``--env_niceness``): (1) environment-only frames/s,
 every environment stepped with random actions in parallel, nothing else
 running; (2) training frames/s of the deep trainer (``--algorithm``, default
-KL+ent_2col) after start-up (``--bench_warmup_seconds``). The measurements
+KL+ent_2col) after start-up: from the first progress line (after
+``--bench_warmup_seconds``) at which every environment has stepped, with the
+evaluation of pi_0 outside that window. The measurements
 alternate, environment-only first and last, ``--bench_rounds`` training ones
 between them, because a shared machine's speed drifts by 10-20% from one
 half-minute to the next. Flags not given take the trainer's defaults for the
@@ -26,10 +28,9 @@ from absl import flags
 
 from distral_tf import cli
 from distral_tf import errors
-from distral_tf.agents import actor as actor_lib
 from distral_tf.agents import config as config_lib
+from distral_tf.envs import batch as batch_lib
 from distral_tf.envs import level_sets
-from distral_tf.envs import process
 
 flags.DEFINE_float('bench_seconds', 30.0, 'Seconds of each measurement.')
 flags.DEFINE_integer('bench_rounds', 2,
@@ -37,46 +38,42 @@ flags.DEFINE_integer('bench_rounds', 2,
 flags.DEFINE_float('bench_warmup_seconds', 20.0,
                    'Seconds of training start-up (tracing) excluded from the measurement.')
 FLAGS = flags.FLAGS
+NEVER = 10**12  # A budget (frames per task) that no measurement reaches.
 
 
 def env_only_fps(level_set: level_sets.LevelSet, workers_per_task: int, seed: int,
-                 seconds: float, use_processes: bool = True, niceness: int = 0) -> float:
-  """Frames/s of all environments stepped in parallel with uniform random actions."""
-  specs = [(task.make_env, actor_lib.env_seed(seed, t, w), f'{task.name}/{w}')
-           for t, task in enumerate(level_set.tasks) for w in range(workers_per_task)]
-  envs = []
+                 seconds: float, use_processes: bool = True, niceness: int = 0,
+                 actor_threads: int = 1) -> float:
+  """Frames/s of all environments stepped with uniform random actions.
+
+  The same batches as the trainer's actor threads (``envs.batch``), stepped
+  one after another here: processes step in parallel, an in-process batch
+  (the grid world) in numpy.
+  """
+  batches = []
   try:
-    envs = (process.start_all(specs, niceness) if use_processes else
-            [actor_lib.LocalEnv(make_env, s, name) for make_env, s, name in specs])
-    for env in envs:
-      env.send_reset()
-    for env in envs:
-      env.receive()
+    batches = batch_lib.make_env_batches(level_set, seed, workers_per_task, actor_threads,
+                                         use_processes, niceness)
+    sizes = [len(batch.reset()) for batch, _ in batches]
     rng = np.random.default_rng(seed)
     steps = 0
     start = time.time()
     while time.time() - start < seconds:
-      actions = rng.integers(level_set.num_actions, size=len(envs))
-      for env, action in zip(envs, actions):
-        env.send_step(int(action))
-      # As in the trainer: every finished episode's reset is sent, then received.
-      finished = [env for env in envs if env.receive().last()]
-      for env in finished:
-        env.send_reset()
-      for env in finished:
-        env.receive()
-      steps += len(envs)
+      for (batch, _), n in zip(batches, sizes):
+        batch.step(rng.integers(level_set.num_actions, size=n))
+        steps += n
     return steps * level_set.frames_per_step / (time.time() - start)
   finally:
-    for env in envs:
-      env.close()
+    for batch, _ in batches:
+      batch.close()
 
 
 def training_fps(argv: list[str], seconds: float, warmup: float) -> dict:
   """Runs the deep trainer for ``warmup + seconds`` and returns its summary."""
   with tempfile.TemporaryDirectory() as logdir:
+    # pi_0 is evaluated once, at the start (in the warm-up), never in the window.
     return cli.run_from_args(argv + [
-        f'--logdir={logdir}', '--env_steps_per_task=1000000000000',
+        f'--logdir={logdir}', f'--env_steps_per_task={NEVER}', f'--eval_interval={NEVER}',
         f'--max_seconds={warmup + seconds}', f'--log_interval_secs={warmup}',
         f'--checkpoint_secs={10 * (warmup + seconds)}'])
 
@@ -93,11 +90,13 @@ def main(argv):
   level_set = level_sets.make_level_set(fv.level_set, fv.num_tasks, fv.seed)
   level_set.check_env_processes(fv.env_processes)
   n_envs = len(level_set.tasks) * fv.workers_per_task
+  where = ('environment processes' if fv.env_processes or level_set.make_batch is None
+           else 'environments stepped in one numpy batch')
   print(f'{level_set.name}: {len(level_set.tasks)} tasks x {fv.workers_per_task} '
-        f'workers = {n_envs} environment processes', flush=True)
+        f'workers = {n_envs} {where}', flush=True)
   measure_envs = lambda: env_only_fps(level_set, fv.workers_per_task, fv.seed,
                                      fv.bench_seconds, fv.env_processes,
-                                     fv.env_niceness)
+                                     fv.env_niceness, fv.actor_threads)
   argv = [f'--level_set={fv.level_set}', f'--algorithm={fv.algorithm}',
           f'--seed={fv.seed}', f'--workers_per_task={fv.workers_per_task}',
           f'--actor_threads={fv.actor_threads}',

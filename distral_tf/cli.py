@@ -14,6 +14,7 @@ from typing import Sequence
 from absl import flags
 
 from distral_tf import errors
+from distral_tf import run_dir
 from distral_tf.agents import config as agents_config  # Defines the deep trainers' flags.
 from distral_tf.envs import level_sets
 from distral_tf.tabular import config as tabular_config  # Defines the tabular flags.
@@ -22,6 +23,9 @@ TABULAR_ALGORITHMS = ('soft_q', 'distral_soft_q')
 DEEP_ALGORITHMS = ('a3c', 'a3c_multitask', 'a3c_2col', 'kl_1col', 'kl_ent_1col',
                    'kl_2col', 'kl_ent_2col')
 ALGORITHMS = TABULAR_ALGORITHMS + DEEP_ALGORITHMS
+# Largest budget accepted: 10^13 frames per task is 20,000 times the paper's 5e8
+# (and far from where int64 counters overflow).
+MAX_ENV_STEPS_PER_TASK = 10**13
 
 FLAGS = flags.FLAGS
 
@@ -64,6 +68,9 @@ def validate_common(fv: flags.FlagValues) -> None:
   for name, value in positive.items():
     if value is not None and not value > 0:
       raise errors.UsageError(f'--{name} must be > 0, got {value}')
+  if fv.env_steps_per_task is not None and fv.env_steps_per_task > MAX_ENV_STEPS_PER_TASK:
+    raise errors.UsageError(f'--env_steps_per_task must be at most '
+                            f'{MAX_ENV_STEPS_PER_TASK:.0e}, got {fv.env_steps_per_task}')
   if fv.discount is not None and not 0.0 <= fv.discount <= 1.0:
     raise errors.UsageError(f'--discount must be in [0, 1], got {fv.discount}')
   if fv.alpha is not None and not 0.0 <= fv.alpha <= 1.0:
@@ -72,11 +79,30 @@ def validate_common(fv: flags.FlagValues) -> None:
     raise errors.UsageError(f'--seed must be >= 0, got {fv.seed}')
 
 
-def run(fv: flags.FlagValues = FLAGS) -> dict:
-  """Runs the trainer the flags select and returns its summary."""
+def check_before_training(fv: flags.FlagValues) -> None:
+  """Every check that needs no TensorFlow: flags, then the log directory.
+
+  Gives the deep trainers' flags their level set's defaults first (as the deep
+  trainer does), so that they compare with a saved run's ``config.json``.
+  Creates the log directory. Raises ``errors.UsageError``.
+  """
   validate_common(fv)
   if fv.logdir is None:
     fv.logdir = default_logdir(fv.level_set, fv.algorithm, fv.seed)
+  if fv.algorithm in TABULAR_ALGORITHMS:
+    tabular_config.agent_config(fv)
+    may_differ = run_dir.EXECUTION_FLAGS
+  else:
+    agents_config.apply_level_set_defaults(fv)
+    agents_config.from_flags(fv)
+    may_differ = run_dir.RESUMABLE_FLAGS
+  run_dir.prepare(fv.logdir)
+  run_dir.check_same_run(fv.logdir, fv, may_differ)
+
+
+def run(fv: flags.FlagValues = FLAGS) -> dict:
+  """Runs the trainer the flags select and returns its summary."""
+  check_before_training(fv)
   if fv.algorithm in TABULAR_ALGORITHMS:
     from distral_tf.tabular import train  # pylint: disable=g-import-not-at-top
     return train.run(fv)

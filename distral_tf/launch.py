@@ -10,9 +10,18 @@ With no flags it trains KL+ent_2col on the two-room grid world.
 Bad flags print one line naming the valid choices and exit with status 2.
 """
 
-from absl import app
+import os
 
-from distral_tf import cli
+# TensorFlow's C++ start-up messages (no GPU found, CPU instruction sets) say
+# nothing to a user of this command; TF_CPP_MIN_LOG_LEVEL=0 brings them back.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from distral_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 if __name__ == '__main__':
+  # Warnings and errors only (--verbosity=0 shows TensorFlow's info lines too).
+  flags.FLAGS.set_default('verbosity', -1)
   app.run(cli.main, flags_parser=cli.parse_flags)

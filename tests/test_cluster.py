@@ -20,8 +20,10 @@ from distral_tf.distributed import topology
 from distral_tf.distributed import trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UNROLL, ENVS = 10, 2  # Each gradient step: one unroll of 10 steps of 2 environments.
+UNROLL, ENVS = 10, 2  # One unroll: 10 steps of 2 environments per task.
 STEP_FRAMES = UNROLL * ENVS
+# Each gradient step takes an unroll of every task's environments: of two tasks.
+TWO_TASK_STEP_FRAMES = 2 * STEP_FRAMES
 TIMEOUT = 420
 
 
@@ -168,7 +170,7 @@ def test_tf_config_cluster_trains_on_ps_and_resumes_after_chief_kill(tmp_path,
   assert summary['finished']
   # Steps continue from the checkpoint: nothing trained twice, nothing lost.
   assert summary['agent_steps'] == summary['total_env_steps'] == 2 * budget
-  assert summary['updates'] == (2 * budget - resumed) // STEP_FRAMES
+  assert summary['updates'] == (2 * budget - resumed) // TWO_TASK_STEP_FRAMES
   assert all(s > 0 for s in summary['cluster']['steps'])
   assert sum(summary['cluster']['steps']) == summary['updates']
 
@@ -179,7 +181,7 @@ def test_tf_config_cluster_trains_on_ps_and_resumes_after_chief_kill(tmp_path,
   assert len(placement['network']) >= 3 * 10  # Two task columns and pi_0.
   assert all(d.startswith('/job:ps/replica:0/task:0/') for d in devices), devices
   # One RMSProp for everything: its counter saw every step of both runs.
-  assert info['optimizer_iterations'] * STEP_FRAMES == 2 * budget
+  assert info['optimizer_iterations'] * TWO_TASK_STEP_FRAMES == 2 * budget
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   reader = tf.train.load_checkpoint(os.path.join(logdir, 'checkpoints'))
@@ -211,9 +213,9 @@ def test_local_cluster_survives_a_killed_worker(tmp_path):
   summary = _json(os.path.join(logdir, results.SUMMARY_FILE))
   assert summary['finished']
   assert summary['total_env_steps'] == 2 * budget
-  assert summary['updates'] == 2 * budget // STEP_FRAMES
+  assert summary['updates'] == 2 * budget // TWO_TASK_STEP_FRAMES
   # A step cut short by the kill may have reached the ps before it was rerun.
-  assert 2 * budget <= summary['agent_steps'] <= 2 * budget + 2 * STEP_FRAMES
+  assert 2 * budget <= summary['agent_steps'] <= 2 * budget + 2 * TWO_TASK_STEP_FRAMES
   assert summary['cluster']['worker_restarts'] == [0, 1]
   assert summary['cluster']['steps_since_restart'][1] > 0
   assert sum(summary['cluster']['steps']) == summary['updates']
@@ -224,7 +226,9 @@ def test_local_cluster_survives_a_killed_worker(tmp_path):
 def test_local_cluster_resumes_after_a_killed_parameter_server(tmp_path):
   """local:ps=2,workers=1: variables split over both ps; one dies; rerun resumes."""
   logdir, budget = str(tmp_path / 'run'), 1000
-  args = _train_args(logdir, 'local:ps=2,workers=1', 'a3c', budget, num_tasks=1)
+  # The paper's column width: its LSTM weights are large enough to be split.
+  args = _train_args(logdir, 'local:ps=2,workers=1', 'a3c', budget, num_tasks=1) + [
+      '--hidden_size=256']
   procs = Processes()
   try:
     chief = procs.start(args, _env(), tmp_path / 'chief1.log')

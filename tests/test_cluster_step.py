@@ -51,8 +51,9 @@ try:
         rewards=tf.constant(rng.normal(size=(T, B)), tf.float32),
         discounts=tf.constant(rng.random((T, B)) > 0.1, tf.float32),
         initial_state=local.network.initial_state(B))
-    remote_metrics = scheduler.train_step(task, batch)
-    local_metrics = local.train_step(task, batch)
+    sizes = tuple(B if t == task else 0 for t in range(TASKS))
+    remote_metrics = scheduler.train_step(sizes, batch)
+    local_metrics = local.train_step(sizes, batch)
     losses.append((remote_metrics['total'], float(local_metrics['total'])))
   pull.refresh()
   diffs = [float(np.max(np.abs(a.numpy() - b.numpy())))

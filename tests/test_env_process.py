@@ -1,7 +1,8 @@
-"""Environments in their own processes: start-up of many at once, niceness."""
+"""Environments in their own processes: start-up of many at once, niceness, hangs."""
 
 import functools
 import os
+import signal
 import time
 
 import pytest
@@ -64,3 +65,61 @@ def test_start_all_closes_every_process_when_one_fails(tmp_path, monkeypatch):
   with pytest.raises(process.EnvError, match='env1: environment failed to start'):
     process.start_all(specs)
   assert len(started) == 3 and not any(_alive(pid) for pid in started)
+
+
+def _slow_to_start_env(seed: int):
+  """Takes far too long to build."""
+  time.sleep(600)
+  return TWO_ROOMS.tasks[0].make_env(seed)
+
+
+def test_a_stopped_environment_is_killed_and_restarted(caplog):
+  env = process.EnvProcess(TWO_ROOMS.tasks[0].make_env, 3, name='stopped',
+                           step_timeout=1.0)
+  try:
+    assert env.reset().first()
+    assert env.step(0).mid()
+    stopped = env.pid
+    os.kill(stopped, signal.SIGSTOP)  # Hangs it, as a deadlock in native code would.
+    start = time.monotonic()
+    timestep = env.step(1)
+    assert time.monotonic() - start < 30
+    # The restarted environment starts a fresh episode; the run goes on.
+    assert timestep.first() and env.restarts == 1
+    assert env.pid != stopped and not _alive(stopped)
+    assert env.step(2).mid()
+    assert 'stopped: environment process' in caplog.text
+    assert 'did not answer within 1 s; killed it; restarting it' in caplog.text
+  finally:
+    env.close()
+
+
+def test_a_stopped_environment_without_restarts_is_an_error():
+  env = process.EnvProcess(TWO_ROOMS.tasks[0].make_env, 3, name='stopped',
+                           restart_on_crash=False, step_timeout=0.5)
+  try:
+    env.reset()
+    stopped = env.pid
+    os.kill(stopped, signal.SIGSTOP)
+    with pytest.raises(process.EnvError, match='did not answer within 0.5 s'):
+      env.step(0)
+    assert not _alive(stopped)
+  finally:
+    env.close()
+
+
+def test_an_environment_that_never_starts_is_killed(monkeypatch):
+  started = []
+  real_launch = process.EnvProcess._launch  # pylint: disable=protected-access
+
+  def recording_launch(self):
+    real_launch(self)
+    started.append(self.pid)
+
+  monkeypatch.setattr(process.EnvProcess, '_launch', recording_launch)
+  start = time.monotonic()
+  with pytest.raises(process.EnvError, match='slow: environment process .* did not '
+                     'start within 2 s'):
+    process.start_all([(_slow_to_start_env, 0, 'slow')], start_timeout=2.0)
+  assert time.monotonic() - start < 30
+  assert len(started) == 1 and not _alive(started[0])

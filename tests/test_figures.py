@@ -232,3 +232,15 @@ def test_figure4_command_without_runs_is_a_usage_error(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().startswith('error: no runs')
+
+
+def test_frames_to_reach_a_threshold_over_consecutive_episodes():
+  rows = [dict(env_steps=10 * (i + 1), episode_return=r)
+          for i, r in enumerate([0, 0, 1, 1, 0, 1, 1, 1])]
+  # Means over 3 consecutive episodes: 1/3, 2/3, 2/3, 2/3, 2/3, 1.
+  assert results.frames_to_reach(rows, 0.6, 3) == 40
+  assert results.frames_to_reach(rows, 0.9, 3) == 80
+  assert results.frames_to_reach(rows, 1.1, 3) is None
+  assert results.frames_to_reach(rows[:2], 0.0, 3) is None
+  # Order of the rows does not matter, only their frame counts.
+  assert results.frames_to_reach(rows[::-1], 0.6, 3) == 40

@@ -38,6 +38,11 @@ def _batch(net, seed=0, t=T, b=B):
       initial_state=net.initial_state(b))
 
 
+def _only(task, b=B, num_tasks=NUM_TASKS):
+  """``task_sizes`` of a batch whose ``b`` environments all belong to ``task``."""
+  return tuple(b if t == task else 0 for t in range(num_tasks))
+
+
 def _values(variables):
   return [v.numpy().copy() for v in variables]
 
@@ -69,12 +74,13 @@ def test_step_touches_only_its_task_and_pi0():
   task0, task1 = net.columns[0].trainable_variables, net.columns[1].trainable_variables
   pi0 = net.pi0_variables()
   before = [_values(task0), _values(task1), _values(pi0)]
-  metrics = learner.train_step(0, _batch(net))  # Compiled.
+  metrics = learner.train_step(_only(0), _batch(net))  # Compiled.
   assert all(_changed(before[0], task0))
   assert not any(_changed(before[1], task1))
   assert all(_changed(before[2], pi0))
-  for key in ('total', 'policy_loss', 'value_loss', 'distill_loss', 'entropy',
-              'kl', 'value_l2', 'mean_return', 'grad_norm', 'learning_rate'):
+  for key in ('total', 'policy_loss/0', 'value_loss/0', 'distill_loss/0', 'entropy/0',
+              'kl/0', 'value_l2/0', 'mean_return/0', 'value_error/0', 'rho/0',
+              'behaviour_kl/0', 'grad_norm', 'learning_rate'):
     assert metrics[key].shape == ()
     assert np.isfinite(metrics[key].numpy())
   assert float(metrics['grad_norm']) > 0
@@ -85,7 +91,7 @@ def test_step_on_task1_in_two_column_updates_shared_column():
   net = learner.network
   task0, pi0 = net.columns[0].trainable_variables, net.pi0_variables()
   before0, before_pi0 = _values(task0), _values(pi0)
-  learner.update(1, _batch(net))  # Eager: the same step, not compiled.
+  learner.update(_only(1), _batch(net))  # Eager: the same step, not compiled.
   assert not any(_changed(before0, task0))
   assert any(_changed(before_pi0, pi0))
 
@@ -95,18 +101,56 @@ def test_linear_annealing_reaches_zero():
   learner = _make('a3c', learning_rate=lr0, total_steps=3 * T * B)
   net = learner.network
   batch = _batch(net)
-  used = [float(learner.update(0, batch)['learning_rate'])
+  used = [float(learner.update(_only(0), batch)['learning_rate'])
           for _ in range(3)]
   np.testing.assert_allclose(used, [lr0, lr0 * 2 / 3, lr0 / 3], rtol=1e-5)
   assert float(learner.learning_rate.numpy()) == 0.0
   assert int(learner.steps_done.numpy()) == 3 * T * B
   before = _values(net.trainable_variables)
-  metrics = learner.update(1, _batch(net, seed=1))
+  metrics = learner.update(_only(1), _batch(net, seed=1))
   assert float(metrics['learning_rate']) == 0.0
   assert not any(_changed(before, net.trainable_variables))
   # Past total_steps the rate stays at 0 (never negative).
   assert float(learner.learning_rate.numpy()) == 0.0
   assert int(learner.steps_done.numpy()) == 4 * T * B
+
+
+def test_constant_schedule_keeps_the_rate():
+  learner = _make('a3c', learning_rate=0.01, total_steps=T * B, lr_schedule='constant')
+  for _ in range(3):
+    assert float(learner.update(_only(0), _batch(learner.network))['learning_rate']) == (
+        pytest.approx(0.01))
+  assert float(learner.learning_rate.numpy()) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize('name', ['kl_ent_2col', 'a3c_multitask', 'kl_1col'])
+def test_a_step_on_several_tasks_sums_their_losses(name):
+  """One batch of two tasks' environments: the loss is the sum of each task's
+  loss on its own environments, and so is the gradient."""
+  learner = _make(name)
+  net = learner.network
+  b0, b1 = 3, 2
+  batch = _batch(net, seed=5, b=b0 + b1)
+  part = lambda a, b: learner_lib.Unroll(
+      observations=batch.observations[:, a:b], first=batch.first[:, a:b],
+      actions=batch.actions[:, a:b], rewards=batch.rewards[:, a:b],
+      discounts=batch.discounts[:, a:b],
+      initial_state=tf.nest.map_structure(lambda x: x[a:b], batch.initial_state))
+  variables = net.trainable_variables
+  with tf.GradientTape(persistent=True) as tape:
+    both, metrics = learner.loss((b0, b1), batch)
+    alone0, _ = learner.loss((b0, 0), part(0, b0))
+    alone1, _ = learner.loss((0, b1), part(b0, b0 + b1))
+  np.testing.assert_allclose(float(both), float(alone0) + float(alone1), rtol=1e-5)
+  assert float(metrics['total']) == pytest.approx(float(both))
+  for g, g0, g1 in zip(tape.gradient(both, variables), tape.gradient(alone0, variables),
+                       tape.gradient(alone1, variables)):
+    want = sum(x.numpy() for x in (g0, g1) if x is not None)
+    got = 0 if g is None else g.numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  common, per_task = learner_lib.split_metrics(
+      {k: float(v) for k, v in learner.update((b0, b1), batch).items()})
+  assert set(per_task) == {0, 1} and {'grad_norm', 'learning_rate', 'total'} <= set(common)
 
 
 def test_clipping_bounds_the_update():
@@ -117,12 +161,12 @@ def test_clipping_bounds_the_update():
   batch = _batch(net, seed=2)
   variables = net.task_variables(0)
   with tf.GradientTape() as tape:
-    loss, _ = learner.loss(0, batch)
+    loss, _ = learner.loss(_only(0), batch)
   grads = [g.numpy() for g in tape.gradient(loss, variables)]
   norm = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads))
   assert norm > 10 * clip  # Clipping is active.
   before = _values(variables)
-  metrics = learner.update(0, batch)
+  metrics = learner.update(_only(0), batch)
   np.testing.assert_allclose(float(metrics['grad_norm']), norm, rtol=1e-4)
   # First RMSProp step on the clipped gradient: ms = (1 - rho) g^2,
   # delta = -lr g / sqrt(ms + eps).
@@ -142,7 +186,7 @@ def test_freeze_keeps_pi0_fixed():
   learner.freeze(net.pi0_variables())
   pi0, task0 = net.pi0_variables(), net.columns[0].trainable_variables
   before_pi0, before0 = _values(pi0), _values(task0)
-  learner.update(0, _batch(net, seed=3))
+  learner.update(_only(0), _batch(net, seed=3))
   assert not any(_changed(before_pi0, pi0))
   assert all(_changed(before0, task0))
 
@@ -150,7 +194,7 @@ def test_freeze_keeps_pi0_fixed():
 def test_checkpoint_restores_everything(tmp_path):
   learner = _make('kl_ent_2col')
   for task in (0, 1):
-    learner.update(task, _batch(learner.network, seed=task))
+    learner.update(_only(task), _batch(learner.network, seed=task))
   ckpt = tf.train.Checkpoint(**learner.checkpoint_items())
   path = ckpt.write(str(tmp_path / 'ckpt'))
   fresh = _make('kl_ent_2col')
@@ -184,7 +228,7 @@ def _bandit(learner, task, steps, seed):
     pi = pi.numpy().astype(np.float64)
     actions = rng.choice(NUM_ACTIONS, size=(T, B), p=pi / pi.sum())
     rewards = (actions == 0).astype(np.float32)
-    learner.train_step(task, learner_lib.Unroll(
+    learner.train_step(_only(task, num_tasks=net.num_tasks), learner_lib.Unroll(
         obs, first, tf.constant(actions, tf.int32), tf.constant(rewards),
         zeros, state))
   return probs()
@@ -195,7 +239,7 @@ def test_bandit_policy_moves_to_rewarded_action(name):
   tf.random.set_seed(0)
   # A large enough c_KL = alpha/beta that distillation shows within the test.
   learner = _make(name, num_tasks=1, learning_rate=3e-3, entropy_cost=0.2)
-  pi, pi0 = _bandit(learner, 0, steps=1, seed=0)
+  pi, pi0 = _bandit(learner, 0, steps=0, seed=0)
   assert 0.2 < float(pi[0]) < 0.5  # Near uniform at first.
   pi, pi0 = _bandit(learner, 0, steps=150, seed=1)
   assert float(pi[0]) > 0.9

@@ -212,29 +212,80 @@ def test_entropy_gradient_by_finite_differences():
   assert np.abs(grad).max() > 1e-3
 
 
-def test_n_step_returns_against_loop():
-  rng = np.random.default_rng(8)
-  rewards = rng.normal(size=(7, 4)).astype(np.float32)
-  discounts = (0.95 * (rng.random((7, 4)) > 0.25)).astype(np.float32)
-  bootstrap = rng.normal(size=4).astype(np.float32)
-  expected = _returns_loop(rewards, discounts, bootstrap)
-  np.testing.assert_allclose(
-      losses.n_step_returns(rewards, discounts, bootstrap), expected,
-      rtol=1e-5, atol=1e-6)
-  # Unknown T inside tf.function takes the loop-free path.
-  dynamic = tf.function(losses.n_step_returns, input_signature=[
-      tf.TensorSpec([None, 4], tf.float32)] * 2 + [
-          tf.TensorSpec([4], tf.float32)])
-  np.testing.assert_allclose(dynamic(rewards, discounts, bootstrap), expected,
-                             rtol=1e-5, atol=1e-6)
+def _loss_metrics_and_grads(name, x, **kwargs):
+  """distral_loss's per-step policy-gradient weights and value targets, by autodiff."""
+  algo = algorithms.ALGORITHMS[name]
+  coeffs = algorithms.coefficients(algo, 0.2, None)
+  h, f, v, v0 = (tf.Variable(x[k], dtype=tf.float32) for k in ('h', 'f', 'v', 'v0'))
+  with tf.GradientTape() as tape:
+    logits = coeffs.alpha * h + f if algo.architecture == 'two_column' else f * 1.0
+    output = networks.NetOutput(logits, v * 1.0, h * 1.0 if algo.has_pi0 else None,
+                                v0 * 1.0 if algo.has_pi0 else None)
+    loss, metrics = losses.distral_loss(
+        output, tf.constant(x['actions'], tf.int32),
+        tf.constant(x['rewards'], tf.float32),
+        tf.constant(x['env_discounts'], tf.float32), coeffs, algo, GAMMA,
+        VALUE_COST, VALUE_L2_COST, **kwargs)
+  grads = tape.gradient(loss, [f, v])
+  return metrics, [g.numpy() for g in grads]
 
 
-def test_n_step_returns_stop_at_terminal():
-  rewards = np.array([[1.0], [2.0], [3.0]], np.float32)
-  discounts = np.array([[0.5], [0.0], [0.5]], np.float32)
-  g = losses.n_step_returns(rewards, discounts, np.array([10.0], np.float32))
-  # G_2 = 3 + 0.5 * 10; G_1 = 2 (terminal); G_0 = 1 + 0.5 * 2.
-  np.testing.assert_allclose(g.numpy()[:, 0], [2.0, 2.0, 8.0])
+@pytest.mark.parametrize('name', ['a3c_2col', 'kl_ent_2col'])
+def test_a_time_limit_cut_keeps_the_next_episode_out(name):
+  """An unroll spanning a cut, then an episode of huge rewards: nothing before the cut moves."""
+  x = _inputs(11)
+  x['env_discounts'][:] = 1.0  # No terminal: the episode is cut after step 2.
+  ends = np.zeros((T, B), bool)
+  ends[2] = True
+  final_values = np.where(ends, 0.7, 0.0).astype(np.float32)
+  kwargs = dict(episode_ends=tf.constant(ends), final_values=tf.constant(final_values))
+  _, before = _loss_metrics_and_grads(name, x, **kwargs)
+  x['rewards'][3:] = 1e4
+  x['v'][3:] = -1e4
+  _, after = _loss_metrics_and_grads(name, x, **kwargs)
+  for g_before, g_after in zip(before, after):  # Gradients w.r.t. f and V.
+    np.testing.assert_allclose(g_after[:3], g_before[:3], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(g_after[3:T], g_before[3:T])
+  # Without the cut the old behaviour leaks the huge rewards back.
+  _, leaked = _loss_metrics_and_grads(name, x)
+  assert np.abs(leaked[1][:3]).max() > 100 * np.abs(after[1][:3]).max()
+
+
+def test_cut_bootstraps_from_the_final_observation():
+  """Value target at a cut step = r + gamma * V(final observation)."""
+  x = _inputs(12)
+  x['env_discounts'][:] = 1.0
+  ends = np.zeros((T, B), bool)
+  ends[T - 1] = True
+  final_values = np.full((T, B), 5.0, np.float32)
+  _, (_, grad_v) = _loss_metrics_and_grads(
+      'a3c', x, episode_ends=tf.constant(ends), final_values=tf.constant(final_values))
+  # d(value loss)/dV_t = -value_cost (target - V_t) / B at the last step.
+  target = x['rewards'][T - 1] + GAMMA * 5.0
+  np.testing.assert_allclose(grad_v[T - 1], -VALUE_COST * (target - x['v'][T - 1]) / B,
+                             rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['a3c', 'kl_ent_2col'])
+def test_behaviour_equal_to_the_current_policy_is_on_policy(name):
+  x = _inputs(13)
+  algo = algorithms.ALGORITHMS[name]
+  coeffs = algorithms.coefficients(algo, 0.2, None)
+  logits = coeffs.alpha * x['h'] + x['f'] if algo.architecture == 'two_column' else x['f']
+  on, grads_on = _loss_metrics_and_grads(name, x)
+  same, grads_same = _loss_metrics_and_grads(
+      name, x, behaviour_logits=tf.constant(logits[:T], tf.float32))
+  for a, b in zip(grads_on, grads_same):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(float(same['rho']), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(float(same['behaviour_kl']), 0.0, atol=1e-5)
+  # Another behaviour policy changes the gradient, unless the correction is off.
+  other = tf.constant(np.random.default_rng(0).normal(size=(T, B, A)), tf.float32)
+  _, grads_other = _loss_metrics_and_grads(name, x, behaviour_logits=other)
+  assert not np.allclose(grads_other[0], grads_on[0])
+  _, grads_none = _loss_metrics_and_grads(name, x, behaviour_logits=other,
+                                          off_policy_correction='none')
+  np.testing.assert_allclose(grads_none[0], grads_on[0], rtol=1e-4, atol=1e-6)
 
 
 def test_regularised_rewards():

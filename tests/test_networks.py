@@ -74,17 +74,23 @@ def test_unroll_tasks_equals_each_task_unrolled_on_its_block(name):
   obs = _observations(t, b, 'pixels', seed=1)
   first = tf.constant(np.random.default_rng(2).random((t, b)) < 0.3)
   state = _random_state(net, b, seed=3)
-  logits, new_state = net.unroll_tasks(sizes, obs, first, state)
-  expected_logits, expected_states, offset = [], [], 0
+  output, new_state = net.unroll_tasks(sizes, obs, first, state)
+  expected, expected_states, offset = [], [], 0
   for task, n in enumerate(sizes):
     if n:
       block = lambda x, a=offset, n=n: x[a:a + n]
       out, s = net.unroll(task, obs[:, offset:offset + n], first[:, offset:offset + n],
                           tree.map_structure(block, state))
-      expected_logits.append(out.logits)
+      expected.append(out)
       expected_states.append(s)
     offset += n
-  np.testing.assert_allclose(logits, tf.concat(expected_logits, axis=1), atol=1e-5)
+  for field in output._fields:  # logits, values, and pi_0's logits and values.
+    want = [getattr(out, field) for out in expected]
+    if want[0] is None:
+      assert getattr(output, field) is None
+    else:
+      np.testing.assert_allclose(getattr(output, field), tf.concat(want, axis=1),
+                                 atol=1e-5)
   tree.map_structure(
       lambda got, *want: np.testing.assert_allclose(got, tf.concat(want, 0), atol=1e-5),
       new_state, *expected_states)

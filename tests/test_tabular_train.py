@@ -12,6 +12,7 @@ import pytest
 from distral_tf import cli
 from distral_tf import errors
 from distral_tf import results
+from distral_tf.agents import config as agents_config
 from distral_tf.tabular import train
 
 COMMON = ['--level_set=two_rooms', '--seed=0', '--num_tasks=8',
@@ -163,3 +164,58 @@ def test_evaluations_do_not_change_training():
     assert len(rows) - len(out[-1][0]) == episodes * 3 * 8  # 8 evaluations.
   assert out[0][0] == out[1][0]
   np.testing.assert_array_equal(out[0][1], out[1][1])
+
+
+def _tree(logdir) -> dict:
+  """Every file under ``logdir`` and its bytes."""
+  out = {}
+  for root, _, files in os.walk(logdir):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, logdir)] = f.read()
+  return out
+
+
+def test_a_deep_run_s_directory_is_refused_and_left_untouched(tmp_path):
+  cli.FLAGS.unparse_flags()
+  cli.FLAGS(['distral_tf', '--algorithm=kl_ent_2col', f'--logdir={tmp_path}'])
+  agents_config.apply_level_set_defaults(cli.FLAGS)
+  results.write_json(str(tmp_path / results.CONFIG_FILE), cli.FLAGS.flag_values_dict())
+  writer = results.EpisodeWriter(str(tmp_path), 'kl_ent_2col', 0)
+  for steps in range(0, 1000, 100):
+    writer.write('goal_r1_c10', steps, -1.4, 20)
+  writer.close()
+  before = _tree(tmp_path)
+  with pytest.raises(errors.UsageError,
+                     match=r'holds another run: --algorithm=kl_ent_2col \(now soft_q\)'):
+    cli.run_from_args(COMMON + ['--algorithm=soft_q', f'--logdir={tmp_path}'])
+  cli.FLAGS.unparse_flags()
+  assert _tree(tmp_path) == before
+
+
+def test_a_finished_run_with_other_flags_is_refused(runs):
+  logdir, _ = runs['soft_q']
+  before = _tree(logdir)
+  for changed in ('--seed=1', '--env_steps_per_task=4000', '--two_rooms_step_limit=40',
+                  '--tabular_eval_episodes=1'):
+    flag = changed.split('=')[0]
+    with pytest.raises(errors.UsageError, match=f'holds another run: {flag}='):
+      cli.run_from_args([a for a in COMMON if not a.startswith(flag + '=')] +
+                        ['--algorithm=soft_q', changed, f'--logdir={logdir}'])
+  cli.FLAGS.unparse_flags()
+  assert _tree(logdir) == before
+
+
+def test_an_unfinished_run_starts_afresh(tmp_path):
+  args = ['--algorithm=soft_q', '--num_tasks=2', '--env_steps_per_task=500',
+          f'--logdir={tmp_path}']
+  cli.run_from_args(args)
+  first = results.read_episodes(str(tmp_path))
+  (tmp_path / results.SUMMARY_FILE).unlink()  # Stopped before the end ...
+  with open(tmp_path / results.EPISODES_FILE, 'a') as f:
+    f.write('soft_q,0,goal')  # ... in the middle of a row.
+  summary = cli.run_from_args(args)
+  cli.FLAGS.unparse_flags()
+  assert summary['finished']
+  assert results.read_episodes(str(tmp_path)) == first  # Same seed: same episodes.

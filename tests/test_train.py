@@ -31,7 +31,8 @@ def test_every_algorithm_trains_on_the_pixel_set(tmp_path, algorithm):
                  *PIXEL_FLAGS)
   assert summary['finished']
   assert summary['total_env_steps'] >= 2 * 300
-  assert summary['updates'] >= 2 * 300 // (2 * 5)
+  # One update per unroll of every environment: 2 tasks x 2 workers x 5 steps.
+  assert summary['updates'] >= 2 * 300 // (2 * 2 * 5)
   config = json.loads((tmp_path / results.CONFIG_FILE).read_text())
   assert config['algorithm'] == algorithm and config['level_set'] == 'minigrid'
   with open(tmp_path / results.EPISODES_FILE) as f:
@@ -66,13 +67,14 @@ def test_trains_on_the_3d_level_set_in_env_processes(tmp_path):
   # come in steps of 2 tasks x 2 workers x 4 frames.
   assert summary['total_env_steps'] % (2 * 4) == 0
   assert summary['total_env_steps'] % (2 * 2 * 4) == 0
-  assert summary['updates'] >= 2 * 400 // (2 * 5 * 4)
+  assert summary['updates'] >= 2 * 400 // (2 * 2 * 5 * 4)
 
 
 def test_resume_continues_counters_schedule_and_results(tmp_path):
   flags = ['--algorithm=kl_ent_1col', '--level_set=two_rooms', '--num_tasks=2',
            '--workers_per_task=2', '--env_processes=false', '--unroll_length=10',
-           '--env_steps_per_task=30000', '--log_interval_secs=1']
+           '--env_steps_per_task=30000', '--log_interval_secs=1', '--lr_schedule=linear',
+           '--learning_rate=1e-3']
   first = _run(tmp_path, *flags, '--max_seconds=4')
   assert not first['finished']
   stopped_at = first['total_env_steps']
@@ -134,13 +136,16 @@ def test_bad_deep_flags_are_usage_errors(tmp_path):
     _run(tmp_path, *base, f'--prior_logdir={tmp_path}')
 
 
-def test_unroll_layout_matches_the_environment(tmp_path):
+@pytest.mark.parametrize('end', ['termination', 'truncation'])
+def test_unroll_layout_matches_the_environment(tmp_path, end):
   """The actor's unrolls line rewards and resets up as the learner expects."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from distral_tf.agents import actor as actor_lib  # pylint: disable=g-import-not-at-top
+  from distral_tf.envs import batch as batch_lib  # pylint: disable=g-import-not-at-top
   import queue  # pylint: disable=g-import-not-at-top
   import threading  # pylint: disable=g-import-not-at-top
   import dm_env  # pylint: disable=g-import-not-at-top
+  end = getattr(dm_env, end)
 
   class Counter(dm_env.Environment):
     """Observation = step index; reward = action; episodes of 3 steps."""
@@ -156,7 +161,7 @@ def test_unroll_layout_matches_the_environment(tmp_path):
       self._t += 1
       obs = np.array([float(self._t)], np.float32)
       if self._t == 3:
-        return dm_env.termination(float(action), obs)
+        return end(float(action), obs)
       return dm_env.transition(float(action), obs)
 
     def observation_spec(self):
@@ -171,24 +176,36 @@ def test_unroll_layout_matches_the_environment(tmp_path):
 
   def act(observations, first, state):
     del first
-    return tf.ones(tf.shape(observations)[:1], tf.int32), state + 1
+    n = tf.shape(observations)[:1]
+    logits = tf.zeros(tf.concat([n, [2]], 0))
+    # Value 10 x the observation (the step index), to see which one was valued.
+    return tf.ones(n, tf.int32), logits, 10.0 * observations[:, 0], state + 1
 
   progress = actor_lib.Progress(['t'], budget=7)
   writer = results.EpisodeWriter(str(tmp_path), 'test', 0)
   recorder = actor_lib.EpisodeRecorder(writer, progress)
   q = queue.Queue()
-  actor = actor_lib.Actor([(0, actor_lib.LocalEnv(lambda s: Counter(), 0))],
-                          FixedNetwork(), act, progress, recorder, 7, 1, q)
+  envs = batch_lib.ProcessEnvBatch([batch_lib.LocalEnv(lambda s: Counter(), 0)])
+  actor = actor_lib.Actor(envs, [0], 1, FixedNetwork(), act, progress, recorder, 7, 1, q)
   actor.run(threading.Event())
   assert actor.error is None
-  task, batch, _ = q.get_nowait()
-  assert task == 0 and isinstance(batch, learner_lib.Unroll)
+  task_sizes, batch, _ = q.get_nowait()
+  assert task_sizes == (1,) and isinstance(batch, learner_lib.Unroll)
   np.testing.assert_array_equal(batch.observations.numpy()[:, 0, 0],
                                 [0, 1, 2, 0, 1, 2, 0, 1])
   np.testing.assert_array_equal(batch.first.numpy()[:, 0],
                                 [1, 0, 0, 1, 0, 0, 1, 0])
-  np.testing.assert_array_equal(batch.discounts.numpy()[:, 0], [1, 1, 0, 1, 1, 0, 1])
   np.testing.assert_array_equal(batch.rewards.numpy()[:, 0], [1] * 7)
+  np.testing.assert_array_equal(batch.behaviour_logits.numpy().shape, (7, 1, 2))
+  if end is dm_env.termination:
+    np.testing.assert_array_equal(batch.discounts.numpy()[:, 0], [1, 1, 0, 1, 1, 0, 1])
+    np.testing.assert_array_equal(batch.final_values.numpy()[:, 0], [0] * 7)
+  else:
+    # Cut episodes keep discount 1 and bootstrap from their final observation
+    # (3, valued 30), not from the next episode's first (0).
+    np.testing.assert_array_equal(batch.discounts.numpy()[:, 0], [1] * 7)
+    np.testing.assert_array_equal(batch.final_values.numpy()[:, 0],
+                                  [0, 0, 30, 0, 0, 30, 0])
   writer.close()
   rows = results.read_episodes(str(tmp_path))
   assert [(r['episode_return'], r['episode_length'], r['env_steps']) for r in rows] == [

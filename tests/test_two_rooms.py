@@ -211,3 +211,36 @@ def test_optimal_and_random_returns():
     running &= ~(terminal | truncated)
   exact = two_rooms.random_policy_return(CFG, goal)
   assert returns.mean() == pytest.approx(exact, abs=4 * returns.std() / np.sqrt(4000))
+
+
+def test_env_batch_steps_like_the_single_environment():
+  """TwoRoomsEnvBatch (the deep trainer's in-process batch) = TwoRooms copies."""
+  config = two_rooms.TwoRoomsConfig(step_limit=30)
+  layout = two_rooms.layout_of(config)
+  goals = [int(c) for c in layout.goal_cells[:3]]
+  batch = two_rooms.TwoRoomsEnvBatch(config, goals, seed=0)
+  singles = [two_rooms.TwoRooms(goal=tuple(int(x) for x in layout.cells[g]), config=config)
+             for g in goals]
+  observations = batch.reset()
+  cell_of = lambda obs: int(np.argmax(obs[:layout.num_cells]))
+  for env, obs in zip(singles, observations):
+    np.testing.assert_array_equal(env.reset(start_cell=cell_of(obs)).observation, obs)
+  rng = np.random.default_rng(1)
+  seen = {'terminal': 0, 'cut': 0}
+  for _ in range(3000):  # Random moves, mostly rightwards: some reach their goal.
+    actions = rng.choice(two_rooms.NUM_ACTIONS, size=len(goals),
+                         p=[0.1, 0.15, 0.15, 0.1, 0.5])
+    step = batch.step(actions)
+    for i, (env, action) in enumerate(zip(singles, actions)):
+      ts = env.step(action)
+      assert step.rewards[i] == pytest.approx(ts.reward)
+      assert step.discounts[i] == ts.discount
+      assert step.ends[i] == ts.last() and not step.lost[i]
+      if ts.last():
+        seen['terminal' if ts.discount == 0 else 'cut'] += 1
+        if ts.discount > 0:  # The cut episode's own final observation.
+          np.testing.assert_array_equal(step.final_observations[i], ts.observation)
+        ts = env.reset(start_cell=cell_of(step.observations[i]))
+      np.testing.assert_array_equal(step.observations[i], ts.observation)
+    assert (step.final_observations is None) == (not step.cut.any())
+  assert seen['terminal'] > 0 and seen['cut'] > 0

@@ -10,65 +10,22 @@ actors go on acting with the parameters of the moment: the asynchronous A3C
 scheme, with inference batched.
 
 The policy lag of an update is the number of updates applied between the first
-action of its unroll and the update itself.
+action of its unroll and the update itself. The learner corrects for it with
+V-trace (``losses``), from the behaviour logits every unroll carries.
 """
 
 from __future__ import annotations
 
+import collections
 import queue as queue_lib
 import threading
 import time
 from typing import Any, Callable, Sequence
 
-import dm_env
 import numpy as np
 import tensorflow as tf
 
 from distral_tf.agents import learner as learner_lib
-
-# Seeds of environments: distinct per run, task and worker.
-SEED_STRIDE_TASK = 10_007
-SEED_STRIDE_RUN = 1_000_003
-
-
-def env_seed(run_seed: int, task_index: int, worker: int) -> int:
-  return run_seed * SEED_STRIDE_RUN + task_index * SEED_STRIDE_TASK + worker
-
-
-class LocalEnv:
-  """An environment stepped in the calling thread, with ``EnvProcess``'s interface."""
-
-  def __init__(self, make_env: Callable[[int], dm_env.Environment], seed: int,
-               name: str = 'env'):
-    self._env = make_env(seed)
-    self._timestep = None
-    self.name = name
-    self.restarts = 0
-
-  def observation_spec(self):
-    return self._env.observation_spec()
-
-  def action_spec(self):
-    return self._env.action_spec()
-
-  def send_step(self, action) -> None:
-    self._timestep = self._env.step(action)
-
-  def send_reset(self) -> None:
-    self._timestep = self._env.reset()
-
-  def receive(self) -> dm_env.TimeStep:
-    return self._timestep
-
-  def reset(self) -> dm_env.TimeStep:
-    return self._env.reset()
-
-  def step(self, action) -> dm_env.TimeStep:
-    return self._env.step(action)
-
-  def close(self) -> None:
-    self._env.close()
-
 
 class Progress:
   """Counters shared by actors, evaluator and monitor (thread safe)."""
@@ -81,10 +38,51 @@ class Progress:
                            dtype=np.int64)
     self.updates = 0
     self.interrupted_episodes = 0
+    self.dropped_unrolls = 0
     self.recent_returns: dict[tuple[str, str], list[float]] = {}
     self.metrics: dict[int, dict[str, float]] = {}
-    self.policy_lags: list[int] = []
+    # Policy lag of the updates: per task, sum, count and maximum over the run.
+    n = len(self.task_names)
+    self._lag_sum = np.zeros(n)
+    self._lag_count = np.zeros(n, np.int64)
+    self._lag_max = np.zeros(n, np.int64)
+    self._recent_lags: collections.deque[int] = collections.deque(maxlen=100)
     self.lock = threading.Lock()
+
+  def add_update(self, task_sizes: Sequence[int], lag: int,
+                 metrics: dict[str, float]) -> None:
+    """Counts one applied update of the tasks with ``task_sizes > 0``.
+
+    ``metrics`` as ``Learner.train_step`` returns them; each task keeps its
+    own and the common ones (gradient norm, learning rate).
+    """
+    common, per_task = learner_lib.split_metrics(metrics)
+    with self.lock:
+      self.updates += 1
+      self._recent_lags.append(lag)
+      for task, n in enumerate(task_sizes):
+        if n:
+          self.metrics[task] = dict(per_task.get(task, {}), **common)
+          self._lag_sum[task] += lag
+          self._lag_count[task] += 1
+          self._lag_max[task] = max(self._lag_max[task], lag)
+
+  def recent_lag(self) -> float:
+    """Mean policy lag of the last 100 updates (0 before any)."""
+    with self.lock:
+      return float(np.mean(self._recent_lags)) if self._recent_lags else 0.0
+
+  def lag_stats(self) -> dict[str, object]:
+    """Policy lag over the run: mean and max overall and per task name."""
+    with self.lock:
+      count = int(self._lag_count.sum())
+      per_task = {name: dict(mean=float(self._lag_sum[t] / max(self._lag_count[t], 1)),
+                             max=int(self._lag_max[t]))
+                  for t, name in enumerate(self.task_names)}
+      return dict(mean_policy_lag=float(self._lag_sum.sum() / max(count, 1)),
+                  max_policy_lag=int(self._lag_max.max()) if count else 0,
+                  policy_lag_per_task=per_task,
+                  dropped_unrolls=int(self.dropped_unrolls))
 
   def add_frames(self, task: int, n: int) -> int:
     with self.lock:
@@ -135,16 +133,19 @@ def make_act_fn(network, task_sizes: Sequence[int]) -> Callable:
 
   The environments are ordered by task: ``task_sizes[t]`` consecutive ones
   belong to task t and act with its policy. One call serves them all
-  (``DistralNetwork.unroll_tasks``).
+  (``DistralNetwork.unroll_tasks``). Returns sampled actions, the logits they
+  were sampled from (the behaviour policy, for V-trace), the task values and
+  the next state.
   """
   sizes = tuple(int(n) for n in task_sizes)
 
   @tf.function
   def act(observations, first, state):
-    logits, state = network.unroll_tasks(sizes, observations[tf.newaxis],
+    output, state = network.unroll_tasks(sizes, observations[tf.newaxis],
                                          first[tf.newaxis], state)
-    actions = tf.random.categorical(logits[0], 1, dtype=tf.int32)
-    return actions[:, 0], state
+    logits = output.logits[0]
+    actions = tf.random.categorical(logits, 1, dtype=tf.int32)
+    return actions[:, 0], logits, output.values[0], state
 
   return act
 
@@ -162,17 +163,23 @@ def make_pi0_act_fn(network) -> Callable:
 
 
 class Actor:
-  """Steps a block of environments (of one or more tasks) and queues their unrolls.
+  """Steps a batch of environments (of one or more tasks) and queues their unrolls.
 
-  ``envs`` is a list of ``(task, env)`` sorted by task. Every ``unroll_length``
-  steps it puts one ``(task, Unroll, updates_at_start)`` per task on ``queue``.
+  ``envs`` is an ``envs.batch.EnvBatch`` whose environments belong to
+  ``tasks`` (one task index per environment, sorted, of ``num_tasks``).
+  Every ``unroll_length`` steps it puts ``(task_sizes, Unroll,
+  updates_at_start)`` on ``queue``: one unroll of all its environments. Where a step ended an episode by a time limit, the task value of
+  the episode's final observation (``act_fn`` run on it with the episode's
+  state) becomes that step's bootstrap value (``Unroll.final_values``).
   """
 
-  def __init__(self, envs: Sequence[tuple[int, Any]], network, act_fn: Callable,
+  def __init__(self, envs, tasks: Sequence[int], num_tasks: int, network, act_fn: Callable,
                progress: Progress, recorder: EpisodeRecorder, unroll_length: int,
                frames_per_step: int, unroll_queue: queue_lib.Queue):
-    self._tasks = np.array([t for t, _ in envs])
-    self._envs = [e for _, e in envs]
+    self._tasks = np.asarray(tasks)
+    if np.any(np.diff(self._tasks) < 0):
+      raise ValueError(f'environments must be sorted by task, got {self._tasks}')
+    self._envs = envs
     self._network = network
     self._act = act_fn
     self._progress = progress
@@ -180,13 +187,16 @@ class Actor:
     self._unroll_length = unroll_length
     self._frames_per_step = frames_per_step
     self._queue = unroll_queue
-    # Per task: its contiguous block of environments and the frames one step adds.
+    # Per task: its contiguous block of environments.
     self._blocks = {}
     for task in sorted(set(self._tasks.tolist())):
       idx = np.flatnonzero(self._tasks == task)
       self._blocks[task] = (int(idx[0]), int(idx[-1]) + 1)
+    # Environments per task index, for the learner (``Learner.train_step``).
+    self.task_sizes = tuple(int(np.sum(self._tasks == t)) for t in range(num_tasks))
     self.error: BaseException | None = None
     self.done = False
+    self.stepped = False  # Every environment has stepped once (start-up is over).
 
   def run(self, stop: threading.Event) -> None:
     try:
@@ -210,107 +220,109 @@ class Actor:
     return False
 
   def _run(self, stop: threading.Event) -> None:
-    n = len(self._envs)
-    for env in self._envs:
-      env.send_reset()
-    observations = np.stack([env.receive().observation for env in self._envs])
+    observations = self._envs.reset()
+    n = len(observations)
     first = np.ones(n, dtype=bool)
     state = self._network.initial_state(n)
     returns = np.zeros(n)
     lengths = np.zeros(n, dtype=np.int64)
+    no_first = tf.zeros(n, tf.bool)
     while not stop.is_set() and not self._done():
       initial_state = state
       updates_before = self._progress.updates
       obs_buf, first_buf = [observations], [first]
-      act_buf, rew_buf, disc_buf = [], [], []
+      act_buf, logit_buf, rew_buf, disc_buf, final_buf = [], [], [], [], []
       for _ in range(self._unroll_length):
-        actions, state = self._act(tf.constant(observations), tf.constant(first), state)
+        actions, logits, values, state = self._act(
+            tf.constant(observations), tf.constant(first), state)
         actions = actions.numpy()
-        for env, action in zip(self._envs, actions):
-          env.send_step(int(action))
-        timesteps = [env.receive() for env in self._envs]
+        step = self._envs.step(actions)
+        self.stepped = True
         for task, (a, b) in self._blocks.items():
           self._progress.add_frames(task, (b - a) * self._frames_per_step)
-        rewards = np.zeros(n, dtype=np.float32)
-        discounts = np.ones(n, dtype=np.float32)
-        first = np.zeros(n, dtype=bool)
-        new_obs = []
-        for i, ts in enumerate(timesteps):
-          if ts.first():  # The environment process died and was restarted.
-            with self._progress.lock:
-              self._progress.interrupted_episodes += 1
-            returns[i], lengths[i], first[i] = 0.0, 0, True
-            new_obs.append(ts.observation)
-            continue
-          rewards[i] = ts.reward
-          discounts[i] = ts.discount
-          returns[i] += ts.reward
-          lengths[i] += 1
-          if ts.last():
-            self._recorder.record(int(self._tasks[i]), float(returns[i]),
-                                  int(lengths[i]))
-            returns[i], lengths[i], first[i] = 0.0, 0, True
-            self._envs[i].send_reset()
-            new_obs.append(None)
-          else:
-            new_obs.append(ts.observation)
-        for i, ob in enumerate(new_obs):
-          if ob is None:
-            new_obs[i] = self._envs[i].receive().observation
-        observations = np.stack(new_obs)
+        final_values = np.zeros(n, np.float32)
+        cut = step.cut
+        if cut.any():
+          # The value of each cut episode's final observation, from its state.
+          _, _, values_after, _ = self._act(
+              tf.constant(step.final_observations), no_first, state)
+          final_values[cut] = values_after.numpy()[cut]
+        if step.lost.any():  # Lost step: bootstrap from where it started.
+          final_values[step.lost] = values.numpy()[step.lost]
+          with self._progress.lock:
+            self._progress.interrupted_episodes += int(step.lost.sum())
+        returns += step.rewards
+        lengths += 1
+        for i in np.flatnonzero(step.ends & ~step.lost):
+          self._recorder.record(int(self._tasks[i]), float(returns[i]), int(lengths[i]))
+        returns[step.ends] = 0.0
+        lengths[step.ends] = 0
+        observations, first = step.observations, step.ends
         obs_buf.append(observations)
         first_buf.append(first)
         act_buf.append(actions.astype(np.int32))
-        rew_buf.append(rewards)
-        disc_buf.append(discounts)
-      obs_seq, first_seq = np.stack(obs_buf), np.stack(first_buf)
-      act_seq, rew_seq, disc_seq = np.stack(act_buf), np.stack(rew_buf), np.stack(disc_buf)
-      for task, (a, b) in self._blocks.items():
-        batch = learner_lib.Unroll(
-            observations=tf.constant(obs_seq[:, a:b]),
-            first=tf.constant(first_seq[:, a:b]),
-            actions=tf.constant(act_seq[:, a:b]),
-            rewards=tf.constant(rew_seq[:, a:b]),
-            discounts=tf.constant(disc_seq[:, a:b]),
-            initial_state=tf.nest.map_structure(lambda x, a=a, b=b: x[a:b],
-                                                initial_state))
-        if not self._put((task, batch, updates_before), stop):
-          return
+        logit_buf.append(logits.numpy())
+        rew_buf.append(step.rewards)
+        disc_buf.append(step.discounts)
+        final_buf.append(final_values)
+      obs, fst, act, rew, disc, logit, final = (
+          tf.constant(np.stack(buf)) for buf in (obs_buf, first_buf, act_buf, rew_buf,
+                                                 disc_buf, logit_buf, final_buf))
+      batch = learner_lib.Unroll(
+          observations=obs, first=fst, actions=act, rewards=rew, discounts=disc,
+          initial_state=initial_state, behaviour_logits=logit, final_values=final)
+      if not self._put((self.task_sizes, batch, updates_before), stop):
+        return
 
 
 class LearnerThread:
-  """Applies one asynchronous gradient step per queued unroll (shared RMSProp)."""
+  """Applies one asynchronous gradient step per queued unroll (shared RMSProp).
+
+  An unroll whose policy lag (updates since its first action) exceeds
+  ``max_policy_lag`` is dropped, counted in ``Progress.dropped_unrolls``.
+  """
 
   def __init__(self, learner, unroll_queue: queue_lib.Queue, progress: Progress,
-               actors_done: Callable[[], bool]):
+               actors_done: Callable[[], bool], max_policy_lag: int = 0):
     self._learner = learner
     self._queue = unroll_queue
     self._progress = progress
     self._actors_done = actors_done
+    self._max_policy_lag = max_policy_lag
     self.error: BaseException | None = None
 
   def run(self, stop: threading.Event) -> None:
     try:
       while not stop.is_set():
         try:
-          task, batch, updates_before = self._queue.get(timeout=0.1)
+          task_sizes, batch, updates_before = self._queue.get(timeout=0.1)
         except queue_lib.Empty:
           if self._actors_done():
             return
           continue
-        metrics = self._learner.train_step(task, batch)
-        metrics = {k: float(v) for k, v in metrics.items()}
         with self._progress.lock:
-          self._progress.policy_lags.append(self._progress.updates - updates_before)
-          self._progress.updates += 1
-          self._progress.metrics[task] = metrics
+          lag = self._progress.updates - updates_before
+        if self._max_policy_lag and lag > self._max_policy_lag:
+          with self._progress.lock:
+            self._progress.dropped_unrolls += 1
+          continue
+        metrics = {k: float(v) for k, v in self._learner.train_step(task_sizes,
+                                                                     batch).items()}
+        learner_lib.check_finite(metrics, self._progress.updates + 1)
+        self._progress.add_update(task_sizes, lag, metrics)
     except BaseException as e:  # pylint: disable=broad-except
       self.error = e
       stop.set()
 
 
 class Evaluator:
-  """Evaluates pi_0 on every task at intervals of frames (rows ``policy=distilled``)."""
+  """Evaluates pi_0 on every task at intervals of frames (rows ``policy=distilled``).
+
+  An evaluation runs when the slowest task reaches ``next_eval`` frames; the
+  next one is due at the following multiple of ``interval`` (points passed
+  while evaluating are skipped, never made up). Once every task reached its
+  budget, one last evaluation runs if one is due, with one episode per task.
+  """
 
   def __init__(self, envs: Sequence[Any], act_fn: Callable, network,
                progress: Progress, recorder: EpisodeRecorder, interval: int,
@@ -330,10 +342,11 @@ class Evaluator:
       while not stop.is_set():
         with self._progress.lock:
           reached = int(self._progress.frames.min())
+        done = self._progress.all_done()
         if reached >= self.next_eval:
-          self.evaluate(stop)
-          self.next_eval += self._interval
-        elif self._progress.all_done():
+          self.evaluate(stop, episodes=1 if done else self._episodes)
+          self.next_eval = (reached // self._interval + 1) * self._interval
+        elif done:
           return
         else:
           time.sleep(0.2)
@@ -341,25 +354,26 @@ class Evaluator:
       self.error = e
       stop.set()
 
-  def evaluate(self, stop: threading.Event) -> None:
+  def evaluate(self, stop: threading.Event, episodes: int) -> None:
     for task, env in enumerate(self._envs):
       with self._progress.lock:
         steps = int(self._progress.frames[task])
-      for _ in range(self._episodes):
+      for _ in range(episodes):
         if stop.is_set():
           return
-        episode_return, length = self._episode(env)
+        episode_return, length = self._episode(env, stop)
         if np.isnan(episode_return):
           continue
         self._recorder.record(task, episode_return, length, policy='distilled',
                               env_steps=steps)
 
-  def _episode(self, env) -> tuple[float, int]:
+  def _episode(self, env, stop: threading.Event) -> tuple[float, int]:
+    """One episode of pi_0; NaN return if a crash or ``stop`` cut it short."""
     ts = env.reset()
     state = self._network.pi0_initial_state(1)
     first = np.ones(1, dtype=bool)
     total, length = 0.0, 0
-    while True:
+    while not stop.is_set():
       action, state = self._act(tf.constant(ts.observation[None]), tf.constant(first),
                                 state)
       ts = env.step(int(action.numpy()[0]))
@@ -370,3 +384,4 @@ class Evaluator:
       length += 1
       if ts.last():
         return total, length
+    return float('nan'), length

@@ -1,19 +1,23 @@
 """Flags and configuration of the deep trainers (local and cluster).
 
 Defaults follow the paper's A3C set-up (appendix B.2): unrolls of 20 steps,
-RMSProp (decay 0.99, epsilon 0.1) shared by all workers, gradient norm clipped at
-40, learning rate annealed linearly to 0 over the run. This module imports no
-TensorFlow, so the command line answers quickly.
+RMSProp (decay 0.99) shared by all workers, gradient norm clipped at 40,
+learning rate annealed linearly to 0 over the run; RMSProp's epsilon is 1e-6,
+not A3C's 0.1, because it sits inside the square root at this loss scale
+(``learner``'s docstring). This module imports no TensorFlow, so the command
+line answers quickly.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Sequence
 
 from absl import flags
 
 from distral_tf import errors
+from distral_tf.distributed import topology
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,11 +31,15 @@ class DeepConfig:
   env_niceness: int = 10           # added to the environment processes' niceness
   tf_threads: int = 0              # TensorFlow's intra-op threads (inter-op: max(N, 2)); 0: its defaults
   rmsprop_decay: float = 0.99
-  rmsprop_epsilon: float = 0.1
+  rmsprop_epsilon: float = 1e-6
   grad_clip_norm: float = 40.0
   value_cost: float = 0.5
   value_l2_cost: float = 0.01
   regulariser_gradient: str = 'expected'
+  off_policy_correction: str = 'vtrace'
+  max_policy_lag: int = 0          # drop unrolls older than this many updates; 0: keep all
+  lr_schedule: str = 'linear'
+  hidden_size: int = 256           # fc and LSTM width of every column (paper: 256)
   eval_interval: int = 0           # frames per task between pi_0 evaluations; 0: 20 per run
   eval_episodes: int = 1
   checkpoint_secs: float = 120.0
@@ -42,16 +50,45 @@ class DeepConfig:
   cluster: str = ''
 
 
+# workers_per_task of a level set whose environments are heavy: as many as the
+# machine holds (``machine_workers_per_task``), or the paper's 32 with --cluster.
+FIT_MACHINE = 'fit_machine'
+PAPER_WORKERS_PER_TASK = 32
+# A DeepMind Lab environment process takes about 200 MB (measured on a real
+# build, software rendering); we plan 300 MB and give environments half the memory.
+ENV_PROCESS_BYTES = 300e6
+ENVS_PER_CORE = 4
+
+
+def machine_workers_per_task(num_tasks: int, cores: int | None = None,
+                             memory_bytes: float | None = None) -> int:
+  """Workers per task whose environment processes fit this machine.
+
+  At most ``ENVS_PER_CORE`` processes per core and half the memory at
+  ``ENV_PROCESS_BYTES`` each, shared by ``num_tasks`` tasks; at least one.
+  """
+  cores = cores or os.cpu_count() or 1
+  if memory_bytes is None:
+    memory_bytes = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  total = min(ENVS_PER_CORE * cores, int(0.5 * memory_bytes / ENV_PROCESS_BYTES))
+  return max(1, total // num_tasks)
+
+
 # Defaults of the deep trainers that depend on the level set. A flag given on the
 # command line always wins. The common flags (cli.py) default to None; they take
-# COMMON_DEFAULTS, then the level set's entry. The paper's settings (A3C's RMSProp
-# epsilon 0.1, discount 0.99, 4e8/5e8 frames per task) are the DeepMind Lab
-# defaults; the small two-room world learns faster with the ones below.
+# COMMON_DEFAULTS, then the level set's entry. The paper's settings (discount
+# 0.99, 4e8/5e8 frames per task) are the DeepMind Lab defaults; the small
+# two-room world learns faster with the ones below.
 COMMON_DEFAULTS = dict(learning_rate=5e-4, entropy_cost=0.01, discount=0.99)
 LEVEL_SET_DEFAULTS = {
-    'two_rooms': dict(learning_rate=1e-3, entropy_cost=0.03, discount=0.95,
-                      env_steps_per_task=60_000, rmsprop_epsilon=1e-3,
-                      env_processes=False),
+    # Measured on the grid world (README, "Deep agents on the grid world"): a
+    # narrow column (64) learns as well as the paper's 256 at a tenth of the
+    # cost; 16 environments per task stepped in one numpy batch; a constant
+    # rate of 3e-3 escapes the "stand still" trap that 1e-3 falls into.
+    'two_rooms': dict(learning_rate=3e-3, entropy_cost=0.03, discount=0.95,
+                      env_steps_per_task=60_000, rmsprop_epsilon=1e-6,
+                      env_processes=False, hidden_size=64, workers_per_task=16,
+                      lr_schedule='constant'),
     # The environments keep the cores busy: one TensorFlow thread per op (a
     # second one on these small ops saves little time and takes CPU from them).
     'minigrid': dict(env_steps_per_task=2_000_000, workers_per_task=8, tf_threads=1),
@@ -59,9 +96,11 @@ LEVEL_SET_DEFAULTS = {
     # thread (batches of 32 cost less per step than two threads' batches of 16).
     'miniworld': dict(env_steps_per_task=2_000_000, workers_per_task=8,
                       tf_threads=1),
-    'mazes': dict(env_steps_per_task=400_000_000, workers_per_task=32),
-    'navigation': dict(env_steps_per_task=400_000_000, workers_per_task=32),
-    'lasertag': dict(env_steps_per_task=500_000_000, workers_per_task=32),
+    # DeepMind Lab: the paper's 32 workers per task belong on a cluster (with
+    # --cluster they are the default); on one machine as many as fit it.
+    'mazes': dict(env_steps_per_task=400_000_000, workers_per_task=FIT_MACHINE),
+    'navigation': dict(env_steps_per_task=400_000_000, workers_per_task=FIT_MACHINE),
+    'lasertag': dict(env_steps_per_task=500_000_000, workers_per_task=FIT_MACHINE),
 }
 
 _D = DeepConfig()
@@ -99,6 +138,18 @@ flags.DEFINE_enum('regulariser_gradient', _D.regulariser_gradient,
                   'gradient of the Distral algorithms: "sampled" is eq. (9) as written; '
                   '"expected" replaces it by its expectation over the action (same '
                   'expected gradient, lower variance).')
+flags.DEFINE_enum('off_policy_correction', _D.off_policy_correction, ['vtrace', 'none'],
+                  'Correction of the returns for the policy lag of asynchronous '
+                  'updates: "vtrace" (IMPALA\'s V-trace, from the behaviour policy '
+                  'each unroll records) or "none" (n-step returns, as in A3C).')
+flags.DEFINE_integer('max_policy_lag', _D.max_policy_lag,
+                     'Drop an unroll whose policy lag (updates applied since its first '
+                     'action) exceeds this; 0: keep every unroll.')
+flags.DEFINE_enum('lr_schedule', _D.lr_schedule, ['linear', 'constant'],
+                  'Learning rate: "linear" anneals it to 0 over --env_steps_per_task '
+                  '(paper), "constant" keeps it.')
+flags.DEFINE_integer('hidden_size', _D.hidden_size,
+                     'Width of the fc layer and LSTM of every column (paper: 256).')
 flags.DEFINE_integer('eval_interval', _D.eval_interval,
                      'Frames per task between evaluations of pi_0 on every task; '
                      '0: 20 evaluations per run.')
@@ -140,13 +191,17 @@ def parse_tasks(values: Sequence[str]) -> tuple[int, ...]:
 
 
 def from_flags(fv: flags.FlagValues) -> DeepConfig:
-  """Reads and checks the deep trainers' flags; raises ``errors.UsageError``."""
-  for name in ('workers_per_task', 'actor_threads', 'learner_threads', 'unroll_length', 'rmsprop_decay',
+  """Reads and checks the deep trainers' flags; raises ``errors.UsageError``.
+
+  Needs no TensorFlow: ``cli`` calls it before a trainer loads.
+  """
+  for name in ('workers_per_task', 'actor_threads', 'learner_threads', 'unroll_length',
+               'hidden_size', 'rmsprop_decay',
                'rmsprop_epsilon', 'grad_clip_norm', 'eval_episodes',
                'checkpoint_secs', 'log_interval_secs'):
     _positive(name, fv[name].value)
   for name in ('value_cost', 'value_l2_cost', 'eval_interval',
-               'max_seconds', 'tf_threads'):
+               'max_seconds', 'tf_threads', 'max_policy_lag'):
     _positive(name, fv[name].value, allow_zero=True)
   if not 0 <= fv.env_niceness <= 19:
     raise errors.UsageError(f'--env_niceness must be in 0..19, got {fv.env_niceness}')
@@ -156,6 +211,8 @@ def from_flags(fv: flags.FlagValues) -> DeepConfig:
     raise errors.UsageError(
         f'--actor_threads ({fv.actor_threads}) must be <= --workers_per_task '
         f'({fv.workers_per_task})')
+  if fv.cluster:
+    topology.parse_cluster_flag(fv.cluster)
   return DeepConfig(
       workers_per_task=fv.workers_per_task, actor_threads=fv.actor_threads,
       learner_threads=fv.learner_threads,
@@ -164,22 +221,39 @@ def from_flags(fv: flags.FlagValues) -> DeepConfig:
       rmsprop_decay=fv.rmsprop_decay, rmsprop_epsilon=fv.rmsprop_epsilon,
       grad_clip_norm=fv.grad_clip_norm, value_cost=fv.value_cost,
       value_l2_cost=fv.value_l2_cost,
-      regulariser_gradient=fv.regulariser_gradient, eval_interval=fv.eval_interval,
+      regulariser_gradient=fv.regulariser_gradient,
+      off_policy_correction=fv.off_policy_correction, max_policy_lag=fv.max_policy_lag,
+      lr_schedule=fv.lr_schedule, hidden_size=fv.hidden_size,
+      eval_interval=fv.eval_interval,
       eval_episodes=fv.eval_episodes, checkpoint_secs=fv.checkpoint_secs,
       log_interval_secs=fv.log_interval_secs, max_seconds=fv.max_seconds,
       tasks=parse_tasks(fv.tasks),
       prior_logdir=fv.prior_logdir, cluster=fv.cluster)
 
 
-def apply_level_set_defaults(fv: flags.FlagValues) -> None:
+def apply_level_set_defaults(fv: flags.FlagValues) -> list[str]:
   """Gives flags not set on the command line the level set's defaults.
 
   Call before ``from_flags``. Common flags still unset (None) then take
-  ``COMMON_DEFAULTS``.
+  ``COMMON_DEFAULTS``. Returns notes on the defaults that were chosen for this
+  machine, for the first lines of a run.
   """
+  notes = []
   for name, value in LEVEL_SET_DEFAULTS[fv.level_set].items():
-    if not fv[name].present:
-      fv[name].value = value
+    if fv[name].present:
+      continue
+    if value == FIT_MACHINE:
+      if fv.cluster:
+        value = PAPER_WORKERS_PER_TASK
+      else:
+        from distral_tf.dmlab import games  # pylint: disable=g-import-not-at-top
+        num_tasks = fv.num_tasks or len(games.LEVELS[fv.level_set])
+        value = machine_workers_per_task(num_tasks)
+        notes.append(f'--workers_per_task={value}: chosen to fit this machine '
+                     f'({os.cpu_count()} cores; the paper used {PAPER_WORKERS_PER_TASK} '
+                     f'per task on a cluster: give --workers_per_task or --cluster)')
+    fv[name].value = value
   for name, value in COMMON_DEFAULTS.items():
     if fv[name].value is None:
       fv[name].value = value
+  return notes

@@ -1,10 +1,23 @@
-"""The learner: one gradient step of a task's loss (eqs. 9-10) with RMSProp.
+"""The learner: gradient steps on the tasks' losses (eqs. 9-10) with RMSProp.
+
+One step takes an unroll of an actor's environments, of one or more tasks,
+and steps on the sum of those tasks' losses (each task's loss on its own
+environments): with every task in every unroll, one step per unroll instead of
+one per task, the same gradients in one call.
 
 Every task and worker shares ONE RMSProp optimiser (the shared statistics of
 asynchronous A3C). Its slots are created for all variables up front so that a
 checkpoint restores cleanly and the parameter-server mode can place them. The
 learning rate is annealed linearly to 0 over ``total_steps`` agent steps
-summed over tasks (paper, B.2).
+summed over tasks (paper, B.2), or kept constant (``lr_schedule``).
+
+Scale conventions: each task's loss is summed over the unroll's time steps and
+averaged over its batch (``losses``); gradients are clipped to a global norm
+of ``grad_clip_norm`` at that scale; RMSProp (tf_keras) keeps the mean square
+``v`` of the gradients, starting at 0, and steps by
+``lr * g / sqrt(v + epsilon)``: epsilon sits inside the square root, so it must
+be small against the squared gradients (about 1e-6 to 1e-8 here) or RMSProp
+degenerates into plain gradient descent with a tiny rate.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ import dataclasses
 import threading
 from typing import Any, Callable, NamedTuple, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -21,12 +35,25 @@ from distral_tf.agents import losses
 from distral_tf.agents import networks
 
 
+LR_SCHEDULES = ('linear', 'constant')
+
+
 class Unroll(NamedTuple):
   """A batch of T-step trajectories of one task, time-major.
 
   Action t is taken at observation t; reward t and discount t are its result;
-  observation T bootstraps. After a terminal step t, observation t+1 is the
-  first of a new episode and ``first[t+1]`` is True.
+  observation T bootstraps. ``first[t+1]`` is True when step t ended its
+  episode, for whatever reason: then observation t+1 is the first of a new
+  episode, and the returns of steps up to t never look past it.
+
+  The discount is the environment's, with one meaning everywhere: 0 when step
+  t reached a terminal state (nothing follows), 1 otherwise. An episode cut by
+  a time limit (``dm_env.truncation``) has discount 1 at its last step: its
+  future would have gone on, so its return bootstraps from
+  ``final_values[t]``, the value of its own final observation (computed by the
+  actor, which saw that observation). A step lost to a crashed environment
+  (its process restarted) has reward 0, discount 1 and the value of the state
+  it started from as ``final_values``: it teaches nothing.
   """
   observations: tf.Tensor   # [T+1, B, ...]
   first: tf.Tensor          # [T+1, B] bool
@@ -34,6 +61,45 @@ class Unroll(NamedTuple):
   rewards: tf.Tensor        # [T, B] float32
   discounts: tf.Tensor      # [T, B] float32, 0 at a terminal step, else 1
   initial_state: Any        # network state before observations[0]
+  behaviour_logits: Any = None  # [T, B, A] logits the actors sampled from; None: on-policy
+  final_values: Any = None      # [T, B] bootstrap values at cut episode ends; None: zeros
+
+
+class Diverged(Exception):
+  """Training produced non-finite losses, gradients or weights (nothing is saved)."""
+
+
+def check_finite(metrics: dict[str, float], update: int) -> None:
+  """Raises ``Diverged`` naming the loss terms if a metric of a step is not finite."""
+  bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+  if bad:
+    shown = ', '.join(f'{k}={metrics[k]}' for k in bad[:8])
+    raise Diverged(f'training diverged at update {update}: non-finite {shown}'
+                   f'{" ..." if len(bad) > 8 else ""}; lower --learning_rate (or raise '
+                   '--rmsprop_epsilon) and start again in a new --logdir (or from the '
+                   'last checkpoint, which holds finite weights)')
+
+
+def check_finite_weights(variables: Sequence[tf.Variable]) -> None:
+  """Raises ``Diverged`` if a weight is not finite (checked before every checkpoint)."""
+  bad = [v.name for v in variables if not np.all(np.isfinite(v.numpy()))]
+  if bad:
+    raise Diverged(f'training diverged: non-finite weights in {", ".join(bad[:4])}; '
+                   'the checkpoint was not written; lower --learning_rate and resume '
+                   'from the last checkpoint')
+
+
+def split_metrics(metrics: dict[str, float]) -> tuple[dict[str, float],
+                                                      dict[int, dict[str, float]]]:
+  """``train_step``'s metrics as (global ones, per task: ``{metric: value}``)."""
+  common, per_task = {}, {}
+  for key, value in metrics.items():
+    name, _, task = key.rpartition('/')
+    if name:
+      per_task.setdefault(int(task), {})[name] = value
+    else:
+      common[key] = value
+  return common, per_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,12 +109,14 @@ class LearnerConfig:
   total_steps: int          # agent steps, summed over tasks, to anneal to 0
   discount: float = 0.99
   rmsprop_decay: float = 0.99
-  rmsprop_epsilon: float = 0.1
+  rmsprop_epsilon: float = 1e-6
   rmsprop_momentum: float = 0.0
   grad_clip_norm: float = 40.0
   value_cost: float = 0.5
   value_l2_cost: float = 0.01
   regulariser_gradient: str = 'expected'   # see losses.distral_loss
+  off_policy_correction: str = 'vtrace'    # see losses.distral_loss
+  lr_schedule: str = 'linear'              # 'linear' (annealed to 0) or 'constant'
 
 
 class Learner:
@@ -60,6 +128,9 @@ class Learner:
     """Creates the optimiser and its slots; ``network`` must be built."""
     if config.total_steps <= 0:
       raise ValueError(f'total_steps must be > 0, got {config.total_steps}')
+    if config.lr_schedule not in LR_SCHEDULES:
+      raise ValueError(f'lr_schedule must be one of {LR_SCHEDULES}, got '
+                       f'{config.lr_schedule!r}')
     self._network = network
     self._algorithm = algorithm
     self._coeffs = coeffs
@@ -78,7 +149,7 @@ class Learner:
     self.optimizer.build(variables)
     self._frozen: set[Any] = set()
     self._lock = threading.Lock()
-    self._train_steps: dict[int, Callable[[Unroll], dict[str, tf.Tensor]]] = {}
+    self._train_steps: dict[tuple[int, ...], Callable[[Unroll], dict[str, tf.Tensor]]] = {}
 
   @property
   def network(self) -> networks.DistralNetwork:
@@ -90,35 +161,67 @@ class Learner:
       self._frozen.update(v.ref() for v in variables)
       self._train_steps.clear()  # Retrace without them.
 
-  def loss(self, task: int, batch: Unroll
+  def loss(self, task_sizes: tuple[int, ...], batch: Unroll
            ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-    """Task ``task``'s loss on ``batch`` (eqs. 9-10; ``losses.distral_loss``)."""
-    output, _ = self._network.unroll(task, batch.observations, batch.first,
-                                     batch.initial_state)
-    return losses.distral_loss(
+    """The summed losses of the tasks in ``batch`` (eqs. 9-10; ``losses.distral_loss``).
+
+    ``batch`` holds the environments of several tasks, grouped by task: the
+    first ``task_sizes[0]`` columns belong to task 0, the next
+    ``task_sizes[1]`` to task 1, and so on. Each task's loss is its own
+    (summed over time, averaged over its columns); the total is their sum,
+    computed in one pass of the network (``DistralNetwork.unroll_tasks``).
+
+    Returns:
+      The total and the metrics: ``total`` and, per task t present,
+      ``'<metric>/<t>'`` for every metric of ``losses.distral_loss``.
+    """
+    if len(task_sizes) != self._network.num_tasks:
+      raise ValueError(f'task_sizes needs one entry per task '
+                       f'({self._network.num_tasks}), got {task_sizes}')
+    output, _ = self._network.unroll_tasks(task_sizes, batch.observations, batch.first,
+                                           batch.initial_state)
+    # Each task's columns weigh 1/(their number): the sum of the tasks' losses.
+    weights = tf.concat([tf.fill([n], 1.0 / n) for n in task_sizes if n], axis=0)
+    total, _, columns = losses.distral_loss(
         output, batch.actions, batch.rewards, batch.discounts, self._coeffs,
         self._algorithm, gamma=self._config.discount,
         value_cost=self._config.value_cost,
         value_l2_cost=self._config.value_l2_cost,
-        regulariser_gradient=self._config.regulariser_gradient)
+        regulariser_gradient=self._config.regulariser_gradient,
+        episode_ends=batch.first[1:], final_values=batch.final_values,
+        behaviour_logits=batch.behaviour_logits,
+        off_policy_correction=self._config.off_policy_correction,
+        column_weights=weights, return_columns=True)
+    metrics, offset = {'total': total}, 0
+    for task, n in enumerate(task_sizes):
+      if n:
+        for key, value in columns.items():
+          mean = tf.reduce_mean(value[offset:offset + n])
+          metrics[f'{key}/{task}'] = tf.sqrt(mean) if key == 'value_error' else mean
+        offset += n
+    return total, metrics
 
-  def update(self, task: int, batch: Unroll) -> dict[str, tf.Tensor]:
+  def update(self, task_sizes: tuple[int, ...], batch: Unroll) -> dict[str, tf.Tensor]:
     """One step of ``train_step``, not compiled (to wrap in a strategy)."""
-    grads, variables, metrics = self.gradients(task, batch)
+    grads, variables, metrics = self.gradients(task_sizes, batch)
     return self.apply(grads, variables, batch, metrics)
 
-  def gradients(self, task: int, batch: Unroll
+  def gradients(self, task_sizes: tuple[int, ...], batch: Unroll
                 ) -> tuple[list[tf.Tensor], list[tf.Variable], dict[str, tf.Tensor]]:
     """The first half of ``update``: clipped gradients, their variables, metrics.
 
     Reads the variables but changes nothing, so the parameter-server mode runs
     it in a scope that reads each remote variable once per step.
     """
-    variables = [v for v in self._network.task_variables(task)
-                 if v.ref() not in self._frozen]
+    variables, seen = [], set(self._frozen)
+    for task, n in enumerate(task_sizes):
+      for v in self._network.task_variables(task) if n else ():
+        if v.ref() not in seen:
+          seen.add(v.ref())
+          variables.append(v)
     with tf.GradientTape() as tape:
-      _, metrics = self.loss(task, batch)
-    grads = tape.gradient(metrics['total'], variables)
+      total, metrics = self.loss(task_sizes, batch)
+    grads = tape.gradient(total, variables)
     grads = [tf.zeros_like(v) if g is None else g
              for g, v in zip(grads, variables)]
     grads, grad_norm = tf.clip_by_global_norm(grads, self._config.grad_clip_norm)
@@ -132,24 +235,29 @@ class Learner:
     self.optimizer.apply_gradients(zip(grads, variables))
     num_steps = tf.size(batch.actions, out_type=tf.int64)
     steps = self.steps_done.assign_add(num_steps)
-    fraction = tf.cast(steps, tf.float32) / float(self._config.total_steps)
-    self.learning_rate.assign(
-        self._config.learning_rate * tf.maximum(0.0, 1.0 - fraction))
+    if self._config.lr_schedule == 'linear':
+      fraction = tf.cast(steps, tf.float32) / float(self._config.total_steps)
+      self.learning_rate.assign(
+          self._config.learning_rate * tf.maximum(0.0, 1.0 - fraction))
     return metrics
 
-  def train_step(self, task: int, batch: Unroll) -> dict[str, tf.Tensor]:
-    """One gradient step on task ``task``: clip, apply, anneal the rate.
+  def train_step(self, task_sizes: tuple[int, ...], batch: Unroll
+                 ) -> dict[str, tf.Tensor]:
+    """One gradient step on the tasks of ``batch``: clip, apply, anneal the rate.
 
-    Compiled once per task. Returns the loss metrics plus ``grad_norm`` (before
-    clipping) and ``learning_rate`` (the rate this step used).
+    ``task_sizes`` as in ``loss``. Compiled once per ``task_sizes`` (an actor
+    thread's block always has the same). Returns ``loss``'s metrics plus
+    ``grad_norm`` (before clipping) and ``learning_rate`` (the rate this step
+    used).
     """
+    task_sizes = tuple(int(n) for n in task_sizes)
     with self._lock:
-      step = self._train_steps.get(task)
+      step = self._train_steps.get(task_sizes)
       if step is None:
         # No data-dependent Python control flow: autograph only slows tracing.
-        step = tf.function(lambda b, task=task: self.update(task, b),
+        step = tf.function(lambda b, sizes=task_sizes: self.update(sizes, b),
                            autograph=False)
-        self._train_steps[task] = step
+        self._train_steps[task_sizes] = step
     return step(batch)
 
   def checkpoint_items(self) -> dict[str, Any]:

@@ -3,12 +3,12 @@
 Everything is time-major: ``[T, B]``. As in A3C, the state-distribution weight
 gamma^t of eqs. (9)-(10) is dropped (every visited state counts once); the
 returns inside are discounted as usual. Loss terms are summed over time and
-averaged over the batch.
+averaged over the batch (or weighted per column: ``column_weights``).
 
 * Distral (``not algorithm.entropy_bonus``): the policy gradient of eq. (9)
-  uses n-step returns of the regularised reward
-  ``R + (alpha/beta) log pi_0(a|s) - (1/beta) log pi_i(a|s)``, with the value
-  as baseline; for distilled algorithms the second term of eq. (10),
+  uses returns of the regularised reward
+  ``R + (alpha/beta) log pi_0(a|s) - (1/beta) log pi_i(a|s)`` (under the
+  learner's current pi_i and pi_0), with the value as baseline; for distilled algorithms the second term of eq. (10),
   ``(alpha/beta) sum_a (pi_i(a|s) - pi_0(a|s)) grad h(a|s)``, is the gradient
   of ``(alpha/beta) sum_a stopgrad(pi_i(a|s)) log pi_0(a|s)``. With the
   two-column policy (eq. 8) autodiff also carries eq. (10)'s first term into h.
@@ -21,7 +21,13 @@ averaged over the batch.
   pi_i directly, as A3C's entropy bonus does. ``'sampled'`` is eq. (9) as written.
 * The A3C family (``algorithm.entropy_bonus``): raw rewards and the usual A3C
   entropy bonus ``c_Ent * H(pi_i)`` with ``c_Ent = 1/beta`` (alpha = 0).
-* Value: ``value_cost * 0.5 * (G - V)^2`` on the same returns G, plus the small
+* Returns: V-trace targets (``vtrace.py``) of those rewards, which correct
+  for the lag between the actors' policy (``behaviour_logits``) and the
+  learner's; with ``off_policy_correction='none'`` or on-policy data they are
+  A3C's n-step returns. They stop at every episode end: a terminal step
+  bootstraps from nothing, a time-limit cut from the value of the cut
+  episode's own final observation (``final_values``).
+* Value: ``value_cost * 0.5 * (v - V)^2`` on the V-trace targets v, plus the small
   L2 term of appendix B.2, ``value_l2_cost * (V_i - V_0)^2``, pulling each
   task's value toward the shared column's value wherever there is one.
 """
@@ -32,36 +38,10 @@ import tensorflow as tf
 
 from distral_tf.agents import algorithms
 from distral_tf.agents import networks
+from distral_tf.agents import vtrace
 
-
-def n_step_returns(rewards: tf.Tensor, discounts: tf.Tensor,
-                   bootstrap: tf.Tensor) -> tf.Tensor:
-  """``G_t = r_t + discounts_t * G_{t+1}`` with ``G_T = bootstrap``.
-
-  The discounted sum inside eqs. (9)-(10), truncated after T steps.
-
-  Args:
-    rewards: ``[T, B]``.
-    discounts: ``[T, B]``, gamma times the environment's discount (0 at a
-      terminal step).
-    bootstrap: ``[B]``, the value estimate of the state after the last step.
-
-  Returns:
-    ``[T, B]`` returns.
-  """
-  rewards = tf.convert_to_tensor(rewards)
-  discounts = tf.cast(discounts, rewards.dtype)
-  bootstrap = tf.cast(bootstrap, rewards.dtype)
-  num_steps = rewards.shape[0]
-  if num_steps is None:
-    return tf.scan(lambda g, rd: rd[0] + rd[1] * g, (rewards, discounts),
-                   initializer=bootstrap, reverse=True)
-  returns = [None] * num_steps
-  g = bootstrap
-  for t in reversed(range(num_steps)):
-    g = rewards[t] + discounts[t] * g
-    returns[t] = g
-  return tf.stack(returns)
+OFF_POLICY_CORRECTIONS = ('vtrace', 'none')
+LOSS_TERMS = ('policy_loss', 'entropy_loss', 'value_loss', 'distill_loss', 'value_l2')
 
 
 def regularised_rewards(rewards: tf.Tensor, log_pi0_a: tf.Tensor,
@@ -82,50 +62,76 @@ def _log_prob(log_probs: tf.Tensor, actions: tf.Tensor) -> tf.Tensor:
   return tf.reduce_sum(log_probs * one_hot, axis=-1)
 
 
-def _sum_time_mean_batch(x: tf.Tensor) -> tf.Tensor:
-  return tf.reduce_mean(tf.reduce_sum(x, axis=0))
-
-
 def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
                  rewards: tf.Tensor, discounts: tf.Tensor,
                  coeffs: algorithms.Coefficients,
                  algorithm: algorithms.Algorithm, gamma: float,
                  value_cost: float, value_l2_cost: float,
-                 regulariser_gradient: str = 'sampled'
-                 ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+                 regulariser_gradient: str = 'sampled', *,
+                 episode_ends: tf.Tensor | None = None,
+                 final_values: tf.Tensor | None = None,
+                 behaviour_logits: tf.Tensor | None = None,
+                 off_policy_correction: str = 'vtrace',
+                 rho_bar: float = 1.0, c_bar: float = 1.0,
+                 column_weights: tf.Tensor | None = None,
+                 return_columns: bool = False):
   """The loss whose gradient is eqs. (9)-(10) (see the module docstring).
 
   Args:
     output: the network's output over T+1 steps; step T only bootstraps.
     actions: ``[T, B]`` int, action t taken at observation t.
     rewards: ``[T, B]``, the environment's rewards.
-    discounts: ``[T, B]``, the environment's discounts (0 at a terminal step).
+    discounts: ``[T, B]``, the environment's discounts: 0 at a terminal step,
+      1 otherwise (a time-limit cut included).
     coeffs: alpha, beta, c_KL, c_Ent.
     algorithm: which of the seven algorithms.
     gamma: the discount factor.
-    value_cost: weight of ``0.5 (G - V)^2``.
+    value_cost: weight of ``0.5 (v - V)^2``.
     value_l2_cost: weight of ``(V_i - V_0)^2``.
     regulariser_gradient: ``'sampled'`` (eq. 9 as written) or ``'expected'``
       (the current step's regulariser by its expectation; see module doc).
+    episode_ends: ``[T, B]`` bool, True where step t ended its episode
+      (terminal, time-limit cut, or lost to a crashed environment); the
+      returns never cross it. Default: no episode ends except at terminals.
+    final_values: ``[T, B]``, where an episode was cut at step t, the value
+      of its final observation, from which the return bootstraps (0 elsewhere).
+    behaviour_logits: ``[T, B, A]`` logits of the policy that acted (the
+      actors' parameters); default: the current policy (on-policy).
+    off_policy_correction: ``'vtrace'`` (returns corrected for the lag
+      between behaviour and current policy) or ``'none'`` (n-step returns).
+    rho_bar, c_bar: V-trace's clipping thresholds.
+    column_weights: ``[B]`` weight of each column (environment) of the batch
+      in the loss and metrics; default ``1/B`` each (the batch mean). A batch
+      of several tasks weighs each task's columns by one over their number:
+      the sum of the tasks' losses.
+    return_columns: also return the per-column values of the metrics (loss
+      terms summed over time, statistics averaged; ``value_error`` squared).
 
   Returns:
-    The scalar loss and a dict of scalar metrics: total, policy_loss,
-    entropy_loss, value_loss, distill_loss, value_l2, entropy, kl,
-    mean_return.
+    The scalar loss and a dict of scalar metrics: total, the loss terms
+    policy_loss, entropy_loss, value_loss, distill_loss, value_l2, and
+    entropy, kl (to pi_0), mean_return (of the V-trace targets),
+    value_error (root mean square of targets - values), rho (mean importance
+    weight), behaviour_kl (KL(behaviour || current)); with
+    ``return_columns``, a third item: ``{metric: [B]}``.
   """
+  if regulariser_gradient not in ('sampled', 'expected'):
+    raise ValueError(f'regulariser_gradient must be sampled or expected, got '
+                     f'{regulariser_gradient!r}')
+  if off_policy_correction not in OFF_POLICY_CORRECTIONS:
+    raise ValueError(f'off_policy_correction must be one of {OFF_POLICY_CORRECTIONS}, '
+                     f'got {off_policy_correction!r}')
   num_steps = actions.shape[0]
-  if num_steps is None:
-    num_steps = tf.shape(actions)[0]
   dtype = output.logits.dtype
   rewards = tf.cast(rewards, dtype)
-  discounts = gamma * tf.cast(discounts, dtype)
+  step_discounts = gamma * tf.cast(discounts, dtype)
 
   log_pi = tf.nn.log_softmax(output.logits[:num_steps])
   pi = tf.exp(log_pi)
   log_pi_a = _log_prob(log_pi, actions)
   entropy = -tf.reduce_sum(pi * log_pi, axis=-1)
+  all_values = tf.stop_gradient(output.values)
   values = output.values[:num_steps]
-  bootstrap = tf.stop_gradient(output.values[num_steps])
 
   zeros = tf.zeros_like(rewards)
   kl = zeros
@@ -145,42 +151,58 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
     step_rewards = rewards
     entropy_term = -coeffs.c_ent * entropy
   else:
-    if output.pi0_logits is not None:
-      log_pi0_a = _log_prob(log_pi0, actions)
-    else:
-      log_pi0_a = zeros
+    log_pi0_a = _log_prob(log_pi0, actions) if output.pi0_logits is not None else zeros
     step_rewards = regularised_rewards(rewards, log_pi0_a, log_pi_a, coeffs)
     entropy_term = zeros
 
-  returns = tf.stop_gradient(n_step_returns(step_rewards, discounts, bootstrap))
-  advantages = tf.stop_gradient(returns - values)
+  if episode_ends is None:
+    continues = tf.ones_like(rewards)
+  else:
+    continues = 1.0 - tf.cast(episode_ends, dtype)
+  next_values = all_values[1:num_steps + 1]
+  if final_values is not None:
+    next_values = continues * next_values + (1.0 - continues) * tf.cast(final_values, dtype)
+  behaviour_kl = zeros
+  log_rhos = zeros
+  if behaviour_logits is not None:
+    log_mu = tf.nn.log_softmax(tf.cast(behaviour_logits, dtype))
+    behaviour_kl = tf.reduce_sum(tf.exp(log_mu) * (log_mu - log_pi), axis=-1)
+    if off_policy_correction == 'vtrace':
+      log_rhos = tf.stop_gradient(log_pi_a - _log_prob(log_mu, actions))
+  targets = vtrace.vtrace(log_rhos, step_discounts, step_rewards,
+                          tf.stop_gradient(values), next_values, continues,
+                          rho_bar=rho_bar, c_bar=c_bar)
+  advantages = targets.pg_advantages
   if not algorithm.entropy_bonus and regulariser_gradient == 'expected':
     # reg(a) = (alpha/beta) log pi_0(a|s_t) - (1/beta) log pi_i(a|s_t), for all a.
     reg = -(1.0 / coeffs.beta) * log_pi
     if output.pi0_logits is not None:
       reg += (coeffs.alpha / coeffs.beta) * log_pi0
     reg = tf.stop_gradient(reg)
-    advantages -= _log_prob(reg, actions)
+    advantages -= targets.clipped_rhos * _log_prob(reg, actions)
     entropy_term = -tf.reduce_sum(pi * reg, axis=-1)
-  elif regulariser_gradient not in ('sampled', 'expected'):
-    raise ValueError(f'regulariser_gradient must be sampled or expected, got '
-                     f'{regulariser_gradient!r}')
-  policy_loss = _sum_time_mean_batch(-log_pi_a * advantages)
-  entropy_loss = _sum_time_mean_batch(entropy_term)
-  value_loss = _sum_time_mean_batch(value_cost * 0.5 * tf.square(
-      returns - values))
-  distill_loss = _sum_time_mean_batch(distill)
-  value_l2_loss = _sum_time_mean_batch(value_l2)
-  total = policy_loss + entropy_loss + value_loss + distill_loss + value_l2_loss
-  metrics = dict(
-      total=total,
-      policy_loss=policy_loss,
-      entropy_loss=entropy_loss,
-      value_loss=value_loss,
-      distill_loss=distill_loss,
-      value_l2=value_l2_loss,
-      entropy=tf.reduce_mean(entropy),
-      kl=tf.reduce_mean(kl),
-      mean_return=tf.reduce_mean(returns),
+  # Per column b of the batch: loss terms summed over time, statistics averaged.
+  columns = dict(
+      policy_loss=tf.reduce_sum(-log_pi_a * advantages, axis=0),
+      entropy_loss=tf.reduce_sum(entropy_term, axis=0),
+      value_loss=tf.reduce_sum(value_cost * 0.5 * tf.square(targets.vs - values), axis=0),
+      distill_loss=tf.reduce_sum(distill, axis=0),
+      value_l2=tf.reduce_sum(value_l2, axis=0),
+      entropy=tf.reduce_mean(entropy, axis=0),
+      kl=tf.reduce_mean(kl, axis=0),
+      mean_return=tf.reduce_mean(targets.vs, axis=0),
+      value_error=tf.reduce_mean(tf.square(targets.vs - values), axis=0),  # Squared.
+      rho=tf.reduce_mean(tf.exp(log_rhos), axis=0),
+      behaviour_kl=tf.reduce_mean(behaviour_kl, axis=0),
   )
+  if column_weights is None:
+    batch_size = tf.cast(tf.shape(actions)[1], dtype)
+    column_weights = tf.ones_like(columns['policy_loss']) / batch_size
+  weights = tf.cast(column_weights, dtype)
+  metrics = {k: tf.reduce_sum(weights * v) for k, v in columns.items()}
+  metrics['value_error'] = tf.sqrt(metrics['value_error'])
+  total = sum(metrics[k] for k in LOSS_TERMS)
+  metrics['total'] = total
+  if return_columns:
+    return total, metrics, columns
   return total, metrics

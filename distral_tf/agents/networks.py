@@ -1,7 +1,8 @@
 """Sonnet 2 networks of the deep agents (paper, appendix B.2; eqs. 6, 8, 11-12).
 
 A *column* is the A3C network of Mnih et al. (2016): a torso, fc 256 + ReLU,
-an LSTM(256), and linear read-outs of policy logits and value. The pixel torso
+an LSTM(256), and linear read-outs of policy logits and value (256 is
+``hidden_size``, the paper's width; the small grid world defaults to less). The pixel torso
 is conv(16, 8x8, stride 4) - ReLU - conv(32, 4x4, stride 2) - ReLU; vector
 observations go through a one-hidden-layer MLP instead.
 
@@ -82,8 +83,9 @@ class Column(snt.Module):
   """Torso, fc 256 + ReLU, LSTM(256), linear policy and value read-outs."""
 
   def __init__(self, num_actions: int, observation_kind: str,
-               name: str | None = None):
+               name: str | None = None, hidden_size: int = HIDDEN_SIZE):
     super().__init__(name=name)
+    self._hidden_size = hidden_size
     if observation_kind not in OBSERVATION_KINDS:
       raise ValueError(f'observation_kind must be one of {OBSERVATION_KINDS}, '
                        f'got {observation_kind!r}')
@@ -101,8 +103,8 @@ class Column(snt.Module):
           snt.Linear(VECTOR_TORSO_SIZE, name='mlp'),
           tf.nn.relu,
       ], name='torso')
-    self._fc = snt.Linear(HIDDEN_SIZE, name='fc')
-    self._lstm = snt.LSTM(HIDDEN_SIZE, name='lstm')
+    self._fc = snt.Linear(hidden_size, name='fc')
+    self._lstm = snt.LSTM(hidden_size, name='lstm')
     self._core = _ResetCore(self._lstm, name='reset_core')
     self._policy = snt.Linear(
         num_actions, w_init=snt.initializers.TruncatedNormal(
@@ -125,7 +127,7 @@ class Column(snt.Module):
     """
     t, b = _leading_dims(observations)
     frames = tf.reshape(observations, [-1] + observations.shape[2:].as_list())
-    embedded = tf.reshape(self._embed(frames), [t, b, HIDDEN_SIZE])
+    embedded = tf.reshape(self._embed(frames), [t, b, self._hidden_size])
     keep = 1.0 - tf.cast(first, tf.float32)[:, :, None]  # [T, B, 1]
     inputs = (embedded, keep)
     if observations.shape[0] is not None:
@@ -133,7 +135,7 @@ class Column(snt.Module):
       core_out, state = snt.static_unroll(self._core, inputs, state)
     else:
       core_out, state = snt.dynamic_unroll(self._core, inputs, state)
-    flat = tf.reshape(core_out, [t * b, HIDDEN_SIZE])
+    flat = tf.reshape(core_out, [t * b, self._hidden_size])
     logits = tf.reshape(self._policy(flat), [t, b, -1])
     values = tf.reshape(self._value(flat), [t, b])
     return logits, values, state
@@ -144,7 +146,7 @@ class DistralNetwork(snt.Module):
 
   def __init__(self, algorithm: algorithms.Algorithm, num_tasks: int,
                num_actions: int, observation_kind: str, alpha: float,
-               name: str = 'distral_network'):
+               name: str = 'distral_network', hidden_size: int = HIDDEN_SIZE):
     super().__init__(name=name)
     if num_tasks < 1:
       raise ValueError(f'num_tasks must be >= 1, got {num_tasks}')
@@ -159,12 +161,15 @@ class DistralNetwork(snt.Module):
       self._logit_alpha = float(alpha)
     with self.name_scope:
       if algorithm.architecture == 'shared':
-        self.columns = [Column(num_actions, observation_kind, name='shared')]
+        self.columns = [Column(num_actions, observation_kind, name='shared',
+                               hidden_size=hidden_size)]
       else:
-        self.columns = [Column(num_actions, observation_kind, name=f'task_{i}')
+        self.columns = [Column(num_actions, observation_kind, name=f'task_{i}',
+                               hidden_size=hidden_size)
                         for i in range(num_tasks)]
       if algorithm.has_pi0:
-        self.pi0 = Column(num_actions, observation_kind, name='pi0')
+        self.pi0 = Column(num_actions, observation_kind, name='pi0',
+                          hidden_size=hidden_size)
       else:
         self.pi0 = None
 
@@ -222,8 +227,8 @@ class DistralNetwork(snt.Module):
     return NetOutput(logits, values, h, pi0_values), (task_state, pi0_state)
 
   def unroll_tasks(self, task_sizes: tuple[int, ...], observations: tf.Tensor,
-                   first: tf.Tensor, state: Any) -> tuple[tf.Tensor, Any]:
-    """Every task's policy logits over one batch grouped by task (eqs. 6, 8).
+                   first: tf.Tensor, state: Any) -> tuple[NetOutput, Any]:
+    """Every task's policy and value over one batch grouped by task (eqs. 6, 8).
 
     The first ``task_sizes[0]`` environments of the batch belong to task 0,
     the next ``task_sizes[1]`` to task 1, and so on. Equal to ``unroll`` of
@@ -231,7 +236,8 @@ class DistralNetwork(snt.Module):
     called once: pi_0's (or the shared) column on the whole batch.
 
     Returns:
-      The task logits ``[T, B, A]`` and the state after the last step.
+      ``NetOutput`` over the batch (each column with its task's policy and
+      value) and the state after the last step.
     """
     if self.pi0 is not None:
       observations = _to_float(observations)  # Convert once for every column.
@@ -241,20 +247,21 @@ class DistralNetwork(snt.Module):
       ends = [sum(task_sizes[:i + 1]) for i in range(len(task_sizes))]
       blocks = [(task, end - n, end) for task, (n, end) in enumerate(zip(task_sizes, ends))
                 if n > 0]
-    fs, task_states = [], []
+    fs, vs, task_states = [], [], []
     for task, a, b in blocks:
-      f, _, task_state = self.columns[task].unroll(
+      f, v, task_state = self.columns[task].unroll(
           observations[:, a:b], first[:, a:b],
           tree.map_structure(lambda x, a=a, b=b: x[a:b], state[0]))
       fs.append(f)
+      vs.append(v)
       task_states.append(task_state)
-    f = tf.concat(fs, axis=1)
+    f, values = tf.concat(fs, axis=1), tf.concat(vs, axis=1)
     task_state = tree.map_structure(lambda *xs: tf.concat(xs, axis=0), *task_states)
     if self.pi0 is None:
-      return f, (task_state,)
-    h, _, pi0_state = self.pi0.unroll(observations, first, state[1])
+      return NetOutput(f, values, None, None), (task_state,)
+    h, pi0_values, pi0_state = self.pi0.unroll(observations, first, state[1])
     logits = self._logit_alpha * h + f if self._algorithm.architecture == 'two_column' else f
-    return logits, (task_state, pi0_state)
+    return NetOutput(logits, values, h, pi0_values), (task_state, pi0_state)
 
   def _pi0_policy_column(self) -> Column:
     if self.pi0 is not None:

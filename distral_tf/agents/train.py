@@ -11,7 +11,7 @@ learning-rate schedule); Ctrl-C saves a checkpoint before leaving.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import queue
 import sys
@@ -25,6 +25,7 @@ from absl import flags
 from absl import logging
 
 from distral_tf import errors
+from distral_tf import interruption
 from distral_tf import plotting
 from distral_tf import results
 from distral_tf.agents import actor as actor_lib
@@ -33,11 +34,8 @@ from distral_tf.agents import checkpointing
 from distral_tf.agents import config as config_lib
 from distral_tf.agents import learner as learner_lib
 from distral_tf.agents import networks
+from distral_tf.envs import batch as batch_lib
 from distral_tf.envs import level_sets
-from distral_tf.envs import process
-
-# Flags that must agree between a run and the log directory it resumes.
-RESUME_KEYS = ('level_set', 'algorithm', 'num_tasks', 'tasks')
 
 
 def select_tasks(level_set: level_sets.LevelSet,
@@ -50,11 +48,7 @@ def select_tasks(level_set: level_sets.LevelSet,
     raise errors.UsageError(
         f'--tasks {bad} out of range: {level_set.name} has tasks 0..'
         f'{len(level_set.tasks) - 1} ({", ".join(level_set.task_names)})')
-  return level_sets.LevelSet(
-      name=level_set.name, tasks=tuple(level_set.tasks[t] for t in tasks),
-      num_actions=level_set.num_actions, frames_per_step=level_set.frames_per_step,
-      observation_kind=level_set.observation_kind,
-      normalise_by_a3c=level_set.normalise_by_a3c)
+  return dataclasses.replace(level_set, tasks=tuple(level_set.tasks[t] for t in tasks))
 
 
 def set_tf_threads(threads: int) -> None:
@@ -82,7 +76,8 @@ def build_agent(level_set: level_sets.LevelSet, algorithm: algorithms.Algorithm,
   """The network (all variables created) and its learner."""
   network = networks.DistralNetwork(
       algorithm, num_tasks=len(level_set.tasks), num_actions=level_set.num_actions,
-      observation_kind=level_set.observation_kind, alpha=coeffs.alpha)
+      observation_kind=level_set.observation_kind, alpha=coeffs.alpha,
+      hidden_size=cfg.hidden_size)
   network.build(tuple(observation_spec.shape), observation_spec.dtype)
   total_steps = len(level_set.tasks) * fv.env_steps_per_task // level_set.frames_per_step
   learner_config = learner_lib.LearnerConfig(
@@ -90,40 +85,33 @@ def build_agent(level_set: level_sets.LevelSet, algorithm: algorithms.Algorithm,
       discount=fv.discount, rmsprop_decay=cfg.rmsprop_decay,
       rmsprop_epsilon=cfg.rmsprop_epsilon, grad_clip_norm=cfg.grad_clip_norm,
       value_cost=cfg.value_cost, value_l2_cost=cfg.value_l2_cost,
-      regulariser_gradient=cfg.regulariser_gradient)
+      regulariser_gradient=cfg.regulariser_gradient,
+      off_policy_correction=cfg.off_policy_correction, lr_schedule=cfg.lr_schedule)
   return learner_lib.Learner(network, algorithm, coeffs, learner_config)
 
 
 def check_resumable(logdir: str, fv: flags.FlagValues) -> None:
-  """A log directory holding another configuration's run is a user error."""
-  path = os.path.join(logdir, results.CONFIG_FILE)
-  if not os.path.exists(path):
-    return
-  try:
-    with open(path) as f:
-      old = json.load(f)
-  except (OSError, ValueError) as e:
-    raise errors.UsageError(f'{path} is unreadable ({e}); use another --logdir') from None
-  for key in RESUME_KEYS:
-    now = fv[key].value
-    if key in old and old[key] != now:
-      raise errors.UsageError(
-          f'{logdir} holds a run with --{key}={old[key]}, not {now}; resume it with '
-          'the same flags or choose another --logdir')
+  """A log directory holding another run is a user error.
+
+  Every flag of the run must equal the one in its ``config.json`` but those a
+  resumed run may change (``run_dir.RESUMABLE_FLAGS``: budget, pace, threads).
+  """
+  from distral_tf import run_dir  # pylint: disable=g-import-not-at-top
+  run_dir.check_same_run(logdir, fv, run_dir.RESUMABLE_FLAGS)
 
 
 def start_envs(level_set: level_sets.LevelSet, cfg: config_lib.DeepConfig,
                specs: Sequence[tuple[int, int, str]]) -> list:
-  """An environment per ``(task index, seed, name)``.
+  """``envs.batch.start_envs`` with the trainer's flags."""
+  return batch_lib.start_envs(level_set, specs, cfg.env_processes, cfg.env_niceness)
 
-  Each in its own process (``--env_processes``, niceness ``--env_niceness``),
-  all started at once, or stepped in the caller's thread.
-  """
-  if cfg.env_processes:
-    return process.start_all([(level_set.tasks[t].make_env, seed, name)
-                              for t, seed, name in specs], cfg.env_niceness)
-  return [actor_lib.LocalEnv(level_set.tasks[t].make_env, seed, name=name)
-          for t, seed, name in specs]
+
+def make_env_batches(seed: int, cfg: config_lib.DeepConfig,
+                     level_set: level_sets.LevelSet) -> list[tuple[object, list[int]]]:
+  """``envs.batch.make_env_batches`` with the trainer's flags."""
+  return batch_lib.make_env_batches(level_set, seed, cfg.workers_per_task,
+                                    cfg.actor_threads, cfg.env_processes,
+                                    cfg.env_niceness)
 
 
 def _format_duration(seconds: float) -> str:
@@ -142,10 +130,12 @@ def progress_line(progress: actor_lib.Progress, fps: float) -> str:
                 if p == 'task' and v]
     pi0_ret = [np.mean(v) for (t, p), v in progress.recent_returns.items()
                if p == 'distilled' and v]
-    lag = np.mean(progress.policy_lags[-100:]) if progress.policy_lags else 0.0
-  eta = (total - frames) / fps if fps > 0 else float('inf')
-  line = (f'frames {frames:,}/{total:,} ({100.0 * frames / total:.1f}%)  '
-          f'fps {fps:,.0f}  return pi_i {np.mean(task_ret) if task_ret else float("nan"):.3f}')
+  lag = progress.recent_lag()
+  shown = min(frames, total)  # Actors may overshoot the budget by an unroll.
+  eta = max(total - frames, 0) / fps if fps > 0 else float('inf')
+  returns = f'{np.mean(task_ret):.3f}' if task_ret else 'none finished yet'
+  line = (f'frames {shown:,}/{total:,} ({100.0 * shown / total:.1f}%)  '
+          f'fps {fps:,.0f}  return pi_i {returns}')
   if pi0_ret:
     line += f'  pi_0 {np.mean(pi0_ret):.3f}'
   return line + f'  lag {lag:.1f}  ETA {_format_duration(eta)}'
@@ -157,7 +147,8 @@ def write_summaries(writer, progress: actor_lib.Progress, fps: float,
     step = int(progress.frames.sum())
     returns = {k: float(np.mean(v)) for k, v in progress.recent_returns.items() if v}
     metrics = {t: dict(m) for t, m in progress.metrics.items()}
-    lag = float(np.mean(progress.policy_lags[-100:])) if progress.policy_lags else 0.0
+  lag = progress.recent_lag()
+  lag_stats = progress.lag_stats()
   with writer.as_default(step=step):
     for (task, policy), value in returns.items():
       prefix = 'return' if policy == 'task' else 'return_pi0'
@@ -168,12 +159,17 @@ def write_summaries(writer, progress: actor_lib.Progress, fps: float,
     tf.summary.scalar('learning_rate', learning_rate)
     tf.summary.scalar('frames_per_second', fps)
     tf.summary.scalar('policy_lag', lag)
+    for task, stats in lag_stats['policy_lag_per_task'].items():
+      tf.summary.scalar(f'policy_lag_mean/{task}', stats['mean'])
+      tf.summary.scalar(f'policy_lag_max/{task}', stats['max'])
+    tf.summary.scalar('dropped_unrolls', lag_stats['dropped_unrolls'])
   writer.flush()
 
 
 def run(fv: flags.FlagValues) -> dict:
   """Trains the deep algorithm the flags select; returns the summary."""
-  config_lib.apply_level_set_defaults(fv)
+  for note in config_lib.apply_level_set_defaults(fv):
+    print(note, flush=True)
   cfg = config_lib.from_flags(fv)
   algorithm = algorithms.ALGORITHMS[fv.algorithm]
   coeffs = algorithms.coefficients(algorithm, fv.entropy_cost, fv.alpha)
@@ -193,16 +189,13 @@ def run(fv: flags.FlagValues) -> dict:
   results.write_json(os.path.join(fv.logdir, results.CONFIG_FILE),
                      fv.flag_values_dict())
   tf.random.set_seed(fv.seed)
-  return _train(fv, cfg, level_set, algorithm, coeffs)
-
-
-def make_envs(fv: flags.FlagValues, cfg: config_lib.DeepConfig,
-              level_set: level_sets.LevelSet) -> list[tuple[int, object]]:
-  """``(task, environment)`` for every worker of every task, seeded apart."""
-  specs = [(t, actor_lib.env_seed(fv.seed, t, w), f'{task.name}/{w}')
-           for t, task in enumerate(level_set.tasks)
-           for w in range(cfg.workers_per_task)]
-  return [(t, env) for (t, _, _), env in zip(specs, start_envs(level_set, cfg, specs))]
+  with interruption.signals_as_interrupt():
+    try:
+      return _train(fv, cfg, level_set, algorithm, coeffs)
+    except KeyboardInterrupt:  # During start-up: nothing new to save.
+      print(f'Stopped during start-up; {fv.logdir} is as it was. Run the same command '
+            'to start again.', file=sys.stderr, flush=True)
+      sys.exit(interruption.exit_status())
 
 
 def restore(fv: flags.FlagValues, cfg: config_lib.DeepConfig,
@@ -222,40 +215,40 @@ def restore(fv: flags.FlagValues, cfg: config_lib.DeepConfig,
   removed = results.truncate_episodes(
       fv.logdir, dict(zip(level_set.task_names, state.frames.numpy().tolist())))
   if removed:
-    logging.info('Resuming: dropped %d episodes recorded after the checkpoint.', removed)
+    print(f'Resuming: dropped {removed} episodes recorded after the checkpoint.',
+          flush=True)
   return state
 
 
 def make_workers(fv: flags.FlagValues, cfg: config_lib.DeepConfig,
                  level_set: level_sets.LevelSet, algorithm: algorithms.Algorithm,
-                 envs, network, learner, progress: actor_lib.Progress,
+                 env_batches, network, learner, progress: actor_lib.Progress,
                  recorder: actor_lib.EpisodeRecorder, next_eval: int,
                  learner_threads: int) -> tuple[list, list]:
   """Actor threads, learner threads and (for distilled algorithms) the evaluator.
 
+  ``env_batches`` as ``make_env_batches`` returns, one actor thread each;
   ``network`` is the one the actors and the evaluator act with; ``learner``
-  anything with ``train_step(task, batch)``. Returns the workers and the
+  anything with ``train_step(task_sizes, batch)``. Returns the workers and the
   evaluator's environments (to close).
   """
   num_tasks = len(level_set.tasks)
-  unroll_queue = queue.Queue(maxsize=2 * num_tasks * cfg.actor_threads)
+  unroll_queue = queue.Queue(maxsize=2 * cfg.actor_threads)
   workers, eval_envs = [], []
-  for k in range(cfg.actor_threads):
-    # Thread k steps workers k, k + K, ... of every task.
-    block = [(t, env) for i, (t, env) in enumerate(envs)
-             if (i % cfg.workers_per_task) % cfg.actor_threads == k]
-    sizes = [sum(1 for t, _ in block if t == task) for task in range(num_tasks)]
+  for env_batch, tasks in env_batches:
+    sizes = [tasks.count(task) for task in range(num_tasks)]
     workers.append(actor_lib.Actor(
-        block, network, actor_lib.make_act_fn(network, sizes), progress, recorder,
-        cfg.unroll_length, level_set.frames_per_step, unroll_queue))
+        env_batch, tasks, num_tasks, network, actor_lib.make_act_fn(network, sizes),
+        progress, recorder, cfg.unroll_length, level_set.frames_per_step, unroll_queue))
   actors = list(workers)
   actors_done = lambda: all(a.done for a in actors)
   for _ in range(learner_threads):
-    workers.append(actor_lib.LearnerThread(learner, unroll_queue, progress, actors_done))
+    workers.append(actor_lib.LearnerThread(learner, unroll_queue, progress, actors_done,
+                                           cfg.max_policy_lag))
   if algorithm.distilled:
     interval = cfg.eval_interval or max(fv.env_steps_per_task // 20, 1)
     eval_envs = start_envs(level_set, cfg, [
-        (t, actor_lib.env_seed(fv.seed, t, 10_000), f'{task.name}/eval')
+        (t, batch_lib.env_seed(fv.seed, t, 10_000), f'{task.name}/eval')
         for t, task in enumerate(level_set.tasks)])
     workers.append(actor_lib.Evaluator(
         eval_envs, actor_lib.make_pi0_act_fn(network), network, progress, recorder,
@@ -264,26 +257,27 @@ def make_workers(fv: flags.FlagValues, cfg: config_lib.DeepConfig,
 
 
 def _train(fv, cfg, level_set, algorithm, coeffs) -> dict:
-  envs, eval_envs = [], []
+  env_batches, eval_envs = [], []
   try:
-    envs = make_envs(fv, cfg, level_set)
+    env_batches = make_env_batches(fv.seed, cfg, level_set)
     learner = build_agent(level_set, algorithm, coeffs, fv, cfg,
-                          envs[0][1].observation_spec())
+                          env_batches[0][0].observation_spec())
     state = restore(fv, cfg, level_set, learner)
     writer = results.EpisodeWriter(fv.logdir, fv.algorithm, fv.seed)
     progress = actor_lib.Progress(level_set.task_names, fv.env_steps_per_task,
                                   state.frames.numpy())
     recorder = actor_lib.EpisodeRecorder(writer, progress)
     workers, eval_envs = make_workers(
-        fv, cfg, level_set, algorithm, envs, learner.network, learner, progress,
+        fv, cfg, level_set, algorithm, env_batches, learner.network, learner, progress,
         recorder, int(state.next_eval.numpy()), cfg.learner_threads)
     return _monitor(fv, cfg, level_set, learner, state, progress, recorder,
                     writer, workers, threading.Event())
   finally:
-    for _, env in envs:
-      env.close()
-    for env in eval_envs:
-      env.close()
+    with interruption.deferred():
+      for env_batch, _ in env_batches:
+        env_batch.close()
+      for env in eval_envs:
+        env.close()
 
 
 def _monitor(fv, cfg, level_set, learner, state, progress, recorder, writer,
@@ -300,8 +294,10 @@ def _monitor(fv, cfg, level_set, learner, state, progress, recorder, writer,
     th.start()
   last_log = last_ckpt = time.time()
   last_frames = int(progress.frames.sum())
-  # Throughput after the first progress line, when tracing and start-up are over.
+  # Throughput from the first progress line at which every environment has
+  # stepped: start-up (environments, tracing) is over.
   steady_start = None
+  actors = [w for w in workers if isinstance(w, actor_lib.Actor)]
   interrupted = False
   try:
     training = [th for th, w in zip(threads, workers)
@@ -313,29 +309,39 @@ def _monitor(fv, cfg, level_set, learner, state, progress, recorder, writer,
         frames = int(progress.frames.sum())
         fps = (frames - last_frames) / (now - last_log)
         print(progress_line(progress, fps), flush=True)
-        if steady_start is None:
+        if steady_start is None and all(a.stepped for a in actors):
           steady_start = (now, frames)
         write_summaries(summary_writer, progress, fps, float(learner.learning_rate.numpy()))
         recorder.flush()
         last_log, last_frames = now, frames
       if now - last_ckpt >= cfg.checkpoint_secs:
-        _save(state, progress, workers, wall_before + now - start)
+        _save(state, learner, progress, workers, wall_before + now - start)
         recorder.flush()
         last_ckpt = now
       if cfg.max_seconds and now - start >= cfg.max_seconds:
         break
-  except KeyboardInterrupt:
+    if not stop.is_set() and progress.all_done():
+      for th in threads:  # The evaluator's last evaluation: one episode per task.
+        while th.is_alive():
+          th.join(0.2)
+  except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (``interruption.signals_as_interrupt``).
     interrupted = True
-  if not interrupted and not stop.is_set() and progress.all_done():
-    for th in threads:  # Lets the evaluator finish its last evaluation of pi_0.
+  with interruption.deferred():  # A second signal cannot cut the saving short.
+    stop.set()
+    for th in threads:
       th.join()
-  stop.set()
-  for th in threads:
-    th.join()
-  errors_seen = [w.error for w in workers if w.error is not None]
-  _save(state, progress, workers, wall_before + time.time() - start)
-  recorder.flush()
-  writer.close()
+    errors_seen = [w.error for w in workers if w.error is not None]
+    diverged = [e for e in errors_seen if isinstance(e, learner_lib.Diverged)]
+    if not diverged:
+      try:
+        _save(state, learner, progress, workers, wall_before + time.time() - start)
+      except learner_lib.Diverged as e:
+        diverged = [e]
+    recorder.flush()
+    writer.close()
+  if diverged:
+    print(f'error: {diverged[0]}', file=sys.stderr, flush=True)
+    sys.exit(1)
   if errors_seen:
     raise errors_seen[0]
   end = time.time()
@@ -344,13 +350,11 @@ def _monitor(fv, cfg, level_set, learner, state, progress, recorder, writer,
   if steady_start is not None and end > steady_start[0] + 1e-3:
     steady_fps = (int(progress.frames.sum()) - steady_start[1]) / (end - steady_start[0])
   rows = results.read_episodes(fv.logdir)
-  with progress.lock:
-    lags = list(progress.policy_lags)
   summary = results.write_summary(
       fv.logdir, rows, fv.env_steps_per_task, wall, int(progress.frames.sum()),
       finished=progress.all_done() and not interrupted, algorithm=fv.algorithm,
       level_set=level_set.name, updates=int(progress.updates),
-      mean_policy_lag=float(np.mean(lags)) if lags else 0.0,
+      **progress.lag_stats(),
       interrupted_episodes=int(progress.interrupted_episodes),
       steady_frames_per_second=steady_fps, resumed_from_env_steps=resumed_from)
   plotting.plot_run(fv.logdir, rows, fv.env_steps_per_task,
@@ -359,11 +363,13 @@ def _monitor(fv, cfg, level_set, learner, state, progress, recorder, writer,
   if interrupted:
     print(f'Stopped; checkpoint saved in {fv.logdir}. Run the same command to resume.',
           file=sys.stderr, flush=True)
-    sys.exit(130)
+    sys.exit(interruption.exit_status())
   return summary
 
 
-def _save(state, progress, workers, wall_time: float) -> None:
+def _save(state, learner, progress, workers, wall_time: float) -> None:
+  """Checkpoints the run; refuses (``Diverged``) weights that are not finite."""
+  learner_lib.check_finite_weights(learner.network.trainable_variables)
   evaluators = [w for w in workers if isinstance(w, actor_lib.Evaluator)]
   with progress.lock:
     frames = progress.frames.copy()

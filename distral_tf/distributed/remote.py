@@ -6,7 +6,7 @@
   ``ClusterCoordinator`` runs scheduled functions on the workers, rescheduling
   a function whose worker fails.
 * ``StepScheduler`` compiles ``Learner.gradients`` + ``Learner.apply`` (that
-  is, ``Learner.update``) once per task inside ``strategy.run`` and schedules
+  is, ``Learner.update``) once per actor block of tasks inside ``strategy.run`` and schedules
   it: the worker reads the task's variables from the ps tasks once, computes
   the gradient and sends it back, where the one shared RMSProp optimiser (its
   slots colocated with the variables) applies it.
@@ -112,7 +112,7 @@ def _worker_ids(coordinator, num_workers: int):
 
 
 class StepScheduler:
-  """Schedules ``learner.update`` of a task on whichever worker is free.
+  """Schedules ``learner.update`` of an unroll on whichever worker is free.
 
   ``paused()`` holds new steps back and waits for those in flight, so that a
   checkpoint taken inside it is consistent: the variables on the ps tasks then
@@ -138,14 +138,14 @@ class StepScheduler:
     # Agent steps (time steps x batch) of the completed gradient steps, per task.
     self.trained_steps = np.zeros(num_tasks, np.int64)
 
-  def _step_fn(self, task: int) -> Callable:
+  def _step_fn(self, task_sizes: tuple[int, ...]) -> Callable:
     with self._lock:
-      if task not in self._steps:
+      if task_sizes not in self._steps:
         learner = self._learner
 
         def update(batch):
           with self._read_once():
-            grads, variables, metrics = learner.gradients(task, batch)
+            grads, variables, metrics = learner.gradients(task_sizes, batch)
           return learner.apply(grads, variables, batch, metrics)
 
         @functools.partial(tf.function, autograph=False)
@@ -153,8 +153,8 @@ class StepScheduler:
           metrics = self._strategy.run(update, args=(batch,))
           return dict(metrics, worker=tf.identity(worker_id))
 
-        self._steps[task] = step
-      return self._steps[task]
+        self._steps[task_sizes] = step
+      return self._steps[task_sizes]
 
   @contextlib.contextmanager
   def _read_once(self):
@@ -172,20 +172,22 @@ class StepScheduler:
       with distribute_utils.cache_variable_reads():
         yield
 
-  def train_step(self, task: int, batch: learner_lib.Unroll) -> dict[str, float]:
+  def train_step(self, task_sizes: tuple[int, ...],
+                 batch: learner_lib.Unroll) -> dict[str, float]:
     """``Learner.train_step`` run on a worker: schedules it, waits, returns metrics."""
     with self._gate:
       while self._paused:
         self._gate.wait()
       self._in_flight += 1
     try:
-      remote_value = self._coordinator.schedule(self._step_fn(task),
+      task_sizes = tuple(int(n) for n in task_sizes)
+      remote_value = self._coordinator.schedule(self._step_fn(task_sizes),
                                                 args=(self._worker_ids, batch))
       values = self._fetch(remote_value)
       worker = int(values.pop('worker'))
       with self._lock:
         self.steps_per_worker[worker] += 1
-        self.trained_steps[task] += int(np.prod(batch.actions.shape))
+        self.trained_steps += np.asarray(task_sizes) * int(batch.actions.shape[0])
       return {k: float(v) for k, v in values.items()}
     finally:
       with self._gate:

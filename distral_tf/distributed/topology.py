@@ -33,6 +33,11 @@ LOOPBACK = '127.0.0.1'
 DEFAULT_LOCAL_PS = 1
 DEFAULT_LOCAL_WORKERS = 2
 _LOCAL_KEYS = ('ps', 'workers', 'port')
+# A loopback cluster runs every server on this machine: at most this many per
+# core (and never fewer than MIN_LOCAL_SERVERS in all), beyond which it only
+# shares the cores and memory out thinner (each server is a TensorFlow runtime).
+LOCAL_SERVERS_PER_CORE = 4
+MIN_LOCAL_SERVERS = 8
 CLUSTER_FLAG_HELP = ('--cluster takes "local:ps=N,workers=M[,port=P]" (a loopback '
                      'cluster started by this command) or "tf_config" (roles from '
                      'the TF_CONFIG environment variable)')
@@ -102,6 +107,12 @@ def parse_cluster_flag(value: str) -> LocalRequest | str:
                          base_port=fields.get('port'))
   if request.num_ps < 1 or request.num_workers < 1:
     raise errors.UsageError(f'--cluster={value}: needs ps >= 1 and workers >= 1')
+  limit = max_local_servers()
+  if request.num_ps + request.num_workers > limit:
+    raise errors.UsageError(
+        f'--cluster={value}: {request.num_ps + request.num_workers} servers is more '
+        f'than this machine runs usefully (at most {limit}: {LOCAL_SERVERS_PER_CORE} '
+        f'per core); use a real cluster (--cluster=tf_config) for more')
   if request.base_port is not None:
     last = request.base_port + request.num_ps + request.num_workers
     if request.base_port < 1024 or last > 65535:
@@ -109,6 +120,11 @@ def parse_cluster_flag(value: str) -> LocalRequest | str:
           f'--cluster={value}: ports {request.base_port}..{last} must lie in '
           '1024..65535')
   return request
+
+
+def max_local_servers() -> int:
+  """How many ps and worker servers a loopback cluster may start on this machine."""
+  return max(LOCAL_SERVERS_PER_CORE * (os.cpu_count() or 1), MIN_LOCAL_SERVERS)
 
 
 def split_address(address: str) -> tuple[str, int]:

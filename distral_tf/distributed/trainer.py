@@ -58,15 +58,16 @@ class ClusterTrainer:
   def setup(self) -> None:
     fv, cfg, level_set = self.fv, self.cfg, self.level_set
     num_tasks = len(level_set.tasks)
-    self.envs = train.make_envs(fv, cfg, level_set)
-    spec = self.envs[0][1].observation_spec()
+    self.envs = train.make_env_batches(fv.seed, cfg, level_set)
+    spec = self.envs[0][0].observation_spec()
     with self.strategy.scope():
       self.learner = train.build_agent(level_set, self.algorithm, self.coeffs, fv,
                                        cfg, spec)
     network = self.learner.network
     local = networks.DistralNetwork(
         self.algorithm, num_tasks=num_tasks, num_actions=level_set.num_actions,
-        observation_kind=level_set.observation_kind, alpha=self.coeffs.alpha)
+        observation_kind=level_set.observation_kind, alpha=self.coeffs.alpha,
+        hidden_size=cfg.hidden_size)
     local.build(tuple(spec.shape), spec.dtype)
     self.mirror = remote.PolicyMirror(network, local)
     self.state = train.restore(fv, cfg, level_set, self.learner)
@@ -249,15 +250,13 @@ class ClusterTrainer:
     self.writer.close()
     self.write_cluster_file()
     rows = results.read_episodes(fv.logdir)
-    with self.progress.lock:
-      lags = list(self.progress.policy_lags)
     summary = results.write_summary(
         fv.logdir, rows, fv.env_steps_per_task, wall, int(self.progress.frames.sum()),
         finished=self.progress.all_done() and not interrupted,
         algorithm=fv.algorithm, level_set=self.level_set.name,
         updates=int(self.progress.updates),
         agent_steps=int(self.learner.steps_done.numpy()),
-        mean_policy_lag=float(np.mean(lags)) if lags else 0.0,
+        **self.progress.lag_stats(),
         interrupted_episodes=int(self.progress.interrupted_episodes),
         steady_frames_per_second=steady_fps, cluster=self.cluster_stats())
     plotting.plot_run(fv.logdir, rows, fv.env_steps_per_task,
@@ -297,7 +296,7 @@ class ClusterTrainer:
     self.stop_event.set()
     if self.launcher is not None:
       self.launcher.on_restart = None
-    for _, env in self.envs:
-      env.close()
+    for env_batch, _ in self.envs:
+      env_batch.close()
     for env in self.eval_envs:
       env.close()

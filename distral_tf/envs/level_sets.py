@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Callable
+from typing import Any, Callable
 
 import dm_env
 
@@ -39,6 +39,10 @@ class LevelSet:
   normalise_by_a3c: bool = False
   # Whether every environment must run in its own process (an OpenGL context each).
   needs_env_processes: bool = False
+  # (tasks, seed) -> an ``envs.batch.EnvBatch`` with one environment per entry
+  # of ``tasks``, stepped together in the caller's process; None where the
+  # level set has none. Used for cheap environments with --env_processes=false.
+  make_batch: Callable[..., Any] | None = None
 
   def check_env_processes(self, env_processes: bool) -> None:
     """Refuses ``--env_processes=false`` where environments need their own process."""

@@ -10,10 +10,13 @@ If the child process dies (a crash of the environment's native code), the next
 call restarts it with a new seed offset and returns the first time step of a
 fresh episode. A ``FIRST`` time step that arrives where a ``MID`` or ``LAST`` was
 expected therefore means "the episode was interrupted"; ``restarts`` counts
-them. A process that keeps dying as it restarts raises ``EnvError`` after
-``MAX_RESTART_ATTEMPTS`` tries. Python exceptions raised by the environment are
-not crashes: they are re-raised in the caller as ``EnvError`` with the child's
-traceback.
+them. A process that does not answer a step or reset within ``step_timeout``
+seconds (hung, or stopped) is killed and restarted the same way, with a
+warning; one that does not finish starting within ``start_timeout`` seconds is
+killed and raises ``EnvError``. A process that keeps dying as it restarts raises
+``EnvError`` after ``MAX_RESTART_ATTEMPTS`` tries. Python exceptions raised by
+the environment are not crashes: they are re-raised in the caller as
+``EnvError`` with the child's traceback.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ from absl import logging
 RESTART_SEED_STRIDE = 1_000_003
 # Consecutive deaths of a restarted process before EnvProcess gives up.
 MAX_RESTART_ATTEMPTS = 3
+# Seconds an environment may take to answer one step or reset before it counts as
+# hung (generous: the slowest level sets step in milliseconds).
+STEP_TIMEOUT_SECS = 60.0
+# Seconds an environment may take to start (a DeepMind Lab level compiles then).
+START_TIMEOUT_SECS = 600.0
 
 
 # The child is a fresh interpreter: it imports only the environment's own modules
@@ -48,6 +56,14 @@ class EnvError(RuntimeError):
 
 class _ProcessDied(EnvError):
   """The environment's process ended before it answered."""
+
+
+class _ProcessHung(_ProcessDied):
+  """The environment's process did not answer in time."""
+
+  def __init__(self, name: str, reason: str):
+    super().__init__(f'{name}: {reason}')
+    self.reason = reason
 
 
 def _pack(timestep: dm_env.TimeStep) -> tuple:
@@ -113,17 +129,21 @@ class EnvProcess:
 
   ``niceness`` (0-19) is added to the process's niceness: on cores shared with
   the learner, the learner and the batched inference, which every environment
-  waits on, then come first. ``start_all`` starts many at once.
+  waits on, then come first. ``step_timeout`` and ``start_timeout`` bound the
+  wait for an answer in seconds. ``start_all`` starts many at once.
   """
 
   def __init__(self, make_env: Callable[[int], dm_env.Environment], seed: int,
                restart_on_crash: bool = True, name: str = 'env', niceness: int = 0,
-               _wait: bool = True):
+               step_timeout: float = STEP_TIMEOUT_SECS,
+               start_timeout: float = START_TIMEOUT_SECS, _wait: bool = True):
     self._make_env = make_env
     self._seed = seed
     self._restart_on_crash = restart_on_crash
     self.name = name
     self.niceness = niceness
+    self.step_timeout = step_timeout
+    self.start_timeout = start_timeout
     self.restarts = 0
     self._process = None
     self._conn = None
@@ -144,7 +164,10 @@ class EnvProcess:
     seed = self._seed + self.restarts * RESTART_SEED_STRIDE
     self._process = subprocess.Popen(
         [sys.executable, '-c', _CHILD_CODE, str(child.fileno()), str(self.niceness)],
-        pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
+        pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+        # Its own session: Ctrl-C in the terminal reaches the trainer only, which
+        # then closes its environments in order (no tracebacks, no restarts).
+        start_new_session=True)
     child.close()
     self._conn = multiprocessing.connection.Connection(parent.detach())
     try:
@@ -154,9 +177,12 @@ class EnvProcess:
       pass  # The process died at once; ``_handshake`` reports it.
 
   def _handshake(self) -> None:
-    """Waits until the environment is built; raises if it failed or died."""
+    """Waits until the environment is built; raises if it failed, died or hung."""
     try:
-      status, payload = self._conn.recv()
+      status, payload = self._recv(self.start_timeout, 'start')
+    except _ProcessHung:
+      self._kill()
+      raise
     except (EOFError, OSError):
       self._process.wait(timeout=5)
       raise _ProcessDied(f'{self.name}: environment process died while starting '
@@ -166,12 +192,20 @@ class EnvProcess:
       raise EnvError(f'{self.name}: environment failed to start:\n{payload}')
     self._observation_spec, self._action_spec = payload
 
-  def _restart(self) -> dm_env.TimeStep:
+  def _recv(self, timeout: float, what: str) -> Any:
+    """The next message; raises ``_ProcessHung`` if none comes within ``timeout``."""
+    if not self._conn.poll(timeout):
+      raise _ProcessHung(self.name, f'environment process {self._process.pid} did not '
+                         f'{what} within {timeout:g} s')
+    return self._conn.recv()
+
+  def _restart(self, why: str = 'environment process died') -> dm_env.TimeStep:
     """Starts a new process and resets it; gives up after repeated deaths."""
     for _ in range(MAX_RESTART_ATTEMPTS):
       self.restarts += 1
-      logging.warning('%s: environment process died; restarting it (restart %d).',
-                      self.name, self.restarts)
+      logging.warning('%s: %s; restarting it (restart %d).', self.name, why,
+                      self.restarts)
+      why = 'environment process died'
       self._kill()
       try:
         self._start()
@@ -222,13 +256,18 @@ class EnvProcess:
     self._pending = None
     try:
       return self._receive_ok()
+    except _ProcessHung as e:
+      if not self._restart_on_crash:
+        self._kill()
+        raise EnvError(f'{e}; killed it') from None
+      return self._restart(f'{e.reason}; killed it')
     except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
       if not self._restart_on_crash:
         raise EnvError(f'{self.name}: environment process died') from None
       return self._restart()
 
   def _receive_ok(self) -> dm_env.TimeStep:
-    status, payload = self._conn.recv()
+    status, payload = self._recv(self.step_timeout, 'answer')
     if status == 'error':
       raise EnvError(f'{self.name}: environment raised:\n{payload}')
     return _unpack(payload)
@@ -256,7 +295,8 @@ class EnvProcess:
 
 
 def start_all(specs: Sequence[tuple[Callable[[int], dm_env.Environment], int, str]],
-              niceness: int = 0) -> list[EnvProcess]:
+              niceness: int = 0, step_timeout: float = STEP_TIMEOUT_SECS,
+              start_timeout: float = START_TIMEOUT_SECS) -> list[EnvProcess]:
   """One ``EnvProcess`` per ``(make_env, seed, name)``, their start-ups overlapping.
 
   All processes are launched before any is waited on, so building N
@@ -266,7 +306,9 @@ def start_all(specs: Sequence[tuple[Callable[[int], dm_env.Environment], int, st
   envs: list[EnvProcess] = []
   try:
     for make_env, seed, name in specs:
-      envs.append(EnvProcess(make_env, seed, name=name, niceness=niceness, _wait=False))
+      envs.append(EnvProcess(make_env, seed, name=name, niceness=niceness,
+                             step_timeout=step_timeout, start_timeout=start_timeout,
+                             _wait=False))
     for env in envs:
       env._handshake()  # pylint: disable=protected-access
   except BaseException:

@@ -25,15 +25,17 @@ reward is a function of whether the agent bumped, the goal being terminal).
 
 The paper's constants were lost from our copy of its text; ours are in
 ``TwoRoomsConfig`` (the one place defaults live) and every one is a flag
-``--two_rooms_*``. ``Layout`` and ``step_dynamics`` are the dynamics; both the
-``dm_env`` class ``TwoRooms`` and the vectorised ``BatchTwoRooms`` (used by the
-tabular agents) step through them.
+``--two_rooms_*``. ``Layout`` and ``step_dynamics`` are the dynamics; the
+``dm_env`` class ``TwoRooms``, the vectorised ``BatchTwoRooms`` (used by the
+tabular agents) and ``TwoRoomsEnvBatch`` (its deep-agent observations, an
+``envs.batch.EnvBatch`` stepped in the trainer's own process) step through them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Sequence
 
 import dm_env
 import numpy as np
@@ -41,6 +43,7 @@ from absl import flags
 from dm_env import specs
 
 from distral_tf import errors
+from distral_tf.envs import batch as batch_lib
 from distral_tf.envs import level_sets
 
 NUM_ACTIONS = 5
@@ -165,6 +168,27 @@ def tabular_state(cells, prev_actions, bumped, first) -> np.ndarray:
 
 def observation_size(layout: Layout) -> int:
   return layout.num_cells + NUM_ACTIONS + 1
+
+
+def batch_observations(layout: Layout, config: TwoRoomsConfig, cells: np.ndarray,
+                       codes: np.ndarray) -> np.ndarray:
+  """``make_observation`` of many (cell, tabular code) pairs at once ``[N, D]``.
+
+  Code 0 is an episode's start; code ``1 + 2 a + bumped`` follows action a.
+  The previous reward is the wall penalty after a bump, else the step penalty
+  (reaching the goal ends the episode, so its reward is never a previous one).
+  """
+  n = len(cells)
+  obs = np.zeros((n, observation_size(layout)), np.float32)
+  rows = np.arange(n)
+  obs[rows, cells] = 1.0
+  moved = codes > 0
+  prev_actions = (codes - 1) // 2
+  obs[rows[moved], layout.num_cells + prev_actions[moved]] = 1.0
+  bumped = (codes - 1) % 2 == 1
+  obs[:, -1] = np.where(moved, np.where(bumped, config.wall_penalty,
+                                        config.step_penalty), 0.0)
+  return obs
 
 
 def make_observation(layout: Layout, cell: int, prev_action: int | None,
@@ -337,6 +361,59 @@ class BatchTwoRooms:
     return rewards, next_states, reached, truncated
 
 
+class TwoRoomsEnvBatch:
+  """Copies of the world for the deep agents, one per goal, stepped in numpy.
+
+  An ``envs.batch.EnvBatch``: the observations of ``make_observation``, the
+  rewards and discounts of ``TwoRooms`` (a termination at the goal, a
+  truncation with discount 1 after ``step_limit`` steps), all copies at once.
+  """
+
+  def __init__(self, config: TwoRoomsConfig, goal_cells: Sequence[int], seed: int):
+    self._world = BatchTwoRooms(config, goal_cells, seed)
+    self._layout = self._world.layout
+    self._config = config
+
+  def observation_spec(self) -> specs.Array:
+    return specs.Array((observation_size(self._layout),), np.float32, 'observation')
+
+  def _observations(self) -> np.ndarray:
+    return batch_observations(self._layout, self._config, self._world.cells,
+                              self._world.codes)
+
+  def reset(self) -> np.ndarray:
+    self._world.reset()
+    return self._observations()
+
+  def step(self, actions: np.ndarray) -> batch_lib.BatchStep:
+    actions = np.asarray(actions, dtype=np.int64)
+    if actions.min() < 0 or actions.max() >= NUM_ACTIONS:
+      raise ValueError(f'actions must be in [0, {NUM_ACTIONS}), got {actions}')
+    rewards, reached_states, terminal, truncated = self._world.step(actions)
+    ends = terminal | truncated
+    observations = self._observations()
+    final_observations = None
+    if truncated.any():
+      final_observations = observations.copy()
+      final_observations[truncated] = batch_observations(
+          self._layout, self._config, reached_states[truncated] // NUM_CODES,
+          reached_states[truncated] % NUM_CODES)
+    return batch_lib.BatchStep(
+        rewards=rewards.astype(np.float32),
+        discounts=np.where(terminal, 0.0, 1.0).astype(np.float32),
+        ends=ends, lost=np.zeros_like(ends), observations=observations,
+        final_observations=final_observations)
+
+  def close(self) -> None:
+    pass
+
+
+def make_env_batch(tasks: Sequence[level_sets.Task], seed: int) -> TwoRoomsEnvBatch:
+  """One ``TwoRoomsEnvBatch`` copy per entry of ``tasks`` (``LevelSet.make_batch``)."""
+  config, goals = _config_and_goals(tasks)
+  return TwoRoomsEnvBatch(config, goals, seed)
+
+
 def config_from_flags(fv: flags.FlagValues) -> TwoRoomsConfig:
   """Reads the ``--two_rooms_*`` flags; raises ``errors.UsageError`` on bad values."""
   config = TwoRoomsConfig(
@@ -394,15 +471,18 @@ def make_level_set(name: str, num_tasks: int | None, seed: int,
         make_env=functools.partial(TwoRooms, goal=(row, col), config=config)))
   return level_sets.LevelSet(name=LEVEL_SET_NAME, tasks=tuple(tasks),
                              num_actions=NUM_ACTIONS, frames_per_step=1,
-                             observation_kind='vector')
+                             observation_kind='vector', make_batch=make_env_batch)
 
 
-def goal_cells_of(level_set: level_sets.LevelSet) -> tuple[TwoRoomsConfig, list[int]]:
-  """The config and goal cells of a ``two_rooms`` level set's tasks."""
-  configs = {t.make_env.keywords['config'] for t in level_set.tasks}
+def _config_and_goals(tasks: Sequence[level_sets.Task]) -> tuple[TwoRoomsConfig, list[int]]:
+  configs = {t.make_env.keywords['config'] for t in tasks}
   if len(configs) != 1:
     raise ValueError('tasks of one level set must share their config')
   config = configs.pop()
   layout = layout_of(config)
-  return config, [layout.cell_index(*t.make_env.keywords['goal'])
-                  for t in level_set.tasks]
+  return config, [layout.cell_index(*t.make_env.keywords['goal']) for t in tasks]
+
+
+def goal_cells_of(level_set: level_sets.LevelSet) -> tuple[TwoRoomsConfig, list[int]]:
+  """The config and goal cells of a ``two_rooms`` level set's tasks."""
+  return _config_and_goals(level_set.tasks)

@@ -33,11 +33,6 @@ flags.DEFINE_integer('tabular_eval_interval', _D.eval_interval,
 flags.DEFINE_integer('tabular_eval_episodes', _D.eval_episodes,
                      'Evaluation episodes of pi_0 (sampled actions) per task; 0: none.')
 
-# Flags that change what a run computes (a finished run is reused only if equal).
-FLAG_PREFIXES = ('tabular_', 'two_rooms_')
-COMMON_FLAGS = ('level_set', 'algorithm', 'seed', 'num_tasks', 'env_steps_per_task',
-                'learning_rate', 'discount', 'alpha', 'entropy_cost')
-
 
 def agent_config(fv: flags.FlagValues) -> agent.AgentConfig:
   """The run's hyper-parameters (family defaults for None); raises UsageError."""

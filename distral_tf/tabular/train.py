@@ -13,7 +13,9 @@ set and writes into ``fv.logdir``:
 * ``tabular_policies.npz``: the final Q tables, pi_0, visit frequencies and goals.
 
 A run takes seconds, so it does not checkpoint: a finished run with the same
-settings is not run again, anything else starts afresh.
+flags is not run again, an unfinished one starts afresh, and a log directory
+holding another run (any other trainer, algorithm or flag but where and how it
+executes, ``run_dir.EXECUTION_FLAGS``) is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from absl import flags
 
 from distral_tf import plotting
 from distral_tf import results
+from distral_tf import run_dir
 from distral_tf.envs import level_sets
 from distral_tf.envs import two_rooms
 from distral_tf.tabular import agent
@@ -35,26 +38,14 @@ from distral_tf.tabular import config as tabular_config
 POLICIES_FILE = 'tabular_policies.npz'
 
 
-def _run_settings(fv: flags.FlagValues) -> dict:
-  values = fv.flag_values_dict()
-  return {k: v for k, v in values.items()
-          if k in tabular_config.COMMON_FLAGS
-          or k.startswith(tabular_config.FLAG_PREFIXES)}
-
-
-def _finished_summary(logdir: str, settings: dict) -> dict | None:
-  """The summary of a finished run of the same settings in ``logdir``, if any."""
+def _finished_summary(logdir: str) -> dict | None:
+  """The summary in ``logdir`` if it says the run finished."""
   try:
     with open(os.path.join(logdir, results.SUMMARY_FILE)) as f:
       summary = json.load(f)
-    with open(os.path.join(logdir, results.CONFIG_FILE)) as f:
-      config = json.load(f)
   except (OSError, ValueError):
     return None
-  saved = {k: config.get(k) for k in settings}
-  same = json.loads(json.dumps(saved, default=str)) == json.loads(
-      json.dumps(settings, default=str))
-  return summary if summary.get('finished') and same else None
+  return summary if isinstance(summary, dict) and summary.get('finished') else None
 
 
 def run(fv: flags.FlagValues) -> dict:
@@ -64,20 +55,19 @@ def run(fv: flags.FlagValues) -> dict:
   env_config, goals = two_rooms.goal_cells_of(level_set)
   names = level_set.task_names
   logdir = fv.logdir
-  settings = _run_settings(fv)
-  done = _finished_summary(logdir, settings)
+  run_dir.prepare(logdir)
+  same_run = run_dir.check_same_run(logdir, fv, run_dir.EXECUTION_FLAGS)
+  done = _finished_summary(logdir) if same_run is not None else None
   if done is not None:
     print(f'{logdir}: finished already with these settings')
     print(results.format_summary_table(done))
     return done
-  os.makedirs(logdir, exist_ok=True)
-  results.truncate_episodes(logdir, {})  # Start afresh.
   summary_path = os.path.join(logdir, results.SUMMARY_FILE)
   if os.path.exists(summary_path):
     os.remove(summary_path)
   results.write_json(os.path.join(logdir, results.CONFIG_FILE), fv.flag_values_dict())
 
-  writer = results.EpisodeWriter(logdir, fv.algorithm, fv.seed)
+  writer = results.EpisodeWriter(logdir, fv.algorithm, fv.seed, fresh=True)
   recent: list[float] = []
   latest_eval: list[float] = []
   budget = config.env_steps_per_task

@@ -1,0 +1,165 @@
+"""Whether a log directory can take a run: a writable place that holds no other run.
+
+A log directory belongs to one run, defined by the flags in its ``config.json``.
+Running the same command again reuses a finished run, resumes a deep run from
+its checkpoint, or starts an unfinished tabular run afresh. Any other run is
+refused (``errors.UsageError``), so that no trainer overwrites, mixes or
+truncates another run's results.
+
+The comparison leaves nothing out by default: every flag defined by this
+project's trainer modules (``cli``, the agents, the level sets) must equal the
+saved value, except the few that only say how, or how long, a run executes
+(``EXECUTION_FLAGS``; the deep trainers may also be given a new budget,
+``RESUMABLE_FLAGS``). Flags of the commands that drive trainers (experiments,
+benchmarks, servers) and of libraries are not part of a run.
+
+Everything here is plain Python, so ``cli`` checks before TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+from absl import flags
+
+from distral_tf import errors
+from distral_tf import results
+
+# Modules whose flags make up a run: this package's, except commands that start runs.
+PROJECT_PACKAGE = 'distral_tf.'
+COMMAND_MODULES = ('distral_tf.experiments.', 'distral_tf.bench',
+                   'distral_tf.distributed.bench', 'distral_tf.distributed.server')
+
+# Flags that may change between the attempts of a run: where and at what pace it
+# executes, not what it computes.
+EXECUTION_FLAGS = frozenset({
+    'logdir', 'max_seconds', 'checkpoint_secs', 'log_interval_secs', 'tf_threads',
+    'actor_threads', 'env_processes', 'env_niceness', 'dmlab_renderer',
+    'dmlab_level_cache', 'dmlab_level_cache_dir'})
+# A checkpointed (deep) run may also be resumed with a larger or smaller budget.
+RESUMABLE_FLAGS = EXECUTION_FLAGS | {'env_steps_per_task'}
+
+# Files whose presence means that a directory holds (part of) a run.
+RUN_FILES = (results.CONFIG_FILE, results.EPISODES_FILE, results.SUMMARY_FILE,
+             'checkpoints')
+# How many differing flags an error message names.
+_SHOWN_DIFFERENCES = 6
+
+
+def prepare(logdir: str) -> None:
+  """Creates ``logdir`` if needed and checks that a file can be written in it.
+
+  Raises ``errors.UsageError`` for an empty path, a path that is a file or lies
+  under one, a directory that cannot be created or written, and a full disk.
+  """
+  if not logdir or not logdir.strip():
+    raise errors.UsageError('--logdir is empty; give the directory the run writes to')
+  if os.path.exists(logdir) and not os.path.isdir(logdir):
+    raise errors.UsageError(f'--logdir={logdir} is a file, not a directory')
+  file_above = _file_above(logdir)
+  if file_above is not None:
+    raise errors.UsageError(f'--logdir={logdir} lies under {file_above}, which is a '
+                            'file, not a directory')
+  try:
+    os.makedirs(logdir, exist_ok=True)
+  except OSError as e:
+    raise errors.UsageError(f'cannot create --logdir={logdir}: {e.strerror}') from None
+  probe = os.path.join(logdir, f'.write_check.{os.getpid()}')
+  try:
+    with open(probe, 'w') as f:
+      f.write('distral_tf\n')
+  except OSError as e:
+    if errors.is_disk_full(e):
+      raise errors.disk_full_error(logdir) from None
+    raise errors.UsageError(f'cannot write in --logdir={logdir}: {e.strerror}') from None
+  finally:
+    if os.path.lexists(probe):
+      os.remove(probe)
+
+
+def _file_above(path: str) -> str | None:
+  """The nearest existing ancestor of ``path`` if it is not a directory."""
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  return None if os.path.isdir(parent) else parent
+
+
+def run_flags(fv: flags.FlagValues) -> dict[str, Any]:
+  """The values of every flag that belongs to a run (JSON-normalised)."""
+  names = [f.name for module, module_flags in fv.flags_by_module_dict().items()
+           if module.startswith(PROJECT_PACKAGE) and
+           not module.startswith(COMMAND_MODULES)
+           for f in module_flags]
+  return {name: _normalised(fv[name].value) for name in names}
+
+
+def _normalised(value: Any) -> Any:
+  """``value`` as ``config.json`` gives it back (tuples become lists and so on)."""
+  return json.loads(json.dumps(value, default=str))
+
+
+def differing_flags(saved: Mapping[str, Any], now: Mapping[str, Any],
+                    may_differ: frozenset[str]) -> list[str]:
+  """``--name=saved (now X)`` for every flag in both whose values differ.
+
+  A flag missing on either side (added or removed since) is not compared.
+  """
+  out = []
+  for name in sorted(set(saved) & set(now) - may_differ):
+    old = _normalised(saved[name])
+    if old != now[name]:
+      out.append(f'--{name}={_shown(old)} (now {_shown(now[name])})')
+  return out
+
+
+def _shown(value: Any) -> str:
+  if isinstance(value, list):
+    return ','.join(str(v) for v in value)
+  return str(value)
+
+
+def saved_config(logdir: str) -> dict | None:
+  """The run's ``config.json``, or None if there is none; unreadable is an error."""
+  path = os.path.join(logdir, results.CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding='utf-8') as f:
+      config = json.load(f)
+  except (OSError, ValueError) as e:
+    raise errors.UsageError(f'{path} is unreadable ({e}); use another --logdir') from None
+  if not isinstance(config, dict):
+    raise errors.UsageError(f'{path} holds no flags; use another --logdir')
+  return config
+
+
+def check_same_run(logdir: str, fv: flags.FlagValues,
+                   may_differ: frozenset[str]) -> dict | None:
+  """Refuses a ``logdir`` that holds another run; returns its config if it is this run.
+
+  Returns None when ``logdir`` holds no run yet. Raises ``errors.UsageError``
+  naming the differing flags when its ``config.json`` differs from ``fv`` in
+  anything but ``may_differ``, and when it holds results without a
+  ``config.json``.
+  """
+  config = saved_config(logdir)
+  if config is None:
+    found = [name for name in RUN_FILES if os.path.lexists(os.path.join(logdir, name))]
+    if found:
+      raise errors.UsageError(
+          f'{logdir} holds {", ".join(found)} but no {results.CONFIG_FILE}: results of '
+          'an unknown run; choose another --logdir or remove them')
+    return None
+  differences = differing_flags(config, run_flags(fv), may_differ)
+  if differences:
+    shown = ', '.join(differences[:_SHOWN_DIFFERENCES])
+    more = len(differences) - _SHOWN_DIFFERENCES
+    if more > 0:
+      shown += f' and {more} more'
+    raise errors.UsageError(
+        f'{logdir} holds another run: {shown}; run it with its own flags or choose '
+        'another --logdir')
+  return config
