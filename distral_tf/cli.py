@@ -7,9 +7,10 @@ stderr and exit status 2 (``errors.UsageError``), never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from absl import flags
 
@@ -106,8 +107,30 @@ def run(fv: flags.FlagValues = FLAGS) -> dict:
   if fv.algorithm in TABULAR_ALGORITHMS:
     from distral_tf.tabular import train  # pylint: disable=g-import-not-at-top
     return train.run(fv)
-  from distral_tf.agents import train  # pylint: disable=g-import-not-at-top
+  with _native_stderr_hidden():
+    from distral_tf.agents import train  # pylint: disable=g-import-not-at-top
   return train.run(fv)
+
+
+@contextlib.contextmanager
+def _native_stderr_hidden() -> Iterator[None]:
+  """Hides what native code writes to stderr (TensorFlow's start-up lines: no GPU
+  driver found) while importing it, when ``TF_CPP_MIN_LOG_LEVEL`` is 3.
+
+  Python's own errors are raised after the context, so they still show.
+  """
+  if os.environ.get('TF_CPP_MIN_LOG_LEVEL') != '3':
+    yield
+    return
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
 
 
 def run_from_args(argv: Sequence[str]) -> dict:

@@ -8,20 +8,25 @@ With no flags it trains KL+ent_2col on the two-room grid world.
       --seed=0 --env_steps_per_task=20000 --logdir=/tmp/run
 
 Bad flags print one line naming the valid choices and exit with status 2.
+TensorFlow's own start-up and INFO lines are hidden unless ``--verbosity=0``
+(or ``TF_CPP_MIN_LOG_LEVEL``) asks for them.
 """
 
 import os
+import sys
 
-# TensorFlow's C++ start-up messages (no GPU found, CPU instruction sets) say
-# nothing to a user of this command; TF_CPP_MIN_LOG_LEVEL=0 brings them back.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+from absl import app
+from absl import logging
 
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from distral_tf import cli
 
-from distral_tf import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+def main(argv):
+  if not any(a.startswith(('--verbosity', '--v=', '-v')) for a in sys.argv[1:]):
+    logging.set_verbosity(logging.WARNING)
+  return cli.main(argv)
+
 
 if __name__ == '__main__':
-  # Warnings and errors only (--verbosity=0 shows TensorFlow's info lines too).
-  flags.FLAGS.set_default('verbosity', -1)
-  app.run(cli.main, flags_parser=cli.parse_flags)
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  app.run(main, flags_parser=cli.parse_flags)

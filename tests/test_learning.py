@@ -8,10 +8,10 @@ from distral_tf.envs import two_rooms
 
 
 def test_kl_ent_2col_returns_rise_far_above_random_on_two_rooms(tmp_path):
+  """The default run (its level-set defaults), shortened to 2 tasks."""
   summary = cli.run_from_args([
       '--level_set=two_rooms', '--algorithm=kl_ent_2col', '--num_tasks=2',
       '--env_steps_per_task=40000', '--seed=0', f'--logdir={tmp_path}',
-      '--rmsprop_epsilon=1e-5',
       '--log_interval_secs=5'])
   assert summary['finished']
   rows = results.read_episodes(str(tmp_path))

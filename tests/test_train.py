@@ -212,7 +212,8 @@ def test_unroll_layout_matches_the_environment(tmp_path, end):
       (3.0, 3, 3), (3.0, 3, 6)]
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
+@pytest.mark.parametrize('signal_name,status', [('SIGINT', 130), ('SIGTERM', 143)])
+def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path, signal_name, status):
   import signal  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
@@ -232,11 +233,11 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
       line = proc.stdout.readline()
       if line.startswith('frames '):
         break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signal_name))
     out, err = proc.communicate(timeout=120)
   finally:
     proc.kill()
-  assert proc.returncode == 130, err[-2000:]
+  assert proc.returncode == status, err[-2000:]
   assert 'Run the same command to resume' in err
   summary = json.loads((tmp_path / results.SUMMARY_FILE).read_text())
   assert not summary['finished'] and summary['total_env_steps'] > 0
@@ -251,3 +252,16 @@ def test_tf_threads_sets_the_ops_threads_and_at_least_two_inter_op_threads():
                        text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.split() == ['1', '2']
+
+
+def test_divergence_stops_with_one_line_and_no_checkpoint(tmp_path):
+  out = subprocess.run(
+      [sys.executable, '-m', 'distral_tf.launch', '--algorithm=a3c', '--num_tasks=1',
+       '--workers_per_task=2', '--learning_rate=1e30', '--env_steps_per_task=20000',
+       '--log_interval_secs=0.5', f'--logdir={tmp_path}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1, out.stderr[-2000:]
+  lines = [l for l in out.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and lines[0].startswith('error: training diverged'), lines[-5:]
+  assert 'learning_rate' in lines[0]
+  assert not os.path.exists(tmp_path / checkpointing.CHECKPOINT_DIR / 'checkpoint')

@@ -85,7 +85,7 @@ LEVEL_SET_DEFAULTS = {
     # narrow column (64) learns as well as the paper's 256 at a tenth of the
     # cost; 16 environments per task stepped in one numpy batch; a constant
     # rate of 3e-3 escapes the "stand still" trap that 1e-3 falls into.
-    'two_rooms': dict(learning_rate=3e-3, entropy_cost=0.03, discount=0.95,
+    'two_rooms': dict(learning_rate=3e-3, entropy_cost=0.01, discount=0.95,
                       env_steps_per_task=60_000, rmsprop_epsilon=1e-6,
                       env_processes=False, hidden_size=64, workers_per_task=16,
                       lr_schedule='constant'),

@@ -37,6 +37,9 @@ from distral_tf.agents import networks
 from distral_tf.envs import batch as batch_lib
 from distral_tf.envs import level_sets
 
+# TensorFlow's INFO lines (checkpoint sharding, tracing notes) are not for users.
+tf.get_logger().setLevel('WARNING')
+
 
 def select_tasks(level_set: level_sets.LevelSet,
                  tasks: tuple[int, ...]) -> level_sets.LevelSet:

@@ -15,7 +15,6 @@ import os
 import threading
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from distral_tf import plotting
