@@ -265,3 +265,14 @@ def test_divergence_stops_with_one_line_and_no_checkpoint(tmp_path):
   assert len(lines) == 1 and lines[0].startswith('error: training diverged'), lines[-5:]
   assert 'learning_rate' in lines[0]
   assert not os.path.exists(tmp_path / checkpointing.CHECKPOINT_DIR / 'checkpoint')
+
+
+def test_progress_line_never_passes_the_budget():
+  from distral_tf.agents import actor as actor_lib  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import train  # pylint: disable=g-import-not-at-top
+  progress = actor_lib.Progress(['a', 'b'], budget=4000, frames=[5120, 4100])
+  line = train.progress_line(progress, fps=100.0)
+  assert line.startswith('frames 8,000/8,000 (100.0%)'), line
+  assert 'ETA 0m00s' in line and 'return pi_i none finished yet' in line
+  progress.add_return('a', 'task', -0.5)
+  assert 'return pi_i -0.500' in train.progress_line(progress, fps=100.0)

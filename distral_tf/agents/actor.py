@@ -344,8 +344,10 @@ class Evaluator:
           reached = int(self._progress.frames.min())
         done = self._progress.all_done()
         if reached >= self.next_eval:
-          self.evaluate(stop, episodes=1 if done else self._episodes)
+          # Advanced first: a checkpoint taken during the evaluation must not
+          # have it run again on resume (its rows are already in the results).
           self.next_eval = (reached // self._interval + 1) * self._interval
+          self.evaluate(stop, episodes=1 if done else self._episodes)
         elif done:
           return
         else:
