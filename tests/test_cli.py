@@ -148,3 +148,29 @@ def test_deepmind_lab_workers_fit_the_machine_unless_on_a_cluster():
   config.apply_level_set_defaults(fv)
   assert fv.workers_per_task == 3
   fv.unparse_flags()
+
+
+def test_the_a3c_family_takes_its_own_grid_world_rate():
+  from distral_tf import cli  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import config  # pylint: disable=g-import-not-at-top
+  fv = cli.FLAGS
+  rates = {}
+  for algorithm in ('a3c', 'a3c_2col', 'kl_ent_2col', 'kl_1col'):
+    fv.unparse_flags()
+    fv(['distral_tf', f'--algorithm={algorithm}'])
+    config.apply_level_set_defaults(fv)
+    rates[algorithm] = fv.learning_rate
+  assert rates['a3c'] == rates['a3c_2col'] == config.A3C_FAMILY_DEFAULTS['two_rooms'][
+      'learning_rate']
+  assert rates['kl_ent_2col'] == rates['kl_1col'] == config.LEVEL_SET_DEFAULTS[
+      'two_rooms']['learning_rate']
+  assert rates['a3c'] != rates['kl_ent_2col']
+  fv.unparse_flags()
+  fv(['distral_tf', '--algorithm=a3c', '--learning_rate=0.5'])  # The flag wins.
+  config.apply_level_set_defaults(fv)
+  assert fv.learning_rate == 0.5
+  fv.unparse_flags()
+  fv(['distral_tf', '--algorithm=a3c', '--level_set=minigrid'])
+  config.apply_level_set_defaults(fv)
+  assert fv.learning_rate == config.COMMON_DEFAULTS['learning_rate']
+  fv.unparse_flags()

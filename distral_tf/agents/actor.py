@@ -168,9 +168,10 @@ class Actor:
   ``envs`` is an ``envs.batch.EnvBatch`` whose environments belong to
   ``tasks`` (one task index per environment, sorted, of ``num_tasks``).
   Every ``unroll_length`` steps it puts ``(task_sizes, Unroll,
-  updates_at_start)`` on ``queue``: one unroll of all its environments. Where a step ended an episode by a time limit, the task value of
-  the episode's final observation (``act_fn`` run on it with the episode's
-  state) becomes that step's bootstrap value (``Unroll.final_values``).
+  updates_at_start)`` on ``queue``: one unroll of all its environments.
+  Where a step ended an episode by a time limit, the task value of the
+  episode's final observation (``act_fn`` run on it with the episode's state)
+  becomes that step's bootstrap value (``Unroll.final_values``).
   """
 
   def __init__(self, envs, tasks: Sequence[int], num_tasks: int, network, act_fn: Callable,

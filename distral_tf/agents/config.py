@@ -17,6 +17,7 @@ from typing import Sequence
 from absl import flags
 
 from distral_tf import errors
+from distral_tf.agents import algorithms
 from distral_tf.distributed import topology
 
 
@@ -231,6 +232,14 @@ def from_flags(fv: flags.FlagValues) -> DeepConfig:
       prior_logdir=fv.prior_logdir, cluster=fv.cluster)
 
 
+# Defaults of the A3C family (raw rewards plus an entropy bonus) that differ from
+# its level set's: the paper picks every algorithm's own best setting. On the grid
+# world A3C needs a larger rate to leave the near-uniform plateau (docs/agents.md).
+A3C_FAMILY_DEFAULTS = {
+    'two_rooms': dict(learning_rate=1e-2),
+}
+
+
 def apply_level_set_defaults(fv: flags.FlagValues) -> list[str]:
   """Gives flags not set on the command line the level set's defaults.
 
@@ -239,7 +248,10 @@ def apply_level_set_defaults(fv: flags.FlagValues) -> list[str]:
   machine, for the first lines of a run.
   """
   notes = []
-  for name, value in LEVEL_SET_DEFAULTS[fv.level_set].items():
+  defaults = dict(LEVEL_SET_DEFAULTS[fv.level_set])
+  if fv.algorithm in algorithms.ALGORITHMS and algorithms.ALGORITHMS[fv.algorithm].entropy_bonus:
+    defaults.update(A3C_FAMILY_DEFAULTS.get(fv.level_set, {}))
+  for name, value in defaults.items():
     if fv[name].present:
       continue
     if value == FIT_MACHINE:

@@ -8,7 +8,8 @@ averaged over the batch (or weighted per column: ``column_weights``).
 * Distral (``not algorithm.entropy_bonus``): the policy gradient of eq. (9)
   uses returns of the regularised reward
   ``R + (alpha/beta) log pi_0(a|s) - (1/beta) log pi_i(a|s)`` (under the
-  learner's current pi_i and pi_0), with the value as baseline; for distilled algorithms the second term of eq. (10),
+  learner's current pi_i and pi_0), with the value as baseline; for
+  distilled algorithms the second term of eq. (10),
   ``(alpha/beta) sum_a (pi_i(a|s) - pi_0(a|s)) grad h(a|s)``, is the gradient
   of ``(alpha/beta) sum_a stopgrad(pi_i(a|s)) log pi_0(a|s)``. With the
   two-column policy (eq. 8) autodiff also carries eq. (10)'s first term into h.
