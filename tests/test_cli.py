@@ -150,7 +150,7 @@ def test_deepmind_lab_workers_fit_the_machine_unless_on_a_cluster():
   fv.unparse_flags()
 
 
-def test_the_a3c_family_takes_its_own_grid_world_rate():
+def test_the_a3c_family_takes_its_own_defaults():
   from distral_tf import cli  # pylint: disable=g-import-not-at-top
   from distral_tf.agents import config  # pylint: disable=g-import-not-at-top
   fv = cli.FLAGS
@@ -169,8 +169,15 @@ def test_the_a3c_family_takes_its_own_grid_world_rate():
   fv(['distral_tf', '--algorithm=a3c', '--learning_rate=0.5'])  # The flag wins.
   config.apply_level_set_defaults(fv)
   assert fv.learning_rate == 0.5
-  fv.unparse_flags()
-  fv(['distral_tf', '--algorithm=a3c', '--level_set=minigrid'])
-  config.apply_level_set_defaults(fv)
-  assert fv.learning_rate == config.COMMON_DEFAULTS['learning_rate']
+  # On minigrid the rate is the level set's for every algorithm; the entropy
+  # cost is not: in the Distral algorithms' returns it is ten times smaller.
+  costs = {}
+  for algorithm in ('a3c', 'a3c_multitask', 'kl_ent_2col', 'kl_1col'):
+    fv.unparse_flags()
+    fv(['distral_tf', f'--algorithm={algorithm}', '--level_set=minigrid'])
+    config.apply_level_set_defaults(fv)
+    assert fv.learning_rate == config.LEVEL_SET_DEFAULTS['minigrid']['learning_rate']
+    costs[algorithm] = fv.entropy_cost
+  assert costs['a3c'] == costs['a3c_multitask'] == 0.01
+  assert costs['kl_ent_2col'] == costs['kl_1col'] == 1e-3
   fv.unparse_flags()

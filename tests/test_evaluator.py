@@ -101,3 +101,25 @@ def test_no_evaluation_is_due_at_the_end_when_the_last_point_was_done():
   evaluator = _evaluator(progress, recorder, interval=50, episodes=1, next_eval=150)
   evaluator.run(threading.Event())
   assert recorder.rows == []
+
+
+def test_an_evaluation_running_when_training_ends_is_cut_to_the_last_one():
+  progress = actor_lib.Progress(['a', 'b'], budget=100, frames=[0, 0])
+  recorder = Recorder()
+  # A long evaluation (a million episodes per task) starts at frame 0.
+  evaluator = _evaluator(progress, recorder, interval=50, episodes=10**6)
+  thread = threading.Thread(target=evaluator.run, args=(threading.Event(),))
+  thread.start()
+  for _ in range(200):
+    if len(recorder.rows) >= 3:
+      break
+    threading.Event().wait(0.05)
+  with progress.lock:
+    progress.frames[:] = [100, 100]  # Training reaches its budget meanwhile.
+  thread.join(timeout=30)
+  assert not thread.is_alive()
+  assert evaluator.error is None
+  during = [r for r in recorder.rows if r[1] == 0]
+  assert 3 <= len(during) < 10**6 and {r[0] for r in during} == {0}  # Task b never began.
+  # Then the last evaluation: one episode per task at the budget.
+  assert [(r[0], r[1]) for r in recorder.rows if r[1] == 100] == [(0, 100), (1, 100)]

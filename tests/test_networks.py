@@ -261,3 +261,32 @@ def test_task_out_of_range():
   net = _network('a3c')
   with pytest.raises(ValueError, match='task'):
     net.task_variables(NUM_TASKS)
+
+
+@pytest.mark.parametrize('kind', ['vector', 'pixels'])
+def test_lstm_skip_adds_the_fc_output_to_the_lstm_output(kind):
+  """Read-outs of ``lstm_skip``: linear(LSTM output + fc output) at every step."""
+  t, b = 4, 3
+  obs = _observations(t, b, kind, seed=3)
+  first = tf.constant(np.eye(t, b, dtype=bool))
+  columns = {}
+  for skip in (True, False):
+    column = networks.Column(NUM_ACTIONS, kind, hidden_size=8, lstm_skip=skip)
+    state = column.initial_state(b)
+    columns[skip] = (column, column.unroll(obs, first, state))
+  plain, skipped = columns[False][0], columns[True][0]
+  for src, dst in zip(plain.variables, skipped.variables):
+    dst.assign(src)  # Same weights: the outputs differ only by the skip.
+  logits_plain, values_plain, _ = plain.unroll(obs, first, plain.initial_state(b))
+  logits_skip, values_skip, state_skip = skipped.unroll(obs, first, skipped.initial_state(b))
+  _, _, state_plain = plain.unroll(obs, first, plain.initial_state(b))
+  frames = tf.reshape(obs, [t * b] + obs.shape[2:].as_list())
+  fc = tf.reshape(plain._embed(frames), [t, b, 8])  # pylint: disable=protected-access
+  policy_w = plain._policy.w  # pylint: disable=protected-access
+  value_w = plain._value.w  # pylint: disable=protected-access
+  np.testing.assert_allclose(logits_skip - logits_plain,
+                             tf.einsum('tbh,ha->tba', fc, policy_w), atol=1e-5)
+  np.testing.assert_allclose(values_skip - values_plain,
+                             tf.einsum('tbh,ha->tba', fc, value_w)[..., 0], atol=1e-5)
+  tree.map_structure(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6),
+                     state_skip, state_plain)  # The LSTM itself is unchanged.

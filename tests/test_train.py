@@ -212,14 +212,16 @@ def test_unroll_layout_matches_the_environment(tmp_path, end):
       (3.0, 3, 3), (3.0, 3, 6)]
 
 
-@pytest.mark.parametrize('signal_name,status', [('SIGINT', 130), ('SIGTERM', 143)])
-def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path, signal_name, status):
+# SIGTERM during training of an algorithm with pi_0, whose evaluator is then in
+# the middle of an evaluation of 10^6 episodes per task.
+@pytest.mark.parametrize('signal_name,status,algorithm', [
+    ('SIGINT', 130, ['--algorithm=a3c']),
+    ('SIGTERM', 143, ['--algorithm=kl_ent_2col', '--eval_episodes=1000000'])])
+def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path, signal_name, status, algorithm):
   import signal  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   proc = subprocess.Popen(
-      [sys.executable, '-m', 'distral_tf.launch', '--algorithm=a3c', '--num_tasks=1',
+      [sys.executable, '-m', 'distral_tf.launch', *algorithm, '--num_tasks=1',
        '--workers_per_task=1', '--env_processes=false', '--env_steps_per_task=10000000',
        '--log_interval_secs=0.5', '--checkpoint_secs=100000', f'--logdir={tmp_path}'],
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -242,6 +244,40 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path, signal_name, status):
   summary = json.loads((tmp_path / results.SUMMARY_FILE).read_text())
   assert not summary['finished'] and summary['total_env_steps'] > 0
   assert os.path.exists(tmp_path / checkpointing.CHECKPOINT_DIR / 'checkpoint')
+
+
+@pytest.mark.parametrize('moment', ['loading', 'environments'])
+def test_ctrl_c_during_start_up_is_one_line_and_status_130(tmp_path, moment):
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'distral_tf.launch', *PIXEL_FLAGS, '--algorithm=a3c',
+       '--env_processes=true', f'--logdir={tmp_path}'],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  try:
+    if moment == 'loading':  # TensorFlow's libraries are being loaded.
+      deadline = time.time() + 120
+      while time.time() < deadline:
+        with open(f'/proc/{proc.pid}/maps') as maps:
+          if 'tensorflow' in maps.read():
+            break
+        time.sleep(0.01)
+    else:  # The environment processes are starting.
+      deadline = time.time() + 120
+      while time.time() < deadline:
+        if proc.stdout.readline().startswith('Starting '):
+          break
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert time.time() - sent < 30
+  assert proc.returncode == 130, err[-2000:]
+  assert 'Traceback' not in err and 'Traceback' not in out, err[-2000:]
+  assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+  assert 'Run the same command' in err
 
 
 def test_tf_threads_sets_the_ops_threads_and_at_least_two_inter_op_threads():

@@ -322,7 +322,9 @@ class Evaluator:
   An evaluation runs when the slowest task reaches ``next_eval`` frames; the
   next one is due at the following multiple of ``interval`` (points passed
   while evaluating are skipped, never made up). Once every task reached its
-  budget, one last evaluation runs if one is due, with one episode per task.
+  budget, one last evaluation runs if one is due, with one episode per task;
+  an evaluation still running then is abandoned (its unfinished episode
+  unrecorded), so the end of a run waits for at most one episode per task.
   """
 
   def __init__(self, envs: Sequence[Any], act_fn: Callable, network,
@@ -348,7 +350,7 @@ class Evaluator:
           # Advanced first: a checkpoint taken during the evaluation must not
           # have it run again on resume (its rows are already in the results).
           self.next_eval = (reached // self._interval + 1) * self._interval
-          self.evaluate(stop, episodes=1 if done else self._episodes)
+          self.evaluate(stop, episodes=1 if done else self._episodes, final=done)
         elif done:
           return
         else:
@@ -357,26 +359,31 @@ class Evaluator:
       self.error = e
       stop.set()
 
-  def evaluate(self, stop: threading.Event, episodes: int) -> None:
+  def evaluate(self, stop: threading.Event, episodes: int, final: bool = False) -> None:
+    """``episodes`` of pi_0 per task; a non-final one ends when training does."""
+
+    def cut() -> bool:
+      return stop.is_set() or (not final and self._progress.all_done())
+
     for task, env in enumerate(self._envs):
       with self._progress.lock:
         steps = int(self._progress.frames[task])
       for _ in range(episodes):
-        if stop.is_set():
+        if cut():
           return
-        episode_return, length = self._episode(env, stop)
+        episode_return, length = self._episode(env, cut)
         if np.isnan(episode_return):
           continue
         self._recorder.record(task, episode_return, length, policy='distilled',
                               env_steps=steps)
 
-  def _episode(self, env, stop: threading.Event) -> tuple[float, int]:
-    """One episode of pi_0; NaN return if a crash or ``stop`` cut it short."""
+  def _episode(self, env, cut: Callable[[], bool]) -> tuple[float, int]:
+    """One episode of pi_0; NaN return if a crash or ``cut()`` cut it short."""
     ts = env.reset()
     state = self._network.pi0_initial_state(1)
     first = np.ones(1, dtype=bool)
     total, length = 0.0, 0
-    while not stop.is_set():
+    while not cut():
       action, state = self._act(tf.constant(ts.observation[None]), tf.constant(first),
                                 state)
       ts = env.step(int(action.numpy()[0]))

@@ -2,7 +2,11 @@
 
 A *column* is the A3C network of Mnih et al. (2016): a torso, fc 256 + ReLU,
 an LSTM(256), and linear read-outs of policy logits and value (256 is
-``hidden_size``, the paper's width; the small grid world defaults to less). The pixel torso
+``hidden_size``, the paper's width; the small grid world defaults to less).
+With ``lstm_skip`` (the default) the read-outs see the LSTM's output plus the
+fc layer's (a residual connection around the LSTM): the paper's column has no
+such path, and without it the pixel column had not learned minigrid's easiest
+task after 100,000 frames (docs/agents.md, "The skip connection"). The pixel torso
 is conv(16, 8x8, stride 4) - ReLU - conv(32, 4x4, stride 2) - ReLU; vector
 observations go through a one-hidden-layer MLP instead.
 
@@ -80,12 +84,14 @@ def _to_float(observations: tf.Tensor) -> tf.Tensor:
 
 
 class Column(snt.Module):
-  """Torso, fc 256 + ReLU, LSTM(256), linear policy and value read-outs."""
+  """Torso, fc 256 + ReLU, LSTM(256) [+ fc skip], linear policy and value read-outs."""
 
   def __init__(self, num_actions: int, observation_kind: str,
-               name: str | None = None, hidden_size: int = HIDDEN_SIZE):
+               name: str | None = None, hidden_size: int = HIDDEN_SIZE,
+               lstm_skip: bool = True):
     super().__init__(name=name)
     self._hidden_size = hidden_size
+    self._lstm_skip = lstm_skip
     if observation_kind not in OBSERVATION_KINDS:
       raise ValueError(f'observation_kind must be one of {OBSERVATION_KINDS}, '
                        f'got {observation_kind!r}')
@@ -135,6 +141,8 @@ class Column(snt.Module):
       core_out, state = snt.static_unroll(self._core, inputs, state)
     else:
       core_out, state = snt.dynamic_unroll(self._core, inputs, state)
+    if self._lstm_skip:
+      core_out = core_out + embedded  # The read-outs see fc(x_t) directly too.
     flat = tf.reshape(core_out, [t * b, self._hidden_size])
     logits = tf.reshape(self._policy(flat), [t, b, -1])
     values = tf.reshape(self._value(flat), [t, b])
@@ -146,7 +154,8 @@ class DistralNetwork(snt.Module):
 
   def __init__(self, algorithm: algorithms.Algorithm, num_tasks: int,
                num_actions: int, observation_kind: str, alpha: float,
-               name: str = 'distral_network', hidden_size: int = HIDDEN_SIZE):
+               name: str = 'distral_network', hidden_size: int = HIDDEN_SIZE,
+               lstm_skip: bool = True):
     super().__init__(name=name)
     if num_tasks < 1:
       raise ValueError(f'num_tasks must be >= 1, got {num_tasks}')
@@ -162,14 +171,14 @@ class DistralNetwork(snt.Module):
     with self.name_scope:
       if algorithm.architecture == 'shared':
         self.columns = [Column(num_actions, observation_kind, name='shared',
-                               hidden_size=hidden_size)]
+                               hidden_size=hidden_size, lstm_skip=lstm_skip)]
       else:
         self.columns = [Column(num_actions, observation_kind, name=f'task_{i}',
-                               hidden_size=hidden_size)
+                               hidden_size=hidden_size, lstm_skip=lstm_skip)
                         for i in range(num_tasks)]
       if algorithm.has_pi0:
         self.pi0 = Column(num_actions, observation_kind, name='pi0',
-                          hidden_size=hidden_size)
+                          hidden_size=hidden_size, lstm_skip=lstm_skip)
       else:
         self.pi0 = None
 

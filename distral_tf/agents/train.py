@@ -80,7 +80,7 @@ def build_agent(level_set: level_sets.LevelSet, algorithm: algorithms.Algorithm,
   network = networks.DistralNetwork(
       algorithm, num_tasks=len(level_set.tasks), num_actions=level_set.num_actions,
       observation_kind=level_set.observation_kind, alpha=coeffs.alpha,
-      hidden_size=cfg.hidden_size)
+      hidden_size=cfg.hidden_size, lstm_skip=cfg.lstm_skip)
   network.build(tuple(observation_spec.shape), observation_spec.dtype)
   total_steps = len(level_set.tasks) * fv.env_steps_per_task // level_set.frames_per_step
   learner_config = learner_lib.LearnerConfig(

@@ -66,7 +66,7 @@ class ClusterTrainer:
     local = networks.DistralNetwork(
         self.algorithm, num_tasks=num_tasks, num_actions=level_set.num_actions,
         observation_kind=level_set.observation_kind, alpha=self.coeffs.alpha,
-        hidden_size=cfg.hidden_size)
+        hidden_size=cfg.hidden_size, lstm_skip=cfg.lstm_skip)
     local.build(tuple(spec.shape), spec.dtype)
     self.mirror = remote.PolicyMirror(network, local)
     self.state = train.restore(fv, cfg, level_set, self.learner)
