@@ -103,7 +103,8 @@ def main(argv):
           f'--learner_threads={fv.learner_threads}',
           f'--unroll_length={fv.unroll_length}', f'--tf_threads={fv.tf_threads}',
           f'--env_niceness={fv.env_niceness}',
-          f'--env_processes={str(fv.env_processes).lower()}']
+          f'--env_processes={str(fv.env_processes).lower()}',
+          f'--lstm_skip={str(fv.lstm_skip).lower()}']
   if fv.num_tasks:
     argv.append(f'--num_tasks={fv.num_tasks}')
   env_rates = [measure_envs()]
