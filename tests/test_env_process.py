@@ -1,8 +1,12 @@
 """Environments in their own processes: start-up of many at once, niceness, hangs."""
 
 import functools
+import multiprocessing.connection
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -123,3 +127,21 @@ def test_an_environment_that_never_starts_is_killed(monkeypatch):
     process.start_all([(_slow_to_start_env, 0, 'slow')], start_timeout=2.0)
   assert time.monotonic() - start < 30
   assert len(started) == 1 and not _alive(started[0])
+
+
+@pytest.mark.parametrize('sent', [0, 1])
+def test_a_child_whose_parent_goes_away_while_starting_exits_silently(sent):
+  """The parent stopped (Ctrl-C) before or while sending the factory."""
+  parent, child = socket.socketpair()
+  proc = subprocess.Popen(
+      [sys.executable, '-c', process._CHILD_CODE, str(child.fileno()), '0'],  # pylint: disable=protected-access
+      pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  child.close()
+  conn = multiprocessing.connection.Connection(parent.detach())
+  if sent:
+    conn.send(list(sys.path))
+  conn.close()
+  out, err = proc.communicate(timeout=60)
+  assert proc.returncode == 0
+  assert not err and not out, err

@@ -81,14 +81,21 @@ def child_main(fd: int, niceness: int = 0) -> None:
   if niceness:
     os.nice(niceness)
   conn = multiprocessing.connection.Connection(fd)
-  sys.path[:] = conn.recv()  # Before unpickling the factory, which imports modules.
   try:
-    make_env, seed = conn.recv()
-  except Exception:  # pylint: disable=broad-except
-    conn.send(('error', traceback.format_exc()))
+    sys.path[:] = conn.recv()  # Before unpickling the factory, which imports modules.
+    try:
+      make_env, seed = conn.recv()
+    except (EOFError, OSError):
+      raise
+    except Exception:  # pylint: disable=broad-except
+      conn.send(('error', traceback.format_exc()))
+      conn.close()
+      return
+    _serve(conn, make_env, seed)
+  except (EOFError, OSError):
+    # The parent went away (stopped while the environments were starting, or
+    # killed): nothing is left to serve, and nothing to report.
     conn.close()
-    return
-  _serve(conn, make_env, seed)
 
 
 def _serve(conn: multiprocessing.connection.Connection,
