@@ -2,6 +2,7 @@ r"""Throughput benchmark: training frames/s against environment-only frames/s.
 
   python -m distral_tf.bench --level_set=miniworld --num_tasks=4
   python -m distral_tf.bench --level_set=minigrid --num_tasks=2 --workers_per_task=32
+  python -m distral_tf.bench --level_set=two_rooms --bench_network
 
 Measured in one run on the same cores, with the same number of environment
 processes (and the same ``--env_niceness``): (1) environment-only frames/s,
@@ -14,7 +15,9 @@ alternate, environment-only first and last, ``--bench_rounds`` training ones
 between them, because a shared machine's speed drifts by 10-20% from one
 half-minute to the next. Flags not given take the trainer's defaults for the
 level set (e.g. 8 workers per task). The last line is ``ratio: X`` = mean
-training / mean environment-only frames/s.
+training / mean environment-only frames/s. With ``--bench_network`` it times
+the network alone: one batched inference step of all environments and one
+learner step on an unroll of them (``network_ms``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ flags.DEFINE_integer('bench_rounds', 2,
                      'Training measurements; each lies between two environment-only ones.')
 flags.DEFINE_float('bench_warmup_seconds', 20.0,
                    'Seconds of training start-up (tracing) excluded from the measurement.')
+flags.DEFINE_boolean('bench_network', False,
+                     'Measure the network alone instead: milliseconds of one batched '
+                     'inference step of all environments and of one learner step on an '
+                     'unroll of them, on zero observations, --bench_rounds times.')
 FLAGS = flags.FLAGS
 NEVER = 10**12  # A budget (frames per task) that no measurement reaches.
 
@@ -78,6 +85,54 @@ def training_fps(argv: list[str], seconds: float, warmup: float) -> dict:
         f'--checkpoint_secs={10 * (warmup + seconds)}'])
 
 
+def network_ms(config: config_lib.DeepConfig, seconds: float) -> tuple[float, float]:
+  """Milliseconds of one inference step and of one learner step, network alone.
+
+  The trainer's network and learner for ``config`` (all its tasks, its
+  workers per task and unroll length), fed zero observations of the level
+  set's shape, half of ``seconds`` each after a warm-up call.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import actor as actor_lib  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import builders  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import learner as learner_lib  # pylint: disable=g-import-not-at-top
+  setup = builders.make_setup(config)
+  probe = batch_lib.make_env_batches(setup.level_set, config.seed, 1, 1,
+                                     config.env_processes, config.env_niceness)
+  try:
+    spec = probe[0][0].observation_spec()
+  finally:
+    for batch, _ in probe:
+      batch.close()
+  learner = builders.build_agent(config, setup, spec)
+  network = learner.network
+  sizes = (config.workers_per_task,) * len(setup.level_set.tasks)
+  n, steps = sum(sizes), config.unroll_length
+  act = actor_lib.make_act_fn(network, sizes)
+  observations = tf.zeros((n, *spec.shape), spec.dtype)
+  first = tf.zeros([n], tf.bool)
+  state = network.initial_state(n)
+  batch = learner_lib.Unroll(
+      observations=tf.zeros((steps + 1, n, *spec.shape), spec.dtype),
+      first=tf.zeros((steps + 1, n), tf.bool),
+      actions=tf.zeros((steps, n), tf.int32), rewards=tf.zeros((steps, n)),
+      discounts=tf.ones((steps, n)), initial_state=state,
+      behaviour_logits=tf.zeros((steps, n, setup.level_set.num_actions)),
+      final_values=tf.zeros((steps, n)))
+
+  def per_call_ms(call) -> float:
+    call()  # Traces.
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds / 2:
+      call()
+      calls += 1
+    return 1e3 * (time.perf_counter() - start) / calls
+
+  inference = per_call_ms(lambda: act(observations, first, state)[0].numpy())
+  update = per_call_ms(lambda: float(learner.train_step(sizes, batch)['total']))
+  return inference, update
+
+
 def main(argv):
   del argv
   fv = FLAGS
@@ -86,25 +141,36 @@ def main(argv):
                             + ', '.join(cli.DEEP_ALGORITHMS))
   if fv.bench_rounds < 1:
     raise errors.UsageError(f'--bench_rounds must be >= 1, got {fv.bench_rounds}')
-  config_lib.apply_level_set_defaults(fv)  # The trainer's defaults for the level set.
-  level_set = level_sets.make_level_set(fv.level_set, fv.num_tasks, fv.seed)
-  level_set.check_env_processes(fv.env_processes)
-  n_envs = len(level_set.tasks) * fv.workers_per_task
-  where = ('environment processes' if fv.env_processes or level_set.make_batch is None
+  config, _ = config_lib.from_flags(fv)  # The trainer's defaults for the level set.
+  level_set = level_sets.make_level_set(config.level_set, config.num_tasks, config.seed,
+                                        config.config_record)
+  level_set.check_env_processes(config.env_processes)
+  n_envs = len(level_set.tasks) * config.workers_per_task
+  where = ('environment processes' if config.env_processes or level_set.make_batch is None
            else 'environments stepped in one numpy batch')
-  print(f'{level_set.name}: {len(level_set.tasks)} tasks x {fv.workers_per_task} '
+  print(f'{level_set.name}: {len(level_set.tasks)} tasks x {config.workers_per_task} '
         f'workers = {n_envs} {where}', flush=True)
-  measure_envs = lambda: env_only_fps(level_set, fv.workers_per_task, fv.seed,
-                                     fv.bench_seconds, fv.env_processes,
-                                     fv.env_niceness, fv.actor_threads)
-  argv = [f'--level_set={fv.level_set}', f'--algorithm={fv.algorithm}',
-          f'--seed={fv.seed}', f'--workers_per_task={fv.workers_per_task}',
-          f'--actor_threads={fv.actor_threads}',
-          f'--learner_threads={fv.learner_threads}',
-          f'--unroll_length={fv.unroll_length}', f'--tf_threads={fv.tf_threads}',
-          f'--env_niceness={fv.env_niceness}',
-          f'--env_processes={str(fv.env_processes).lower()}',
-          f'--lstm_skip={str(fv.lstm_skip).lower()}']
+  if fv.bench_network:
+    timings = []
+    for r in range(fv.bench_rounds):
+      timings.append(network_ms(config, fv.bench_seconds))
+      print(f'round {r + 1}: inference {timings[-1][0]:.2f} ms per step of {n_envs} '
+            f'environments, learner {timings[-1][1]:.1f} ms per unroll of '
+            f'{config.unroll_length} steps', flush=True)
+    inference, update = np.mean(timings, axis=0)
+    print(f'mean inference ms: {inference:.2f}\nmean learner ms: {update:.1f}')
+    return
+  measure_envs = lambda: env_only_fps(level_set, config.workers_per_task, config.seed,
+                                     fv.bench_seconds, config.env_processes,
+                                     config.env_niceness, config.actor_threads)
+  argv = [f'--level_set={config.level_set}', f'--algorithm={config.algorithm}',
+          f'--seed={config.seed}', f'--workers_per_task={config.workers_per_task}',
+          f'--actor_threads={config.actor_threads}',
+          f'--learner_threads={config.learner_threads}',
+          f'--unroll_length={config.unroll_length}', f'--tf_threads={config.tf_threads}',
+          f'--env_niceness={config.env_niceness}',
+          f'--env_processes={str(config.env_processes).lower()}',
+          f'--lstm_skip={str(config.lstm_skip).lower()}']
   if fv.num_tasks:
     argv.append(f'--num_tasks={fv.num_tasks}')
   env_rates = [measure_envs()]

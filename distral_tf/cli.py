@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, Union
 
 from absl import flags
 
@@ -53,6 +53,9 @@ flags.DEFINE_float('entropy_cost', None,
 
 level_sets.import_level_set_modules()
 
+# What a trainer takes: the flags read once.
+RunConfig = Union[agents_config.DeepConfig, tabular_config.TabularConfig]
+
 
 def default_logdir(level_set: str, algorithm: str, seed: int) -> str:
   return os.path.join('runs', level_set, algorithm, f'seed{seed}')
@@ -80,36 +83,51 @@ def validate_common(fv: flags.FlagValues) -> None:
     raise errors.UsageError(f'--seed must be >= 0, got {fv.seed}')
 
 
-def check_before_training(fv: flags.FlagValues) -> None:
+def check_before_training(fv: flags.FlagValues) -> tuple[RunConfig, list[str]]:
   """Every check that needs no TensorFlow: flags, then the log directory.
 
-  Gives the deep trainers' flags their level set's defaults first (as the deep
-  trainer does), so that they compare with a saved run's ``config.json``.
-  Creates the log directory. Raises ``errors.UsageError``.
+  Sets ``--logdir`` when not given, then reads the flags once into the
+  trainer's configuration: for a deep algorithm with its level set's
+  defaults merged (``fv`` otherwise left as it is), so that it compares with
+  a saved run's ``config.json``. Creates the log directory. Returns the
+  configuration and notes for the first lines of the run (the defaults chosen
+  for this machine). Raises ``errors.UsageError``.
   """
   validate_common(fv)
   if fv.logdir is None:
     fv.logdir = default_logdir(fv.level_set, fv.algorithm, fv.seed)
   if fv.algorithm in TABULAR_ALGORITHMS:
-    tabular_config.agent_config(fv)
+    config, notes = tabular_config.from_flags(fv), []
     may_differ = run_dir.EXECUTION_FLAGS
   else:
-    agents_config.apply_level_set_defaults(fv)
-    agents_config.from_flags(fv)
+    config, notes = agents_config.from_flags(fv)
     may_differ = run_dir.RESUMABLE_FLAGS
-  run_dir.prepare(fv.logdir)
-  run_dir.check_same_run(fv.logdir, fv, may_differ)
+  run_dir.prepare(config.logdir)
+  run_dir.check_same_run(config.logdir, config.run_flags, may_differ)
+  return config, notes
 
 
 def run(fv: flags.FlagValues = FLAGS) -> dict:
-  """Runs the trainer the flags select and returns its summary."""
-  check_before_training(fv)
-  if fv.algorithm in TABULAR_ALGORITHMS:
+  """Runs the trainer the flags select and returns its summary.
+
+  The tabular trainer (``tabular/train.py``); for a deep algorithm the local
+  trainer (``agents/train.py``) or, with ``--cluster``, the cluster trainer
+  (``distributed/cluster.py``). Each takes the configuration, not the flags.
+  """
+  config, notes = check_before_training(fv)
+  if isinstance(config, tabular_config.TabularConfig):
     from distral_tf.tabular import train  # pylint: disable=g-import-not-at-top
-    return train.run(fv)
+    return train.run(config)
+  # pylint: disable=g-import-not-at-top
   with _native_stderr_hidden():
-    from distral_tf.agents import train  # pylint: disable=g-import-not-at-top
-  return train.run(fv)
+    if config.cluster:
+      from distral_tf.distributed import cluster as trainer
+    else:
+      from distral_tf.agents import train as trainer
+  # pylint: enable=g-import-not-at-top
+  for note in notes:
+    print(note, flush=True)
+  return trainer.run(config)
 
 
 @contextlib.contextmanager

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
-
-from absl import flags
+from typing import Any, Iterable, Mapping
 
 from distral_tf import errors
 from distral_tf import results
@@ -87,13 +85,19 @@ def _file_above(path: str) -> str | None:
   return None if os.path.isdir(parent) else parent
 
 
-def run_flags(fv: flags.FlagValues) -> dict[str, Any]:
-  """The values of every flag that belongs to a run (JSON-normalised)."""
-  names = [f.name for module, module_flags in fv.flags_by_module_dict().items()
+def run_flags(flags_by_module: Mapping[str, Iterable[Any]],
+              values: Mapping[str, Any]) -> dict[str, Any]:
+  """The values of every flag that belongs to a run (JSON-normalised).
+
+  ``flags_by_module``: the flags (with a ``name``) each module defines, as
+  absl's ``flags_by_module_dict()`` gives them; ``values``: every flag's
+  value by name (a configuration's, the level set's defaults merged).
+  """
+  names = [f.name for module, module_flags in flags_by_module.items()
            if module.startswith(PROJECT_PACKAGE) and
            not module.startswith(COMMAND_MODULES)
            for f in module_flags]
-  return {name: _normalised(fv[name].value) for name in names}
+  return {name: _normalised(values[name]) for name in names}
 
 
 def _normalised(value: Any) -> Any:
@@ -136,14 +140,14 @@ def saved_config(logdir: str) -> dict | None:
   return config
 
 
-def check_same_run(logdir: str, fv: flags.FlagValues,
+def check_same_run(logdir: str, now: Mapping[str, Any],
                    may_differ: frozenset[str]) -> dict | None:
   """Refuses a ``logdir`` that holds another run; returns its config if it is this run.
 
-  Returns None when ``logdir`` holds no run yet. Raises ``errors.UsageError``
-  naming the differing flags when its ``config.json`` differs from ``fv`` in
-  anything but ``may_differ``, and when it holds results without a
-  ``config.json``.
+  ``now``: this run's flags, as ``run_flags`` gives them. Returns None when
+  ``logdir`` holds no run yet. Raises ``errors.UsageError`` naming the
+  differing flags when its ``config.json`` differs from ``now`` in anything
+  but ``may_differ``, and when it holds results without a ``config.json``.
   """
   config = saved_config(logdir)
   if config is None:
@@ -153,7 +157,7 @@ def check_same_run(logdir: str, fv: flags.FlagValues,
           f'{logdir} holds {", ".join(found)} but no {results.CONFIG_FILE}: results of '
           'an unknown run; choose another --logdir or remove them')
     return None
-  differences = differing_flags(config, run_flags(fv), may_differ)
+  differences = differing_flags(config, now, may_differ)
   if differences:
     shown = ', '.join(differences[:_SHOWN_DIFFERENCES])
     more = len(differences) - _SHOWN_DIFFERENCES

@@ -60,3 +60,20 @@ def test_env_only_counts_frames_of_every_environment():
                            use_processes=False)
   # In-thread grid-world steps take microseconds: thousands of frames a second.
   assert np.isfinite(fps) and fps > 1000
+
+
+def test_network_mode_times_inference_and_learner_steps_of_the_trainers_sizes():
+  proc = _bench('--level_set=two_rooms', '--num_tasks=2', '--workers_per_task=3',
+                '--unroll_length=7', '--bench_network', '--bench_seconds=1',
+                '--bench_rounds=2')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rounds = re.findall(r'round \d: inference (\d+\.\d+) ms per step of 6 environments, '
+                      r'learner (\d+\.\d+) ms per unroll of 7 steps', proc.stdout)
+  assert len(rounds) == 2, proc.stdout
+  timings = np.array(rounds, dtype=float)
+  assert (timings > 0).all()
+  inference = float(re.search(r'mean inference ms: (\d+\.\d+)', proc.stdout).group(1))
+  learner = float(re.search(r'mean learner ms: (\d+\.\d+)', proc.stdout).group(1))
+  assert abs(inference - timings[:, 0].mean()) <= 0.006
+  assert abs(learner - timings[:, 1].mean()) <= 0.06
+  assert 'training frames/s' not in proc.stdout  # The trainer never ran.

@@ -98,8 +98,8 @@ def test_deep_runs_are_checked_before_tensorflow_loads(tmp_path):
       from distral_tf import cli, errors, results
       from distral_tf.agents import config
       cli.FLAGS(['distral_tf', '--algorithm=a3c', '--logdir={logdir}'])
-      config.apply_level_set_defaults(cli.FLAGS)
-      results.write_json('{logdir}/config.json', cli.FLAGS.flag_values_dict())
+      results.write_json('{logdir}/config.json',
+                         dict(config.from_flags(cli.FLAGS)[0].config_record))
       refused = []
       for args in (['--workers_per_task=0'], ['--cluster=local:ps=1,workers=99999'],
                    ['--seed=1'], ['--two_rooms_room_size=7'], ['--algorithm=kl_2col']):
@@ -137,16 +137,16 @@ def test_deepmind_lab_workers_fit_the_machine_unless_on_a_cluster():
   fv = cli.FLAGS
   fv.unparse_flags()
   fv(['distral_tf', '--level_set=lasertag'])
-  notes = config.apply_level_set_defaults(fv)
-  assert fv.workers_per_task == config.machine_workers_per_task(8)
+  deep, notes = config.from_flags(fv)
+  assert deep.workers_per_task == config.machine_workers_per_task(8)
   assert notes and 'paper used 32' in notes[0]
   fv.unparse_flags()
   fv(['distral_tf', '--level_set=navigation', '--cluster=local:ps=1,workers=2'])
-  assert not config.apply_level_set_defaults(fv) and fv.workers_per_task == 32
+  deep, notes = config.from_flags(fv)
+  assert not notes and deep.workers_per_task == 32
   fv.unparse_flags()
   fv(['distral_tf', '--level_set=mazes', '--workers_per_task=3'])
-  config.apply_level_set_defaults(fv)
-  assert fv.workers_per_task == 3
+  assert config.from_flags(fv)[0].workers_per_task == 3
   fv.unparse_flags()
 
 
@@ -158,26 +158,27 @@ def test_the_a3c_family_takes_its_own_defaults():
   for algorithm in ('a3c', 'a3c_2col', 'kl_ent_2col', 'kl_1col'):
     fv.unparse_flags()
     fv(['distral_tf', f'--algorithm={algorithm}'])
-    config.apply_level_set_defaults(fv)
-    rates[algorithm] = fv.learning_rate
+    rates[algorithm] = config.from_flags(fv)[0].learning_rate
   assert rates['a3c'] == rates['a3c_2col'] == config.A3C_FAMILY_DEFAULTS['two_rooms'][
       'learning_rate']
   assert rates['kl_ent_2col'] == rates['kl_1col'] == config.LEVEL_SET_DEFAULTS[
       'two_rooms']['learning_rate']
   assert rates['a3c'] != rates['kl_ent_2col']
+  assert fv.learning_rate is None and not fv['workers_per_task'].present  # Left as given.
+  assert fv.workers_per_task == config.DeepConfig.__dataclass_fields__[
+      'workers_per_task'].default
   fv.unparse_flags()
   fv(['distral_tf', '--algorithm=a3c', '--learning_rate=0.5'])  # The flag wins.
-  config.apply_level_set_defaults(fv)
-  assert fv.learning_rate == 0.5
+  assert config.from_flags(fv)[0].learning_rate == 0.5
   # On minigrid the rate is the level set's for every algorithm; the entropy
   # cost is not: in the Distral algorithms' returns it is ten times smaller.
   costs = {}
   for algorithm in ('a3c', 'a3c_multitask', 'kl_ent_2col', 'kl_1col'):
     fv.unparse_flags()
     fv(['distral_tf', f'--algorithm={algorithm}', '--level_set=minigrid'])
-    config.apply_level_set_defaults(fv)
-    assert fv.learning_rate == config.LEVEL_SET_DEFAULTS['minigrid']['learning_rate']
-    costs[algorithm] = fv.entropy_cost
+    deep, _ = config.from_flags(fv)
+    assert deep.learning_rate == config.LEVEL_SET_DEFAULTS['minigrid']['learning_rate']
+    costs[algorithm] = deep.entropy_cost
   assert costs['a3c'] == costs['a3c_multitask'] == 0.01
   assert costs['kl_ent_2col'] == costs['kl_1col'] == 1e-3
   fv.unparse_flags()

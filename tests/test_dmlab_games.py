@@ -27,7 +27,7 @@ EXPECTED_ACTIONS = {'mazes': 9, 'navigation': 9, 'lasertag': 10}
 @pytest.fixture(autouse=True)
 def _cache_in_tmp_path(monkeypatch, tmp_path):
   """Keeps the level cache of these tests out of the user's home."""
-  monkeypatch.setattr(flags.FLAGS['dmlab_level_cache_dir'], 'value',
+  monkeypatch.setitem(games.OPTION_DEFAULTS, 'dmlab_level_cache_dir',
                       str(tmp_path / 'level_cache'))
 
 
@@ -104,7 +104,8 @@ def test_flags_set_size_repeat_renderer_and_cache(lab_double, tmp_path):
                '--dmlab_action_repeat=2', '--dmlab_renderer=hardware',
                f'--dmlab_level_cache_dir={tmp_path}'])
   try:
-    level_set = games.make_level_set('navigation', 1, seed=0)
+    options = lambda: flags.FLAGS.flag_values_dict()  # As the entry points pass them.
+    level_set = games.make_level_set('navigation', 1, seed=0, options=options())
     assert level_set.frames_per_step == 2
     env = level_set.tasks[0].make_env(0)
     assert env.lab.config['height'] == '60' and env.lab.config['width'] == '80'
@@ -113,11 +114,12 @@ def test_flags_set_size_repeat_renderer_and_cache(lab_double, tmp_path):
     env.reset()
     assert env.step(0).reward == 2.0 and env.lab.num_steps() == 2
     flags.FLAGS(['prog', '--dmlab_level_cache=false'])
-    env = games.make_level_set('navigation', 1, seed=0).tasks[0].make_env(0)
+    env = games.make_level_set('navigation', 1, seed=0,
+                               options=options()).tasks[0].make_env(0)
     assert env.lab.level_cache is None
     flags.FLAGS(['prog', '--dmlab_action_repeat=0'])
     with pytest.raises(errors.UsageError, match='dmlab_action_repeat'):
-      games.make_level_set('navigation', 1, seed=0)
+      games.make_level_set('navigation', 1, seed=0, options=options())
   finally:
     flags.FLAGS.unparse_flags()
 
@@ -127,8 +129,8 @@ def test_default_cache_is_on_under_the_users_cache_directory():
   assert os.path.expanduser(default) == os.path.expanduser(
       '~/.cache/distral_tf/dmlab_levels')
   assert flags.FLAGS['dmlab_level_cache'].default is True
-  config = games.config_from_flags(flags.FLAGS)  # Unparsed: the defaults.
-  assert config.level_cache_dir == flags.FLAGS['dmlab_level_cache_dir'].value
+  config = games.config_from_options(None)  # No options: the flags' defaults.
+  assert config.level_cache_dir == games.OPTION_DEFAULTS['dmlab_level_cache_dir']
   assert (config.height, config.width, config.action_repeat, config.renderer) == (
       72, 96, 4, 'software')
 

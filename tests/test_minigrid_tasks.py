@@ -7,7 +7,6 @@ import pickle
 import dm_env
 import numpy as np
 import pytest
-from absl.testing import flagsaver
 
 from distral_tf import errors
 from distral_tf.envs import level_sets
@@ -91,13 +90,12 @@ def test_wrong_level_set_name_is_a_usage_error():
 
 
 def test_tile_size_flag_sets_the_observation_size():
-  with flagsaver.flagsaver(minigrid_tile_size=4):
-    level_set = minigrid_tasks.make_level_set('minigrid', 1, 0)
+  level_set = minigrid_tasks.make_level_set('minigrid', 1, 0,
+                                            dict(minigrid_tile_size=4))
   observation = level_set.tasks[0].make_env(0).reset().observation
   assert observation.shape == (28, 28, 3)
-  with flagsaver.flagsaver(minigrid_tile_size=2):
-    with pytest.raises(errors.UsageError, match='minigrid_tile_size'):
-      minigrid_tasks.make_level_set('minigrid', 1, 0)
+  with pytest.raises(errors.UsageError, match='minigrid_tile_size'):
+    minigrid_tasks.make_level_set('minigrid', 1, 0, dict(minigrid_tile_size=2))
 
 
 def test_task_factories_are_picklable():

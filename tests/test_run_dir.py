@@ -30,9 +30,21 @@ def fv():
 
 def _save_deep_run(logdir, fv) -> None:
   """``config.json`` exactly as the deep trainer writes it."""
-  agents_config.apply_level_set_defaults(fv)
+  config, _ = agents_config.from_flags(fv)
   os.makedirs(logdir, exist_ok=True)
-  results.write_json(os.path.join(logdir, results.CONFIG_FILE), fv.flag_values_dict())
+  results.write_json(os.path.join(logdir, results.CONFIG_FILE),
+                     dict(config.config_record))
+
+
+def _run_flags(fv) -> dict:
+  """The run's flags as given (as the tabular trainer compares them)."""
+  return run_dir.run_flags(fv.flags_by_module_dict(), fv.flag_values_dict())
+
+
+def _deep_run_flags(fv) -> dict:
+  """The run's flags as the deep trainers compare them: level-set defaults merged."""
+  config, _ = agents_config.from_flags(fv)
+  return config.run_flags
 
 
 def test_prepare_creates_the_directory(tmp_path):
@@ -72,10 +84,10 @@ def test_prepare_refuses_a_read_only_directory(tmp_path):
 
 def test_no_run_yet_and_the_same_run(tmp_path, fv):
   flags_now = fv(*DEEP, f'--logdir={tmp_path}')
-  assert run_dir.check_same_run(str(tmp_path), flags_now, run_dir.RESUMABLE_FLAGS) is None
+  assert run_dir.check_same_run(str(tmp_path), _run_flags(flags_now),
+                                run_dir.RESUMABLE_FLAGS) is None
   _save_deep_run(str(tmp_path), flags_now)
-  again = fv(*DEEP, f'--logdir={tmp_path}')
-  agents_config.apply_level_set_defaults(again)
+  again = _deep_run_flags(fv(*DEEP, f'--logdir={tmp_path}'))
   config = run_dir.check_same_run(str(tmp_path), again, run_dir.RESUMABLE_FLAGS)
   assert config['algorithm'] == 'kl_ent_2col'
 
@@ -94,8 +106,7 @@ def test_no_run_yet_and_the_same_run(tmp_path, fv):
 def test_another_run_is_refused_naming_the_flags(tmp_path, fv, changed, named):
   _save_deep_run(str(tmp_path), fv(*DEEP, f'--logdir={tmp_path}'))
   saved = json.loads((tmp_path / results.CONFIG_FILE).read_text())
-  now = fv(*DEEP, *changed, f'--logdir={tmp_path}')
-  agents_config.apply_level_set_defaults(now)
+  now = _deep_run_flags(fv(*DEEP, *changed, f'--logdir={tmp_path}'))
   with pytest.raises(errors.UsageError, match='holds another run') as raised:
     run_dir.check_same_run(str(tmp_path), now, run_dir.RESUMABLE_FLAGS)
   for words in named:
@@ -105,10 +116,10 @@ def test_another_run_is_refused_naming_the_flags(tmp_path, fv, changed, named):
 
 def test_budget_and_execution_flags_may_change_on_resume(tmp_path, fv):
   _save_deep_run(str(tmp_path), fv(*DEEP, f'--logdir={tmp_path}'))
-  now = fv(*DEEP, '--env_steps_per_task=99', '--max_seconds=5', '--tf_threads=1',
-           '--checkpoint_secs=3', '--log_interval_secs=2', '--env_niceness=3',
-           f'--logdir={tmp_path}/../{tmp_path.name}')
-  agents_config.apply_level_set_defaults(now)
+  now = _deep_run_flags(fv(
+      *DEEP, '--env_steps_per_task=99', '--max_seconds=5', '--tf_threads=1',
+      '--checkpoint_secs=3', '--log_interval_secs=2', '--env_niceness=3',
+      f'--logdir={tmp_path}/../{tmp_path.name}'))
   assert run_dir.check_same_run(str(tmp_path), now, run_dir.RESUMABLE_FLAGS)
   # A run that does not checkpoint (tabular) cannot change its budget.
   with pytest.raises(errors.UsageError, match=r'--env_steps_per_task=\d+ \(now 99\)'):
@@ -124,35 +135,36 @@ def test_only_flags_of_the_trainers_are_compared():
   flags.DEFINE_integer('new_flag', 1, '', flag_values=fv,
                        module_name='distral_tf.agents.config')
   fv(['p'])
-  assert run_dir.run_flags(fv) == dict(seed=0, new_flag=1)
+  assert _run_flags(fv) == dict(seed=0, new_flag=1)
   saved = dict(seed=0, seeds=3, verbosity=1)  # Saved before new_flag existed.
-  assert run_dir.differing_flags(saved, run_dir.run_flags(fv), frozenset()) == []
-  assert run_dir.differing_flags(dict(saved, new_flag=2), run_dir.run_flags(fv),
+  assert run_dir.differing_flags(saved, _run_flags(fv), frozenset()) == []
+  assert run_dir.differing_flags(dict(saved, new_flag=2), _run_flags(fv),
                                  frozenset()) == ['--new_flag=2 (now 1)']
 
 
 def test_results_without_a_config_are_refused(tmp_path, fv):
   results.EpisodeWriter(str(tmp_path), 'a3c', 0).close()
   with pytest.raises(errors.UsageError, match='episodes.csv but no config.json'):
-    run_dir.check_same_run(str(tmp_path), fv(*DEEP), run_dir.RESUMABLE_FLAGS)
+    run_dir.check_same_run(str(tmp_path), _run_flags(fv(*DEEP)),
+                           run_dir.RESUMABLE_FLAGS)
 
 
 def test_unreadable_config_is_refused(tmp_path, fv):
   (tmp_path / results.CONFIG_FILE).write_text('{"seed": 0')
   with pytest.raises(errors.UsageError, match='config.json is unreadable'):
-    run_dir.check_same_run(str(tmp_path), fv(*DEEP), run_dir.RESUMABLE_FLAGS)
+    run_dir.check_same_run(str(tmp_path), _run_flags(fv(*DEEP)),
+                           run_dir.RESUMABLE_FLAGS)
 
 
 def test_deep_trainer_resume_check_compares_every_flag(tmp_path, fv):
-  from distral_tf.agents import train  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import builders  # pylint: disable=g-import-not-at-top
   _save_deep_run(str(tmp_path), fv(*DEEP, f'--logdir={tmp_path}'))
-  same = fv(*DEEP, '--env_steps_per_task=100', f'--logdir={tmp_path}')
-  agents_config.apply_level_set_defaults(same)
-  train.check_resumable(str(tmp_path), same)
+  same, _ = agents_config.from_flags(
+      fv(*DEEP, '--env_steps_per_task=100', f'--logdir={tmp_path}'))
+  builders.check_resumable(same)
   for changed in ('--seed=1', '--tasks=0', '--two_rooms_task_seed=5', '--discount=0.5'):
-    other = fv(*DEEP, changed, f'--logdir={tmp_path}')
-    agents_config.apply_level_set_defaults(other)
+    other, _ = agents_config.from_flags(fv(*DEEP, changed, f'--logdir={tmp_path}'))
     with pytest.raises(errors.UsageError, match=changed.split('=')[0] + '='):
-      train.check_resumable(str(tmp_path), other)
+      builders.check_resumable(other)
   saved = json.loads((tmp_path / results.CONFIG_FILE).read_text())
   assert saved['seed'] == 0

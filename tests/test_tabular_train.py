@@ -180,8 +180,8 @@ def _tree(logdir) -> dict:
 def test_a_deep_run_s_directory_is_refused_and_left_untouched(tmp_path):
   cli.FLAGS.unparse_flags()
   cli.FLAGS(['distral_tf', '--algorithm=kl_ent_2col', f'--logdir={tmp_path}'])
-  agents_config.apply_level_set_defaults(cli.FLAGS)
-  results.write_json(str(tmp_path / results.CONFIG_FILE), cli.FLAGS.flag_values_dict())
+  config, _ = agents_config.from_flags(cli.FLAGS)
+  results.write_json(str(tmp_path / results.CONFIG_FILE), dict(config.config_record))
   writer = results.EpisodeWriter(str(tmp_path), 'kl_ent_2col', 0)
   for steps in range(0, 1000, 100):
     writer.write('goal_r1_c10', steps, -1.4, 20)

@@ -281,8 +281,8 @@ def test_ctrl_c_during_start_up_is_one_line_and_status_130(tmp_path, moment):
 
 
 def test_tf_threads_sets_the_ops_threads_and_at_least_two_inter_op_threads():
-  code = ('import tensorflow as tf; from distral_tf.agents import train; '
-          'train.set_tf_threads(1); c = tf.config.threading; '
+  code = ('import tensorflow as tf; from distral_tf.agents import builders; '
+          'builders.set_tf_threads(1); c = tf.config.threading; '
           'print(c.get_intra_op_parallelism_threads(), c.get_inter_op_parallelism_threads())')
   out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
@@ -305,10 +305,10 @@ def test_divergence_stops_with_one_line_and_no_checkpoint(tmp_path):
 
 def test_progress_line_never_passes_the_budget():
   from distral_tf.agents import actor as actor_lib  # pylint: disable=g-import-not-at-top
-  from distral_tf.agents import train  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import run_loop  # pylint: disable=g-import-not-at-top
   progress = actor_lib.Progress(['a', 'b'], budget=4000, frames=[5120, 4100])
-  line = train.progress_line(progress, fps=100.0)
+  line = run_loop.progress_line(progress, fps=100.0)
   assert line.startswith('frames 8,000/8,000 (100.0%)'), line
   assert 'ETA 0m00s' in line and 'return pi_i none finished yet' in line
   progress.add_return('a', 'task', -0.5)
-  assert 'return pi_i -0.500' in train.progress_line(progress, fps=100.0)
+  assert 'return pi_i -0.500' in run_loop.progress_line(progress, fps=100.0)

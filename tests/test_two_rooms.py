@@ -139,8 +139,10 @@ def test_flags_change_the_world():
   try:
     fv(['prog', '--two_rooms_step_limit=7', '--two_rooms_goal_reward=2',
         '--two_rooms_task_seed=5'])
-    ls = two_rooms.make_level_set('two_rooms', 4, seed=0)
-    assert ls.task_names == two_rooms.make_level_set('two_rooms', 4, seed=1).task_names
+    options = fv.flag_values_dict()  # As the entry points pass them.
+    ls = two_rooms.make_level_set('two_rooms', 4, seed=0, options=options)
+    assert ls.task_names == two_rooms.make_level_set(
+        'two_rooms', 4, seed=1, options=options).task_names
     env = ls.tasks[0].make_env(0)
     ts = env.reset()
     steps = 0
@@ -151,7 +153,7 @@ def test_flags_change_the_world():
     fv.unparse_flags()
     fv(['prog', '--two_rooms_room_size=4'])
     with pytest.raises(errors.UsageError, match='odd'):
-      two_rooms.make_level_set('two_rooms', 4, seed=0)
+      two_rooms.make_level_set('two_rooms', 4, seed=0, options=fv.flag_values_dict())
   finally:
     fv.unparse_flags()
 

@@ -24,8 +24,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from distral_tf.agents import learner as learner_lib
+
+tfd = tfp.distributions
+
 
 class Progress:
   """Counters shared by actors, evaluator and monitor (thread safe)."""
@@ -144,8 +148,8 @@ def make_act_fn(network, task_sizes: Sequence[int]) -> Callable:
     output, state = network.unroll_tasks(sizes, observations[tf.newaxis],
                                          first[tf.newaxis], state)
     logits = output.logits[0]
-    actions = tf.random.categorical(logits, 1, dtype=tf.int32)
-    return actions[:, 0], logits, output.values[0], state
+    actions = tfd.Categorical(logits=logits, dtype=tf.int32).sample()
+    return actions, logits, output.values[0], state
 
   return act
 
@@ -157,7 +161,7 @@ def make_pi0_act_fn(network) -> Callable:
   def act(observations, first, state):
     logits, state = network.pi0_unroll(observations[tf.newaxis], first[tf.newaxis],
                                        state)
-    return tf.random.categorical(logits[0], 1, dtype=tf.int32)[:, 0], state
+    return tfd.Categorical(logits=logits[0], dtype=tf.int32).sample(), state
 
   return act
 

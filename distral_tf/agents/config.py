@@ -1,4 +1,11 @@
-"""Flags and configuration of the deep trainers (local and cluster).
+"""Configuration of the deep trainers (local and cluster), and their flags.
+
+``DeepConfig`` is one run's configuration, frozen: the entry points (``cli``,
+``bench``) build it once with ``from_flags``, which merges the level set's
+defaults (``LEVEL_SET_DEFAULTS``, ``A3C_FAMILY_DEFAULTS``, ``COMMON_DEFAULTS``)
+into the flags' values without changing the flags; everything below them
+(``builders``, the trainers, ``learner.LearnerConfig``'s defaults) takes it.
+``config.json`` is written from it (``config_record``).
 
 Defaults follow the paper's A3C set-up (appendix B.2): unrolls of 20 steps,
 RMSProp (decay 0.99) shared by all workers, gradient norm clipped at 40,
@@ -12,18 +19,38 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Sequence
+import types
+from typing import Any, Mapping, Sequence
 
 from absl import flags
 
 from distral_tf import errors
+from distral_tf import run_dir
 from distral_tf.agents import algorithms
 from distral_tf.distributed import topology
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DeepConfig:
-  """Everything the deep trainers need beyond the common flags of ``cli``."""
+  """Everything a deep trainer (local or cluster) needs: one run, read once.
+
+  ``from_flags`` builds it from the command line, the level set's defaults
+  merged in; the library below the entry points takes only this. The fields
+  without a default are ``cli``'s common flags (their defaults live there and
+  in ``COMMON_DEFAULTS``); the others' defaults are the deep trainers' flags'.
+  """
+  # The common flags of ``cli``, the level set's defaults merged in.
+  level_set: str
+  algorithm: str
+  seed: int
+  num_tasks: int | None            # None: the level set's own number
+  env_steps_per_task: int
+  logdir: str
+  learning_rate: float
+  discount: float
+  alpha: float | None              # None: the algorithm's own
+  entropy_cost: float
+  # The deep trainers' own flags.
   workers_per_task: int = 4
   actor_threads: int = 1
   learner_threads: int = 1
@@ -50,6 +77,12 @@ class DeepConfig:
   tasks: tuple[int, ...] = ()      # indices of the level set's tasks to train on; () = all
   prior_logdir: str = ''
   cluster: str = ''
+  # What ``config.json`` records: every flag's value (``config_record``), and
+  # those that make up the run, compared when it resumes (``run_dir``).
+  config_record: Mapping[str, Any] = dataclasses.field(
+      default_factory=dict, compare=False, repr=False)
+  run_flags: Mapping[str, Any] = dataclasses.field(
+      default_factory=dict, compare=False, repr=False)
 
 
 # workers_per_task of a level set whose environments are heavy: as many as the
@@ -83,14 +116,14 @@ def machine_workers_per_task(num_tasks: int, cores: int | None = None,
 # two-room world learns faster with the ones below.
 COMMON_DEFAULTS = dict(learning_rate=5e-4, entropy_cost=0.01, discount=0.99)
 LEVEL_SET_DEFAULTS = {
-    # Measured on the grid world (README, "Deep agents on the grid world"): a
-    # narrow column (64) learns as well as the paper's 256 at a tenth of the
-    # cost; 16 environments per task stepped in one numpy batch; a constant
-    # rate of 3e-3 escapes the "stand still" trap that 1e-3 falls into.
-    'two_rooms': dict(learning_rate=3e-3, entropy_cost=0.01, discount=0.95,
-                      env_steps_per_task=60_000, rmsprop_epsilon=1e-6,
-                      env_processes=False, hidden_size=64, workers_per_task=16,
-                      lr_schedule='constant'),
+    # Measured on the grid world (docs/agents.md, "The grid world"): a narrow
+    # column (64) learns as well as the paper's 256 at a tenth of the cost; 16
+    # environments per task stepped in one numpy batch; a constant rate of 3e-3
+    # escapes the "stand still" trap that 1e-3 falls into; the common discount
+    # 0.99 (KL+ent_2col solved 3 of 3 seeds with it, 2 of 3 with 0.95).
+    'two_rooms': dict(learning_rate=3e-3, entropy_cost=0.01,
+                      env_steps_per_task=60_000, env_processes=False, hidden_size=64,
+                      workers_per_task=16, lr_schedule='constant'),
     # The environments keep the cores busy: one TensorFlow thread per op (a
     # second one on these small ops saves little time and takes CPU from them).
     # Measured on empty_6x6 (docs/agents.md, "The skip connection"): a constant
@@ -114,67 +147,71 @@ LEVEL_SET_DEFAULTS = {
     'lasertag': dict(env_steps_per_task=500_000_000, workers_per_task=FIT_MACHINE),
 }
 
-_D = DeepConfig()
-flags.DEFINE_integer('workers_per_task', _D.workers_per_task,
+# The defaults of ``DeepConfig``, by name: those of the deep trainers' flags and
+# of ``learner.LearnerConfig``.
+DEFAULTS = types.SimpleNamespace(**{
+    f.name: f.default for f in dataclasses.fields(DeepConfig)
+    if f.default is not dataclasses.MISSING})
+flags.DEFINE_integer('workers_per_task', DEFAULTS.workers_per_task,
                      'Environments (workers) per task, each in its own process '
                      '(paper: 32).')
-flags.DEFINE_integer('actor_threads', _D.actor_threads,
+flags.DEFINE_integer('actor_threads', DEFAULTS.actor_threads,
                      'Threads stepping environments; each acts for its share of every '
                      'task\'s workers with one batched inference per step.')
-flags.DEFINE_integer('learner_threads', _D.learner_threads,
+flags.DEFINE_integer('learner_threads', DEFAULTS.learner_threads,
                      'Threads applying asynchronous gradient steps (one per unroll) to '
                      'the shared parameters and RMSProp statistics.')
-flags.DEFINE_integer('unroll_length', _D.unroll_length, 'Steps per unroll (paper: 20).')
-flags.DEFINE_boolean('env_processes', _D.env_processes,
+flags.DEFINE_integer('unroll_length', DEFAULTS.unroll_length, 'Steps per unroll (paper: 20).')
+flags.DEFINE_boolean('env_processes', DEFAULTS.env_processes,
                      'Run every environment in its own process (required for DeepMind '
                      'Lab); false steps them in the actor threads.')
-flags.DEFINE_integer('env_niceness', _D.env_niceness,
+flags.DEFINE_integer('env_niceness', DEFAULTS.env_niceness,
                      'Niceness (0-19) added to the environment processes, so that the '
                      'learner and the batched inference, which every environment waits '
                      'on, come first on cores the environments keep busy.')
-flags.DEFINE_integer('tf_threads', _D.tf_threads,
+flags.DEFINE_integer('tf_threads', DEFAULTS.tf_threads,
                      'Threads per op of the trainer\'s TensorFlow (intra-op; ops of '
                      'the learner and the actors run side by side on max(N, 2) inter-op '
                      'threads); 0: TensorFlow\'s defaults (one per core). Fewer leave the '
                      'cores to the environment processes.')
-flags.DEFINE_float('rmsprop_decay', _D.rmsprop_decay, 'RMSProp decay.')
-flags.DEFINE_float('rmsprop_epsilon', _D.rmsprop_epsilon, 'RMSProp epsilon.')
-flags.DEFINE_float('grad_clip_norm', _D.grad_clip_norm, 'Global gradient norm clip.')
-flags.DEFINE_float('value_cost', _D.value_cost, 'Weight of the value loss.')
-flags.DEFINE_float('value_l2_cost', _D.value_l2_cost,
+flags.DEFINE_float('rmsprop_decay', DEFAULTS.rmsprop_decay, 'RMSProp decay.')
+flags.DEFINE_float('rmsprop_epsilon', DEFAULTS.rmsprop_epsilon, 'RMSProp epsilon.')
+flags.DEFINE_float('grad_clip_norm', DEFAULTS.grad_clip_norm, 'Global gradient norm clip.')
+flags.DEFINE_float('value_cost', DEFAULTS.value_cost, 'Weight of the value loss.')
+flags.DEFINE_float('value_l2_cost', DEFAULTS.value_l2_cost,
                    'Weight of the L2 term pulling task values toward the shared value.')
-flags.DEFINE_enum('regulariser_gradient', _D.regulariser_gradient,
+flags.DEFINE_enum('regulariser_gradient', DEFAULTS.regulariser_gradient,
                   ['expected', 'sampled'],
                   'How the current step\'s KL/entropy regulariser enters the policy '
                   'gradient of the Distral algorithms: "sampled" is eq. (9) as written; '
                   '"expected" replaces it by its expectation over the action (same '
                   'expected gradient, lower variance).')
-flags.DEFINE_enum('off_policy_correction', _D.off_policy_correction, ['vtrace', 'none'],
+flags.DEFINE_enum('off_policy_correction', DEFAULTS.off_policy_correction, ['vtrace', 'none'],
                   'Correction of the returns for the policy lag of asynchronous '
                   'updates: "vtrace" (IMPALA\'s V-trace, from the behaviour policy '
                   'each unroll records) or "none" (n-step returns, as in A3C).')
-flags.DEFINE_integer('max_policy_lag', _D.max_policy_lag,
+flags.DEFINE_integer('max_policy_lag', DEFAULTS.max_policy_lag,
                      'Drop an unroll whose policy lag (updates applied since its first '
                      'action) exceeds this; 0: keep every unroll.')
-flags.DEFINE_enum('lr_schedule', _D.lr_schedule, ['linear', 'constant'],
+flags.DEFINE_enum('lr_schedule', DEFAULTS.lr_schedule, ['linear', 'constant'],
                   'Learning rate: "linear" anneals it to 0 over --env_steps_per_task '
                   '(paper), "constant" keeps it.')
-flags.DEFINE_integer('hidden_size', _D.hidden_size,
+flags.DEFINE_integer('hidden_size', DEFAULTS.hidden_size,
                      'Width of the fc layer and LSTM of every column (paper: 256).')
-flags.DEFINE_boolean('lstm_skip', _D.lstm_skip,
+flags.DEFINE_boolean('lstm_skip', DEFAULTS.lstm_skip,
                      'Policy and value read-outs see the LSTM\'s output plus the fc '
                      'layer\'s (a residual connection); --nolstm_skip is the paper\'s '
                      'column exactly.')
-flags.DEFINE_integer('eval_interval', _D.eval_interval,
+flags.DEFINE_integer('eval_interval', DEFAULTS.eval_interval,
                      'Frames per task between evaluations of pi_0 on every task; '
                      '0: 20 evaluations per run.')
-flags.DEFINE_integer('eval_episodes', _D.eval_episodes,
+flags.DEFINE_integer('eval_episodes', DEFAULTS.eval_episodes,
                      'Episodes per task and evaluation of pi_0.')
-flags.DEFINE_float('checkpoint_secs', _D.checkpoint_secs,
+flags.DEFINE_float('checkpoint_secs', DEFAULTS.checkpoint_secs,
                    'Seconds between checkpoints (also saved at the end and on Ctrl-C).')
-flags.DEFINE_float('log_interval_secs', _D.log_interval_secs,
+flags.DEFINE_float('log_interval_secs', DEFAULTS.log_interval_secs,
                    'Seconds between progress lines and TensorBoard summaries.')
-flags.DEFINE_float('max_seconds', _D.max_seconds,
+flags.DEFINE_float('max_seconds', DEFAULTS.max_seconds,
                    'Stop after this many seconds of training, saving a checkpoint '
                    '(rerun to resume); 0: no limit.')
 flags.DEFINE_list('tasks', [], 'Indices of the level set\'s tasks to train on; '
@@ -205,68 +242,30 @@ def parse_tasks(values: Sequence[str]) -> tuple[int, ...]:
   return tasks
 
 
-def from_flags(fv: flags.FlagValues) -> DeepConfig:
-  """Reads and checks the deep trainers' flags; raises ``errors.UsageError``.
-
-  Needs no TensorFlow: ``cli`` calls it before a trainer loads.
-  """
-  for name in ('workers_per_task', 'actor_threads', 'learner_threads', 'unroll_length',
-               'hidden_size', 'rmsprop_decay',
-               'rmsprop_epsilon', 'grad_clip_norm', 'eval_episodes',
-               'checkpoint_secs', 'log_interval_secs'):
-    _positive(name, fv[name].value)
-  for name in ('value_cost', 'value_l2_cost', 'eval_interval',
-               'max_seconds', 'tf_threads', 'max_policy_lag'):
-    _positive(name, fv[name].value, allow_zero=True)
-  if not 0 <= fv.env_niceness <= 19:
-    raise errors.UsageError(f'--env_niceness must be in 0..19, got {fv.env_niceness}')
-  if fv.rmsprop_decay >= 1:
-    raise errors.UsageError(f'--rmsprop_decay must be < 1, got {fv.rmsprop_decay}')
-  if fv.actor_threads > fv.workers_per_task:
-    raise errors.UsageError(
-        f'--actor_threads ({fv.actor_threads}) must be <= --workers_per_task '
-        f'({fv.workers_per_task})')
-  if fv.cluster:
-    topology.parse_cluster_flag(fv.cluster)
-  return DeepConfig(
-      workers_per_task=fv.workers_per_task, actor_threads=fv.actor_threads,
-      learner_threads=fv.learner_threads,
-      unroll_length=fv.unroll_length, env_processes=fv.env_processes,
-      env_niceness=fv.env_niceness, tf_threads=fv.tf_threads,
-      rmsprop_decay=fv.rmsprop_decay, rmsprop_epsilon=fv.rmsprop_epsilon,
-      grad_clip_norm=fv.grad_clip_norm, value_cost=fv.value_cost,
-      value_l2_cost=fv.value_l2_cost,
-      regulariser_gradient=fv.regulariser_gradient,
-      off_policy_correction=fv.off_policy_correction, max_policy_lag=fv.max_policy_lag,
-      lr_schedule=fv.lr_schedule, hidden_size=fv.hidden_size, lstm_skip=fv.lstm_skip,
-      eval_interval=fv.eval_interval,
-      eval_episodes=fv.eval_episodes, checkpoint_secs=fv.checkpoint_secs,
-      log_interval_secs=fv.log_interval_secs, max_seconds=fv.max_seconds,
-      tasks=parse_tasks(fv.tasks),
-      prior_logdir=fv.prior_logdir, cluster=fv.cluster)
-
-
 # Defaults of the A3C family (raw rewards plus an entropy bonus) that differ from
 # its level set's: the paper picks every algorithm's own best setting. On the grid
-# world A3C needs a larger rate to leave the near-uniform plateau; on minigrid its
-# entropy bonus, outside the returns, keeps the common 0.01 (docs/agents.md).
+# world A3C needs a larger rate and a higher temperature to find the goals before
+# it learns to avoid the corridor (one task alone: 12 of 12 runs reached them
+# with these, 1 of 3 with entropy cost 0.01); on minigrid its entropy bonus,
+# outside the returns, keeps the common 0.01 (docs/agents.md).
 A3C_FAMILY_DEFAULTS = {
-    'two_rooms': dict(learning_rate=1e-2),
+    'two_rooms': dict(learning_rate=1e-2, entropy_cost=0.05),
     'minigrid': dict(entropy_cost=0.01),
 }
 
 
-def apply_level_set_defaults(fv: flags.FlagValues) -> list[str]:
-  """Gives flags not set on the command line the level set's defaults.
+def level_set_defaults(fv: flags.FlagValues) -> tuple[dict[str, Any], list[str]]:
+  """The values flags not set on the command line take from the level set.
 
-  Call before ``from_flags``. Common flags still unset (None) then take
-  ``COMMON_DEFAULTS``. Returns notes on the defaults that were chosen for this
-  machine, for the first lines of a run.
+  Common flags still unset (None) then take ``COMMON_DEFAULTS``. Leaves
+  ``fv`` as it is. Returns those values by flag name, and notes on the
+  defaults that were chosen for this machine, for the first lines of a run.
   """
   notes = []
   defaults = dict(LEVEL_SET_DEFAULTS[fv.level_set])
   if fv.algorithm in algorithms.ALGORITHMS and algorithms.ALGORITHMS[fv.algorithm].entropy_bonus:
     defaults.update(A3C_FAMILY_DEFAULTS.get(fv.level_set, {}))
+  values = {}
   for name, value in defaults.items():
     if fv[name].present:
       continue
@@ -280,8 +279,52 @@ def apply_level_set_defaults(fv: flags.FlagValues) -> list[str]:
         notes.append(f'--workers_per_task={value}: chosen to fit this machine '
                      f'({os.cpu_count()} cores; the paper used {PAPER_WORKERS_PER_TASK} '
                      f'per task on a cluster: give --workers_per_task or --cluster)')
-    fv[name].value = value
+    values[name] = value
   for name, value in COMMON_DEFAULTS.items():
-    if fv[name].value is None:
-      fv[name].value = value
-  return notes
+    if values.get(name, fv[name].value) is None:
+      values[name] = value
+  return values, notes
+
+
+def from_flags(fv: flags.FlagValues) -> tuple[DeepConfig, list[str]]:
+  """The deep trainers' configuration: the flags, the level set's defaults merged.
+
+  Leaves ``fv`` as it is. Checks the values (raises ``errors.UsageError``)
+  and needs no TensorFlow: ``cli`` calls it before a trainer loads. Returns
+  the configuration and ``level_set_defaults``' notes.
+  """
+  defaults, notes = level_set_defaults(fv)
+  record = dict(fv.flag_values_dict(), **defaults)
+  _check(record)
+  fields = {f.name for f in dataclasses.fields(DeepConfig)} - {
+      'tasks', 'config_record', 'run_flags'}
+  config = DeepConfig(
+      **{name: record[name] for name in fields}, tasks=parse_tasks(record['tasks']),
+      config_record=types.MappingProxyType(record),
+      run_flags=types.MappingProxyType(
+          run_dir.run_flags(fv.flags_by_module_dict(), record)))
+  return config, notes
+
+
+def _check(values: Mapping[str, Any]) -> None:
+  """Raises ``errors.UsageError`` for a value of a deep trainer's flag out of range."""
+  for name in ('workers_per_task', 'actor_threads', 'learner_threads', 'unroll_length',
+               'hidden_size', 'rmsprop_decay',
+               'rmsprop_epsilon', 'grad_clip_norm', 'eval_episodes',
+               'checkpoint_secs', 'log_interval_secs'):
+    _positive(name, values[name])
+  for name in ('value_cost', 'value_l2_cost', 'eval_interval',
+               'max_seconds', 'tf_threads', 'max_policy_lag'):
+    _positive(name, values[name], allow_zero=True)
+  if not 0 <= values['env_niceness'] <= 19:
+    raise errors.UsageError(
+        f'--env_niceness must be in 0..19, got {values["env_niceness"]}')
+  if values['rmsprop_decay'] >= 1:
+    raise errors.UsageError(
+        f'--rmsprop_decay must be < 1, got {values["rmsprop_decay"]}')
+  if values['actor_threads'] > values['workers_per_task']:
+    raise errors.UsageError(
+        f'--actor_threads ({values["actor_threads"]}) must be <= --workers_per_task '
+        f'({values["workers_per_task"]})')
+  if values['cluster']:
+    topology.parse_cluster_flag(values['cluster'])

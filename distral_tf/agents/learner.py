@@ -31,6 +31,7 @@ import tensorflow as tf
 import tf_keras
 
 from distral_tf.agents import algorithms
+from distral_tf.agents import config as config_lib
 from distral_tf.agents import losses
 from distral_tf.agents import networks
 
@@ -104,19 +105,21 @@ def split_metrics(metrics: dict[str, float]) -> tuple[dict[str, float],
 
 @dataclasses.dataclass(frozen=True)
 class LearnerConfig:
-  """Optimisation settings; defaults are A3C's (Mnih et al., 2016)."""
+  """Optimisation settings; defaults are the deep trainers' (``config.DeepConfig``)."""
   learning_rate: float
   total_steps: int          # agent steps, summed over tasks, to anneal to 0
-  discount: float = 0.99
-  rmsprop_decay: float = 0.99
-  rmsprop_epsilon: float = 1e-6
+  discount: float = config_lib.COMMON_DEFAULTS['discount']
+  rmsprop_decay: float = config_lib.DEFAULTS.rmsprop_decay
+  rmsprop_epsilon: float = config_lib.DEFAULTS.rmsprop_epsilon
   rmsprop_momentum: float = 0.0
-  grad_clip_norm: float = 40.0
-  value_cost: float = 0.5
-  value_l2_cost: float = 0.01
-  regulariser_gradient: str = 'expected'   # see losses.distral_loss
-  off_policy_correction: str = 'vtrace'    # see losses.distral_loss
-  lr_schedule: str = 'linear'              # 'linear' (annealed to 0) or 'constant'
+  grad_clip_norm: float = config_lib.DEFAULTS.grad_clip_norm
+  value_cost: float = config_lib.DEFAULTS.value_cost
+  value_l2_cost: float = config_lib.DEFAULTS.value_l2_cost
+  # See losses.distral_loss.
+  regulariser_gradient: str = config_lib.DEFAULTS.regulariser_gradient
+  off_policy_correction: str = config_lib.DEFAULTS.off_policy_correction
+  # 'linear' (annealed to 0) or 'constant'.
+  lr_schedule: str = config_lib.DEFAULTS.lr_schedule
 
 
 class Learner:

@@ -36,6 +36,7 @@ averaged over the batch (or weighted per column: ``column_weights``).
 from __future__ import annotations
 
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from distral_tf.agents import algorithms
 from distral_tf.agents import networks
@@ -43,6 +44,7 @@ from distral_tf.agents import vtrace
 
 OFF_POLICY_CORRECTIONS = ('vtrace', 'none')
 LOSS_TERMS = ('policy_loss', 'entropy_loss', 'value_loss', 'distill_loss', 'value_l2')
+tfd = tfp.distributions
 
 
 def regularised_rewards(rewards: tf.Tensor, log_pi0_a: tf.Tensor,
@@ -58,7 +60,7 @@ def regularised_rewards(rewards: tf.Tensor, log_pi0_a: tf.Tensor,
 
 
 def _log_prob(log_probs: tf.Tensor, actions: tf.Tensor) -> tf.Tensor:
-  """``log_probs[t, b, actions[t, b]]``."""
+  """``log_probs[t, b, actions[t, b]]`` of a vector of log-probabilities per action."""
   one_hot = tf.one_hot(actions, log_probs.shape[-1], dtype=log_probs.dtype)
   return tf.reduce_sum(log_probs * one_hot, axis=-1)
 
@@ -127,10 +129,11 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
   rewards = tf.cast(rewards, dtype)
   step_discounts = gamma * tf.cast(discounts, dtype)
 
-  log_pi = tf.nn.log_softmax(output.logits[:num_steps])
+  pi_i = tfd.Categorical(logits=output.logits[:num_steps])
+  log_pi = tf.nn.log_softmax(output.logits[:num_steps])  # Per action (below).
   pi = tf.exp(log_pi)
-  log_pi_a = _log_prob(log_pi, actions)
-  entropy = -tf.reduce_sum(pi * log_pi, axis=-1)
+  log_pi_a = pi_i.log_prob(actions)
+  entropy = pi_i.entropy()
   all_values = tf.stop_gradient(output.values)
   values = output.values[:num_steps]
 
@@ -139,8 +142,9 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
   distill = zeros
   value_l2 = zeros
   if output.pi0_logits is not None:
+    pi_0 = tfd.Categorical(logits=output.pi0_logits[:num_steps])
     log_pi0 = tf.nn.log_softmax(output.pi0_logits[:num_steps])
-    kl = tf.reduce_sum(pi * (log_pi - log_pi0), axis=-1)
+    kl = tfd.kl_divergence(pi_i, pi_0)
     if algorithm.distilled:
       # Eq. (10), second term: grad = c_KL sum_a (pi_i - pi_0) grad h.
       distill = -coeffs.c_kl * tf.reduce_sum(
@@ -152,7 +156,7 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
     step_rewards = rewards
     entropy_term = -coeffs.c_ent * entropy
   else:
-    log_pi0_a = _log_prob(log_pi0, actions) if output.pi0_logits is not None else zeros
+    log_pi0_a = pi_0.log_prob(actions) if output.pi0_logits is not None else zeros
     step_rewards = regularised_rewards(rewards, log_pi0_a, log_pi_a, coeffs)
     entropy_term = zeros
 
@@ -166,10 +170,10 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
   behaviour_kl = zeros
   log_rhos = zeros
   if behaviour_logits is not None:
-    log_mu = tf.nn.log_softmax(tf.cast(behaviour_logits, dtype))
-    behaviour_kl = tf.reduce_sum(tf.exp(log_mu) * (log_mu - log_pi), axis=-1)
+    mu = tfd.Categorical(logits=tf.cast(behaviour_logits, dtype))
+    behaviour_kl = tfd.kl_divergence(mu, pi_i)
     if off_policy_correction == 'vtrace':
-      log_rhos = tf.stop_gradient(log_pi_a - _log_prob(log_mu, actions))
+      log_rhos = tf.stop_gradient(log_pi_a - mu.log_prob(actions))
   targets = vtrace.vtrace(log_rhos, step_discounts, step_rewards,
                           tf.stop_gradient(values), next_values, continues,
                           rho_bar=rho_bar, c_bar=c_bar)

@@ -1,6 +1,7 @@
 """Cluster mode of the deep trainer: ``--cluster=local:ps=N,workers=M`` or ``tf_config``.
 
-The same run as ``agents/train.py`` with TensorFlow's parameter-server engine:
+The same run as the local trainer (``agents/train.py``) with TensorFlow's
+parameter-server engine:
 
 * every variable (all columns, pi_0, value heads, the RMSProp slots, the
   learning rate and the step counter) lives on the ps tasks, so all workers
@@ -30,11 +31,11 @@ import os
 import sys
 
 import tensorflow as tf
-from absl import flags
 
 from distral_tf import errors
-from distral_tf import results
-from distral_tf.agents import train
+from distral_tf.agents import builders
+from distral_tf.agents import config as config_lib
+from distral_tf.agents import run_loop
 from distral_tf.distributed import local_cluster
 from distral_tf.distributed import remote
 from distral_tf.distributed import topology
@@ -48,62 +49,59 @@ CONNECT_TIMEOUT_SECS = 300.0
 CLUSTER_FAILURE_EXIT_CODE = 75
 
 
-def run(fv: flags.FlagValues, cfg, level_set, algorithm, coeffs) -> dict:
-  """Entry point from ``agents/train.py`` when ``--cluster`` is set.
+def run(config: config_lib.DeepConfig) -> dict:
+  """Trains (or serves) in cluster mode: ``cli``'s choice when ``--cluster`` is set.
 
   A lost ps task ends the process with ``CLUSTER_FAILURE_EXIT_CODE`` once the
   launcher's servers are stopped; the TensorFlow runtime is not finalised then
   (it would wait on the lost task).
   """
+  setup = builders.make_setup(config)
   try:
-    summary, interrupted = _run(fv, cfg, level_set, algorithm, coeffs)
+    summary, interrupted = _run(config, setup)
   except trainer_lib.ClusterFailure as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(CLUSTER_FAILURE_EXIT_CODE)  # pylint: disable=protected-access
   if interrupted:
-    print(f'Stopped; checkpoint saved in {fv.logdir}. Run the same command to '
-          'resume.', file=sys.stderr, flush=True)
-    sys.exit(130)
+    run_loop.exit_interrupted(config.logdir, 130)
   return summary
 
 
-def _run(fv, cfg, level_set, algorithm, coeffs) -> tuple[dict, bool]:
+def _run(config: config_lib.DeepConfig,
+         setup: builders.Setup) -> tuple[dict, bool]:
   """Serves (ps, worker) or trains (chief); returns the summary and Ctrl-C."""
-  target = topology.parse_cluster_flag(cfg.cluster)
+  target = topology.parse_cluster_flag(config.cluster)
   if target == 'tf_config':
     cluster, role = topology.read_tf_config()
     if role.job != 'chief':
       from distral_tf.distributed import server  # pylint: disable=g-import-not-at-top
       server.serve(cluster, role)
       return {}, False
-    return _run_chief(fv, cfg, level_set, algorithm, coeffs, cluster, None)
-  train.check_resumable(fv.logdir, fv)
+    return _run_chief(config, setup, cluster, None)
+  builders.check_resumable(config)
   launcher = local_cluster.LocalCluster(
-      target, os.path.join(fv.logdir, SERVER_LOG_DIR),
+      target, os.path.join(config.logdir, SERVER_LOG_DIR),
       on_event=lambda message: print(message, file=sys.stderr, flush=True))
   try:
     print(f'Starting {target.num_ps} ps and {target.num_workers} worker servers on '
           'loopback...', flush=True)
     cluster = launcher.start()
-    return _run_chief(fv, cfg, level_set, algorithm, coeffs, cluster, launcher)
+    return _run_chief(config, setup, cluster, launcher)
   finally:
     # Functions registered on the servers are released while they still run.
     gc.collect()
     launcher.stop()
 
 
-def _run_chief(fv, cfg, level_set, algorithm, coeffs, cluster,
+def _run_chief(config: config_lib.DeepConfig, setup: builders.Setup, cluster,
                launcher) -> tuple[dict, bool]:
-  train.check_resumable(fv.logdir, fv)
-  os.makedirs(fv.logdir, exist_ok=True)
-  results.write_json(os.path.join(fv.logdir, results.CONFIG_FILE),
-                     fv.flag_values_dict())
+  builders.write_config(config)
   topology.wait_reachable(cluster, cluster.server_roles(), _connect_timeout())
   strategy, coordinator = remote.connect(cluster)
-  tf.random.set_seed(fv.seed)
-  trainer = trainer_lib.ClusterTrainer(fv, cfg, level_set, algorithm, coeffs,
-                                       cluster, strategy, coordinator, launcher)
+  tf.random.set_seed(config.seed)
+  trainer = trainer_lib.ClusterTrainer(config, setup, cluster, strategy, coordinator,
+                                       launcher)
   try:
     trainer.setup()
     summary = trainer.train()

@@ -1,12 +1,14 @@
 """The chief's side of a cluster run: actors, policy copy, monitor, checkpoints.
 
-``ClusterTrainer`` is ``agents/train.py``'s trainer with the learner on the
-cluster: the actors, evaluator and learner threads of ``agents/actor.py`` run
-unchanged in this process, acting with ``remote.PolicyMirror``'s local copy of
-the network, while every gradient step runs on a worker through
-``remote.StepScheduler``. It writes the same log directory as a local run,
-plus ``cluster.json``, takes consistent checkpoints (no step runs while one is
-written) and raises ``ClusterFailure`` when a parameter server is lost.
+``ClusterTrainer`` is the local trainer (``agents/train.py``) with the
+learner on the cluster: built by the same ``agents/builders.py``, the actors,
+evaluator and learner threads of ``agents/actor.py`` run unchanged in this
+process, acting with ``remote.PolicyMirror``'s local copy of the network,
+while every gradient step runs on a worker through ``remote.StepScheduler``.
+The same ``agents/run_loop.py`` writes the log directory as in a local run;
+this module adds ``cluster.json``, takes consistent checkpoints (no step runs
+while one is written) and raises ``ClusterFailure`` when a parameter server is
+lost.
 """
 
 from __future__ import annotations
@@ -15,13 +17,11 @@ import os
 import threading
 import time
 
-import tensorflow as tf
-
-from distral_tf import plotting
 from distral_tf import results
 from distral_tf.agents import actor as actor_lib
-from distral_tf.agents import networks
-from distral_tf.agents import train
+from distral_tf.agents import builders
+from distral_tf.agents import config as config_lib
+from distral_tf.agents import run_loop
 from distral_tf.distributed import local_cluster
 from distral_tf.distributed import remote
 from distral_tf.distributed import topology
@@ -39,10 +39,10 @@ class ClusterFailure(RuntimeError):
 class ClusterTrainer:
   """The chief's actors, evaluator, policy copy and monitor."""
 
-  def __init__(self, fv, cfg, level_set, algorithm, coeffs, cluster, strategy,
-               coordinator, launcher=None):
-    self.fv, self.cfg, self.level_set = fv, cfg, level_set
-    self.algorithm, self.coeffs = algorithm, coeffs
+  def __init__(self, config: config_lib.DeepConfig, setup: builders.Setup, cluster,
+               strategy, coordinator, launcher=None):
+    self.config, self.run_setup = config, setup
+    self.level_set = setup.level_set
     self.cluster, self.strategy, self.coordinator = cluster, strategy, coordinator
     self.launcher = launcher
     self.envs, self.eval_envs = [], []
@@ -55,21 +55,17 @@ class ClusterTrainer:
   # -- building -----------------------------------------------------------------
 
   def setup(self) -> None:
-    fv, cfg, level_set = self.fv, self.cfg, self.level_set
+    """Environments, the learner on the ps tasks, its local copy, the workers."""
+    config, level_set = self.config, self.level_set
     num_tasks = len(level_set.tasks)
-    self.envs = train.make_env_batches(fv.seed, cfg, level_set)
+    self.envs = builders.make_env_batches(config, level_set)
     spec = self.envs[0][0].observation_spec()
     with self.strategy.scope():
-      self.learner = train.build_agent(level_set, self.algorithm, self.coeffs, fv,
-                                       cfg, spec)
+      self.learner = builders.build_agent(config, self.run_setup, spec)
     network = self.learner.network
-    local = networks.DistralNetwork(
-        self.algorithm, num_tasks=num_tasks, num_actions=level_set.num_actions,
-        observation_kind=level_set.observation_kind, alpha=self.coeffs.alpha,
-        hidden_size=cfg.hidden_size, lstm_skip=cfg.lstm_skip)
-    local.build(tuple(spec.shape), spec.dtype)
+    local = builders.build_network(config, self.run_setup, spec)
     self.mirror = remote.PolicyMirror(network, local)
-    self.state = train.restore(fv, cfg, level_set, self.learner)
+    self.state = builders.restore(config, level_set, self.learner)
     self.mirror.refresh()
     self.scheduler = remote.StepScheduler(self.learner, self.strategy,
                                           self.coordinator, len(self.cluster.workers),
@@ -77,24 +73,24 @@ class ClusterTrainer:
     self._frames_at_start = self.state.frames.numpy().copy()
     if self.launcher is not None:
       self.launcher.on_restart = lambda role: self.scheduler.mark_restart(role.index)
-    self.writer = results.EpisodeWriter(fv.logdir, fv.algorithm, fv.seed)
-    self.progress = actor_lib.Progress(level_set.task_names, fv.env_steps_per_task,
-                                       self.state.frames.numpy())
-    self.recorder = actor_lib.EpisodeRecorder(self.writer, self.progress)
+    self.loop = run_loop.RunLoop(config, level_set.name, level_set.task_names,
+                                 self.state.frames.numpy(),
+                                 float(self.state.wall_time.numpy()))
+    self.progress, self.recorder = self.loop.progress, self.loop.recorder
     self._make_workers()
     self.write_cluster_file()
 
   def _make_workers(self) -> None:
     """Actors and evaluator as in the local trainer; learner threads feed the cluster."""
-    self.workers, self.eval_envs = train.make_workers(
-        self.fv, self.cfg, self.level_set, self.algorithm, self.envs,
-        self.mirror.network, self.scheduler, self.progress, self.recorder,
-        int(self.state.next_eval.numpy()), self.num_learner_threads)
+    self.workers, self.eval_envs = builders.make_workers(
+        self.config, self.run_setup, self.envs, self.mirror.network, self.scheduler,
+        self.progress, self.recorder, int(self.state.next_eval.numpy()),
+        self.num_learner_threads)
 
   @property
   def num_learner_threads(self) -> int:
     """Steps kept in flight: ``LEARNER_THREADS_PER_WORKER`` per worker at least."""
-    return max(self.cfg.learner_threads,
+    return max(self.config.learner_threads,
                LEARNER_THREADS_PER_WORKER * len(self.cluster.workers))
 
   # -- running ------------------------------------------------------------------
@@ -121,61 +117,27 @@ class ClusterTrainer:
 
     After Ctrl-C a checkpoint is saved and ``interrupted`` is True.
     """
-    fv, cfg = self.fv, self.cfg
-    summary_writer = tf.summary.create_file_writer(os.path.join(fv.logdir, 'tensorboard'))
-    print(f'Training {fv.algorithm} on {self.level_set.name} '
-          f'({len(self.level_set.tasks)} tasks, {cfg.workers_per_task} workers each) '
-          f'with {len(self.cluster.ps)} ps and {len(self.cluster.workers)} worker '
-          f'tasks -> {fv.logdir}', flush=True)
-    start = time.time()
-    wall_before = float(self.state.wall_time.numpy())
+    self.loop.announce(
+        self.config.workers_per_task,
+        f' with {len(self.cluster.ps)} ps and {len(self.cluster.workers)} worker tasks')
+    self.loop.start_clock()
     self.start()
-    training = [th for th, w in zip(self.threads, self.workers)
-                if not isinstance(w, actor_lib.Evaluator)]
-    last_log = last_ckpt = time.time()
-    last_frames = int(self.progress.frames.sum())
-    steady_start = None  # Throughput after the first progress line.
-    interrupted = False
     try:
-      while any(th.is_alive() for th in training) and not self.stop_event.is_set():
-        self._check_servers()
-        time.sleep(0.2)
-        now = time.time()
-        if now - last_log >= cfg.log_interval_secs:
-          frames = int(self.progress.frames.sum())
-          fps = (frames - last_frames) / (now - last_log)
-          print(train.progress_line(self.progress, fps), flush=True)
-          steady_start = steady_start or (now, frames)
-          train.write_summaries(summary_writer, self.progress, fps,
-                                float(self.learner.learning_rate.numpy()))
-          self.recorder.flush()
-          self.write_cluster_file()
-          last_log, last_frames = now, frames
-        if now - last_ckpt >= cfg.checkpoint_secs:
-          self.save(wall_before + now - start)
-          last_ckpt = now
-        if cfg.max_seconds and now - start >= cfg.max_seconds:
-          break
-      if not self.stop_event.is_set() and self.progress.all_done():
-        for th in self.threads:  # The evaluator finishes its last evaluation.
-          th.join()
-    except KeyboardInterrupt:
-      interrupted = True
+      # Throughput from the first progress line on.
+      interrupted = self.loop.train(
+          self.workers, self.threads, self.stop_event, self.learner, self.save,
+          steady=lambda: True, before_tick=self._check_servers,
+          after_log=self.write_cluster_file)
     except Exception as e:  # pylint: disable=broad-except
       if remote.is_cluster_failure(e):
         self.stop_event.set()
         raise ClusterFailure(self._failure_message(e)) from None
       raise
     failure = self.shutdown()
-    self.save(wall_before + time.time() - start)
+    self.save(self.loop.wall_time())
     if failure is not None:
       raise failure
-    end = time.time()
-    steady_fps = float('nan')
-    if steady_start is not None and end > steady_start[0] + 1e-3:
-      steady_fps = (int(self.progress.frames.sum()) - steady_start[1]) / (
-          end - steady_start[0])
-    return self._finish(wall_before + end - start, interrupted, steady_fps)
+    return self._finish(interrupted)
 
   def _check_servers(self) -> None:
     if self.launcher is not None and self.launcher.lost_ps:
@@ -244,23 +206,12 @@ class ClusterTrainer:
     self.recorder.flush()
     return path
 
-  def _finish(self, wall: float, interrupted: bool, steady_fps: float) -> dict:
-    fv = self.fv
-    self.writer.close()
+  def _finish(self, interrupted: bool) -> dict:
+    self.loop.writer.close()
     self.write_cluster_file()
-    rows = results.read_episodes(fv.logdir)
-    summary = results.write_summary(
-        fv.logdir, rows, fv.env_steps_per_task, wall, int(self.progress.frames.sum()),
-        finished=self.progress.all_done() and not interrupted,
-        algorithm=fv.algorithm, level_set=self.level_set.name,
-        updates=int(self.progress.updates),
-        agent_steps=int(self.learner.steps_done.numpy()),
-        **self.progress.lag_stats(),
-        interrupted_episodes=int(self.progress.interrupted_episodes),
-        steady_frames_per_second=steady_fps, cluster=self.cluster_stats())
-    plotting.plot_run(fv.logdir, rows, fv.env_steps_per_task,
-                      f'{fv.algorithm} on {self.level_set.name}')
-    print(results.format_summary_table(summary), flush=True)
+    summary = self.loop.finish(
+        interrupted, counts=dict(agent_steps=int(self.learner.steps_done.numpy())),
+        extra=dict(cluster=self.cluster_stats()))
     self.interrupted = interrupted
     return summary
 
@@ -288,7 +239,7 @@ class ClusterTrainer:
                 stats=self.cluster_stats())
     if self.launcher is not None:
       data['servers'] = self.launcher.describe()
-    results.write_json(os.path.join(self.fv.logdir, CLUSTER_FILE), data)
+    results.write_json(os.path.join(self.config.logdir, CLUSTER_FILE), data)
 
   def close(self) -> None:
     """Closes the environments (the servers are the launcher's)."""

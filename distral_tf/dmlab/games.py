@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+from typing import Any, Mapping
 
 from absl import flags
 
@@ -81,35 +82,45 @@ NORMALISED_BY_A3C = ('navigation', 'lasertag')
 _HOW_TO_GET = ('DeepMind Lab is built from source: see the "DeepMind Lab" section of '
                'docs/dmlab.md, or run launch/build_dmlab.sh')
 
-flags.DEFINE_integer('dmlab_height', env_lib.DEFAULT_HEIGHT,
+# The ``--dmlab_*`` flags' defaults, also those of options that do not give them.
+OPTION_DEFAULTS = dict(
+    dmlab_height=env_lib.DEFAULT_HEIGHT, dmlab_width=env_lib.DEFAULT_WIDTH,
+    dmlab_action_repeat=env_lib.DEFAULT_ACTION_REPEAT,
+    dmlab_renderer=env_lib.DEFAULT_RENDERER, dmlab_level_cache=True,
+    dmlab_level_cache_dir=cache_lib.DEFAULT_CACHE_DIR)
+
+flags.DEFINE_integer('dmlab_height', OPTION_DEFAULTS['dmlab_height'],
                      'Height of DeepMind Lab observations in pixels.')
-flags.DEFINE_integer('dmlab_width', env_lib.DEFAULT_WIDTH,
+flags.DEFINE_integer('dmlab_width', OPTION_DEFAULTS['dmlab_width'],
                      'Width of DeepMind Lab observations in pixels.')
-flags.DEFINE_integer('dmlab_action_repeat', env_lib.DEFAULT_ACTION_REPEAT,
+flags.DEFINE_integer('dmlab_action_repeat', OPTION_DEFAULTS['dmlab_action_repeat'],
                      'DeepMind Lab frames per agent step (the action repeat).')
-flags.DEFINE_enum('dmlab_renderer', env_lib.DEFAULT_RENDERER, env_lib.RENDERERS,
+flags.DEFINE_enum('dmlab_renderer', OPTION_DEFAULTS['dmlab_renderer'], env_lib.RENDERERS,
                   'DeepMind Lab renderer: software (OSMesa) or hardware (EGL).')
-flags.DEFINE_boolean('dmlab_level_cache', True,
+flags.DEFINE_boolean('dmlab_level_cache', OPTION_DEFAULTS['dmlab_level_cache'],
                      'Share compiled DeepMind Lab maps between workers and runs '
                      'through a cache on disk.')
-flags.DEFINE_string('dmlab_level_cache_dir', cache_lib.DEFAULT_CACHE_DIR,
+flags.DEFINE_string('dmlab_level_cache_dir', OPTION_DEFAULTS['dmlab_level_cache_dir'],
                     'Directory of the DeepMind Lab level cache.')
 
-FLAGS = flags.FLAGS
 
+def config_from_options(options: Mapping[str, Any] | None) -> env_lib.EnvConfig:
+  """The environment settings the ``--dmlab_*`` values in ``options`` select.
 
-def config_from_flags(fv: flags.FlagValues = FLAGS) -> env_lib.EnvConfig:
-  """The environment settings the ``--dmlab_*`` flags select (defaults if unparsed)."""
+  ``options``: flag values by name (``level_sets.make_level_set``); the
+  defaults where absent or None.
+  """
+  values = dict(OPTION_DEFAULTS)
+  values.update({k: v for k, v in (options or {}).items() if k in OPTION_DEFAULTS})
   for name in ('dmlab_height', 'dmlab_width', 'dmlab_action_repeat'):
-    if fv[name].value < 1:
-      raise errors.UsageError(f'--{name} must be >= 1, got {fv[name].value}')
+    if values[name] < 1:
+      raise errors.UsageError(f'--{name} must be >= 1, got {values[name]}')
   cache_dir = None
-  if fv['dmlab_level_cache'].value:
-    cache_dir = os.path.expanduser(fv['dmlab_level_cache_dir'].value)
-  return env_lib.EnvConfig(height=fv['dmlab_height'].value,
-                           width=fv['dmlab_width'].value,
-                           action_repeat=fv['dmlab_action_repeat'].value,
-                           renderer=fv['dmlab_renderer'].value,
+  if values['dmlab_level_cache']:
+    cache_dir = os.path.expanduser(values['dmlab_level_cache_dir'])
+  return env_lib.EnvConfig(height=values['dmlab_height'], width=values['dmlab_width'],
+                           action_repeat=values['dmlab_action_repeat'],
+                           renderer=values['dmlab_renderer'],
                            level_cache_dir=cache_dir)
 
 
@@ -129,7 +140,7 @@ def build_level_set(name: str,
                     seed: int,
                     config: env_lib.EnvConfig,
                     lab_module: str = 'deepmind_lab') -> level_sets.LevelSet:
-  """The level set ``name`` with explicit settings (``make_level_set`` reads flags).
+  """The level set ``name`` with explicit settings (``make_level_set``: from options).
 
   Task ``i``'s environments mix ``(seed, i)`` into the seed the trainer gives
   each of them, so episodes differ between runs, tasks and workers.
@@ -159,7 +170,7 @@ def build_level_set(name: str,
       normalise_by_a3c=name in NORMALISED_BY_A3C)
 
 
-def make_level_set(name: str, num_tasks: int | None = None,
-                   seed: int = 0) -> level_sets.LevelSet:
+def make_level_set(name: str, num_tasks: int | None = None, seed: int = 0,
+                   options: Mapping[str, Any] | None = None) -> level_sets.LevelSet:
   """``level_sets.make_level_set`` for mazes, navigation and lasertag."""
-  return build_level_set(name, num_tasks, seed, config_from_flags(FLAGS))
+  return build_level_set(name, num_tasks, seed, config_from_options(options))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import dm_env
 
@@ -56,8 +56,9 @@ class LevelSet:
     return tuple(t.name for t in self.tasks)
 
 
-# Level set name -> module providing ``make_level_set(name, num_tasks, seed)``.
-# Each module defines its own flags (read there, after flags are parsed).
+# Level set name -> module providing ``make_level_set(name, num_tasks, seed,
+# options)``. Each module defines its own flags; the entry points read them into
+# ``options`` (flag name -> value), which the module reads.
 LEVEL_SET_MODULES = {
     'two_rooms': 'distral_tf.envs.two_rooms',
     'minigrid': 'distral_tf.envs.minigrid_tasks',
@@ -75,16 +76,21 @@ def import_level_set_modules() -> None:
     importlib.import_module(module)
 
 
-def make_level_set(name: str, num_tasks: int | None = None,
-                   seed: int = 0) -> LevelSet:
-  """Builds the level set ``name``; raises ``errors.UsageError`` for bad input."""
+def make_level_set(name: str, num_tasks: int | None = None, seed: int = 0,
+                   options: Mapping[str, Any] | None = None) -> LevelSet:
+  """Builds the level set ``name``; raises ``errors.UsageError`` for bad input.
+
+  ``options``: the run's flag values by name (``DeepConfig.config_record``);
+  the level set takes its own flags' values from it, their defaults where
+  absent (or when None).
+  """
   if name not in LEVEL_SET_MODULES:
     raise errors.UsageError(
         f'unknown level set {name!r}; valid choices: {", ".join(LEVEL_SET_NAMES)}')
   if num_tasks is not None and num_tasks < 1:
     raise errors.UsageError(f'--num_tasks must be >= 1, got {num_tasks}')
   module = importlib.import_module(LEVEL_SET_MODULES[name])
-  return module.make_level_set(name, num_tasks, seed)
+  return module.make_level_set(name, num_tasks, seed, options)
 
 
 def first_tasks(level_set: str, module: str, name: str, task_names: tuple[str, ...],

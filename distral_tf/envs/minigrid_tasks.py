@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import dm_env
 from dm_env import specs
@@ -366,16 +366,18 @@ def make_environment(task: str, seed: int,
   return MiniGridEnvironment(_new_minigrid_env(task), seed, tile_size, name=task)
 
 
-def make_level_set(name: str, num_tasks: int | None = None,
-                   seed: int = 0) -> level_sets.LevelSet:
+def make_level_set(name: str, num_tasks: int | None = None, seed: int = 0,
+                   options: Mapping[str, Any] | None = None) -> level_sets.LevelSet:
   """The ``minigrid`` level set: its first ``num_tasks`` tasks (default: all).
 
   ``seed`` is unused: every environment is seeded when it is built.
+  ``options``: flag values by name (``level_sets.make_level_set``), of which
+  ``minigrid_tile_size`` (default ``DEFAULT_TILE_SIZE``).
   """
   del seed
   task_names = level_sets.first_tasks(LEVEL_SET_NAME, __name__, name, TASK_NAMES,
                                       num_tasks)
-  tile_size = flags.FLAGS['minigrid_tile_size'].value  # Default if unparsed.
+  tile_size = (options or {}).get('minigrid_tile_size', DEFAULT_TILE_SIZE)
   if not MIN_TILE_SIZE <= tile_size <= MAX_TILE_SIZE:
     raise errors.UsageError(f'--minigrid_tile_size must be in [{MIN_TILE_SIZE}, '
                             f'{MAX_TILE_SIZE}], got {tile_size}')

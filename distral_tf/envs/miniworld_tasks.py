@@ -30,7 +30,7 @@ import importlib.util
 import io
 import os
 import sys
-from typing import Any
+from typing import Any, Mapping
 
 import dm_env
 from dm_env import specs
@@ -166,13 +166,14 @@ def make_environment(task: str, seed: int,
   return MiniWorldEnvironment(env, seed, action_repeat, name=task)
 
 
-def make_level_set(name: str, num_tasks: int | None = None,
-                   seed: int = 0) -> level_sets.LevelSet:
+def make_level_set(name: str, num_tasks: int | None = None, seed: int = 0,
+                   options: Mapping[str, Any] | None = None) -> level_sets.LevelSet:
   """The ``miniworld`` level set: its first ``num_tasks`` tasks (default: all).
 
-  ``seed`` is unused: every environment is seeded when it is built.
+  ``seed`` is unused: every environment is seeded when it is built; the level
+  set has no ``options``.
   """
-  del seed
+  del seed, options
   task_names = level_sets.first_tasks(LEVEL_SET_NAME, __name__, name, TASK_NAMES,
                                       num_tasks)
   # A missing package is reported here, not in a child process. Only looked up:

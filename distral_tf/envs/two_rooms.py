@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import dm_env
 import numpy as np
@@ -414,15 +414,19 @@ def make_env_batch(tasks: Sequence[level_sets.Task], seed: int) -> TwoRoomsEnvBa
   return TwoRoomsEnvBatch(config, goals, seed)
 
 
-def config_from_flags(fv: flags.FlagValues) -> TwoRoomsConfig:
-  """Reads the ``--two_rooms_*`` flags; raises ``errors.UsageError`` on bad values."""
+def config_from_options(options: Mapping[str, Any]) -> TwoRoomsConfig:
+  """The world the ``--two_rooms_*`` values in ``options`` select (defaults if absent).
+
+  Raises ``errors.UsageError`` on bad values.
+  """
+  option = lambda field: options.get(f'two_rooms_{field}', getattr(DEFAULTS, field))
   config = TwoRoomsConfig(
-      room_size=fv.two_rooms_room_size,
-      corridor_length=fv.two_rooms_corridor_length,
-      step_penalty=fv.two_rooms_step_penalty,
-      wall_penalty=fv.two_rooms_wall_penalty,
-      goal_reward=fv.two_rooms_goal_reward,
-      step_limit=fv.two_rooms_step_limit)
+      room_size=option('room_size'),
+      corridor_length=option('corridor_length'),
+      step_penalty=option('step_penalty'),
+      wall_penalty=option('wall_penalty'),
+      goal_reward=option('goal_reward'),
+      step_limit=option('step_limit'))
   if config.room_size < 3 or config.room_size % 2 == 0:
     raise errors.UsageError(
         f'--two_rooms_room_size must be odd and >= 3, got {config.room_size}')
@@ -452,15 +456,19 @@ def task_name(layout: Layout, goal_cell: int) -> str:
 
 
 def make_level_set(name: str, num_tasks: int | None, seed: int,
-                   fv: flags.FlagValues = flags.FLAGS) -> level_sets.LevelSet:
-  """The ``two_rooms`` level set: one task per goal drawn from ``seed``."""
+                   options: Mapping[str, Any] | None = None) -> level_sets.LevelSet:
+  """The ``two_rooms`` level set: one task per goal drawn from ``seed``.
+
+  ``options``: flag values by name (``level_sets.make_level_set``); None: the
+  defaults.
+  """
   if name != LEVEL_SET_NAME:
     raise errors.UsageError(f'unknown level set {name!r} for the two-room world; '
                             f'valid choice: {LEVEL_SET_NAME}')
-  config = config_from_flags(fv) if fv.is_parsed() else DEFAULTS
+  config = config_from_options(options) if options is not None else DEFAULTS
   task_seed = seed
-  if fv.is_parsed() and fv.two_rooms_task_seed is not None:
-    task_seed = fv.two_rooms_task_seed
+  if options is not None and options.get('two_rooms_task_seed') is not None:
+    task_seed = options['two_rooms_task_seed']
   num_tasks = DEFAULTS.num_tasks if num_tasks is None else num_tasks
   layout = layout_of(config)
   tasks = []

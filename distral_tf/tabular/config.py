@@ -9,9 +9,14 @@ fall back on them when left unset. This module is light (no plotting), so
 
 from __future__ import annotations
 
+import dataclasses
+import types
+from typing import Any, Mapping
+
 from absl import flags
 
 from distral_tf import errors
+from distral_tf import run_dir
 from distral_tf.envs import two_rooms
 from distral_tf.tabular import agent
 
@@ -32,6 +37,31 @@ flags.DEFINE_integer('tabular_eval_interval', _D.eval_interval,
                      'Environment steps per task between evaluations of pi_0.')
 flags.DEFINE_integer('tabular_eval_episodes', _D.eval_episodes,
                      'Evaluation episodes of pi_0 (sampled actions) per task; 0: none.')
+
+
+@dataclasses.dataclass(frozen=True)
+class TabularConfig:
+  """A tabular run, read once from the flags: what the trainer needs."""
+  agent: agent.AgentConfig         # hyper-parameters, algorithm and seed
+  level_set: str
+  num_tasks: int | None            # None: the level set's own number
+  logdir: str
+  # What ``config.json`` records (every flag's value, as given) and the flags
+  # that make up the run, compared with a saved run's (``run_dir``).
+  config_record: Mapping[str, Any] = dataclasses.field(
+      default_factory=dict, compare=False, repr=False)
+  run_flags: Mapping[str, Any] = dataclasses.field(
+      default_factory=dict, compare=False, repr=False)
+
+
+def from_flags(fv: flags.FlagValues) -> TabularConfig:
+  """The tabular run the flags select; raises ``errors.UsageError``. Leaves ``fv``."""
+  record = fv.flag_values_dict()
+  return TabularConfig(
+      agent=agent_config(fv), level_set=fv.level_set, num_tasks=fv.num_tasks,
+      logdir=fv.logdir, config_record=types.MappingProxyType(record),
+      run_flags=types.MappingProxyType(
+          run_dir.run_flags(fv.flags_by_module_dict(), record)))
 
 
 def agent_config(fv: flags.FlagValues) -> agent.AgentConfig:

@@ -1,7 +1,8 @@
 """Trainer of the tabular agents (``--algorithm=soft_q`` or ``distral_soft_q``).
 
-``run(fv)`` is called by ``distral_tf.cli``. It trains on the ``two_rooms`` level
-set and writes into ``fv.logdir``:
+``run(config)`` is called by ``distral_tf.cli`` with the ``TabularConfig`` it
+reads from the flags. It trains on the ``two_rooms`` level set and writes into
+``config.logdir``:
 
 * ``episodes.csv``: one row per finished training episode of each task policy
   pi_i (policy ``task``) and, for ``distral_soft_q``, every
@@ -25,7 +26,6 @@ import os
 import time
 
 import numpy as np
-from absl import flags
 
 from distral_tf import plotting
 from distral_tf import results
@@ -48,15 +48,18 @@ def _finished_summary(logdir: str) -> dict | None:
   return summary if isinstance(summary, dict) and summary.get('finished') else None
 
 
-def run(fv: flags.FlagValues) -> dict:
-  """Trains ``fv.algorithm`` on the two-room tasks; returns the summary."""
-  config = tabular_config.agent_config(fv)
-  level_set = level_sets.make_level_set(fv.level_set, fv.num_tasks, fv.seed)
+def run(run_config: tabular_config.TabularConfig) -> dict:
+  """Trains ``run_config``'s tabular agent on the two-room tasks; returns the summary."""
+  config = run_config.agent
+  algorithm, seed = config.agent, config.seed
+  level_set = level_sets.make_level_set(run_config.level_set, run_config.num_tasks,
+                                        seed, run_config.config_record)
   env_config, goals = two_rooms.goal_cells_of(level_set)
   names = level_set.task_names
-  logdir = fv.logdir
+  logdir = run_config.logdir
   run_dir.prepare(logdir)
-  same_run = run_dir.check_same_run(logdir, fv, run_dir.EXECUTION_FLAGS)
+  same_run = run_dir.check_same_run(logdir, run_config.run_flags,
+                                     run_dir.EXECUTION_FLAGS)
   done = _finished_summary(logdir) if same_run is not None else None
   if done is not None:
     print(f'{logdir}: finished already with these settings')
@@ -65,9 +68,10 @@ def run(fv: flags.FlagValues) -> dict:
   summary_path = os.path.join(logdir, results.SUMMARY_FILE)
   if os.path.exists(summary_path):
     os.remove(summary_path)
-  results.write_json(os.path.join(logdir, results.CONFIG_FILE), fv.flag_values_dict())
+  results.write_json(os.path.join(logdir, results.CONFIG_FILE),
+                     dict(run_config.config_record))
 
-  writer = results.EpisodeWriter(logdir, fv.algorithm, fv.seed, fresh=True)
+  writer = results.EpisodeWriter(logdir, algorithm, seed, fresh=True)
   recent: list[float] = []
   latest_eval: list[float] = []
   budget = config.env_steps_per_task
@@ -83,7 +87,7 @@ def run(fv: flags.FlagValues) -> dict:
       return
     next_report[0] += budget / 10
     elapsed = time.time() - start
-    line = (f'[{fv.algorithm} seed {fv.seed}] {state.env_steps}/{budget} steps per '
+    line = (f'[{algorithm} seed {seed}] {state.env_steps}/{budget} steps per '
             f'task, return {np.mean(recent[-100:]) if recent else float("nan"):.3f}')
     if latest_eval:
       last = latest_eval[-len(names) * max(config.eval_episodes, 1):]
@@ -102,7 +106,7 @@ def run(fv: flags.FlagValues) -> dict:
   optimal = {n: two_rooms.optimal_return(env_config, g) for n, g in zip(names, goals)}
   summary = results.write_summary(
       logdir, rows, budget, wall, budget * len(names), finished=True,
-      algorithm=fv.algorithm, seed=fv.seed,
+      algorithm=algorithm, seed=seed,
       hyperparameters=dict(alpha=config.alpha, entropy_cost=config.entropy_cost,
                            discount=config.discount,
                            learning_rate=config.learning_rate,
@@ -113,7 +117,7 @@ def run(fv: flags.FlagValues) -> dict:
       mean_random_return=float(np.mean(
           [two_rooms.random_policy_return(env_config, g) for g in goals])))
   plotting.plot_run(logdir, rows, budget,
-                    f'{fv.algorithm} on two_rooms, seed {fv.seed}')
+                    f'{algorithm} on two_rooms, seed {seed}')
   print(results.format_summary_table(summary))
   print(f'{logdir}: {budget * len(names)} env steps in {wall:.1f} s')
   return summary
