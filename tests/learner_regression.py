@@ -20,9 +20,19 @@ from distral_tf.agents import learner as learner_lib
 from distral_tf.agents import networks
 
 DATA = os.path.join(os.path.dirname(__file__), 'data', 'learner_steps.json')
-# (observation kind, observation shape, dtype, actions): the grid world's
-# vector and a small pixel frame.
-KINDS = {'vector': ((59,), np.float32, 5), 'pixels': ((24, 24, 3), np.uint8, 4)}
+# Inputs: (observation kind, shape, dtype, actions). The grid world's vector and
+# a small pixel frame for every algorithm; the frames and action sets of the
+# pixel level sets for KL+ent_2col, the default algorithm.
+KINDS = {
+    'vector': ('vector', (59,), np.float32, 5),        # two_rooms
+    'pixels': ('pixels', (24, 24, 3), np.uint8, 4),
+    'minigrid': ('pixels', (56, 56, 3), np.uint8, 4),
+    'miniworld': ('pixels', (72, 96, 3), np.uint8, 3),
+    'dmlab': ('pixels', (72, 96, 3), np.uint8, 9),      # mazes, navigation, lasertag
+}
+RUNS = tuple([f'{name}/{kind}' for name in algorithms.ALGORITHMS
+              for kind in ('vector', 'pixels')] +
+             [f'kl_ent_2col/{kind}' for kind in ('minigrid', 'miniworld', 'dmlab')])
 NUM_TASKS, ENVS_PER_TASK, UNROLL, STEPS = 2, 2, 6, 3
 METRICS = ('total', 'grad_norm', 'policy_loss/0', 'entropy_loss/0', 'value_loss/0',
            'distill_loss/0', 'value_l2/0', 'entropy/1', 'kl/1', 'rho/1',
@@ -51,12 +61,13 @@ def _batch(rng: np.random.Generator, network, shape, dtype, num_actions
 
 def run_steps(algorithm_name: str, kind: str) -> list[dict[str, float]]:
   """Metrics of ``STEPS`` learner steps from a seeded network on seeded inputs."""
-  shape, dtype, num_actions = KINDS[kind]
+  observation_kind, shape, dtype, num_actions = KINDS[kind]
   algorithm = algorithms.ALGORITHMS[algorithm_name]
   coeffs = algorithms.coefficients(algorithm, 0.05, None)
   tf.random.set_seed(1)
   network = networks.DistralNetwork(
-      algorithm, num_tasks=NUM_TASKS, num_actions=num_actions, observation_kind=kind,
+      algorithm, num_tasks=NUM_TASKS, num_actions=num_actions,
+      observation_kind=observation_kind,
       alpha=coeffs.alpha, hidden_size=16)
   network.build(shape, tf.as_dtype(dtype))
   learner = learner_lib.Learner(network, algorithm, coeffs, learner_lib.LearnerConfig(
@@ -71,8 +82,7 @@ def run_steps(algorithm_name: str, kind: str) -> list[dict[str, float]]:
 
 
 def all_runs() -> dict[str, list[dict[str, float]]]:
-  return {f'{name}/{kind}': run_steps(name, kind)
-          for name in algorithms.ALGORITHMS for kind in KINDS}
+  return {run: run_steps(*run.split('/')) for run in RUNS}
 
 
 if __name__ == '__main__':

@@ -14,9 +14,7 @@ def recorded():
     return json.load(f)
 
 
-@pytest.mark.parametrize('run', sorted(
-    f'{name}/{kind}' for name in learner_regression.algorithms.ALGORITHMS
-    for kind in learner_regression.KINDS))
+@pytest.mark.parametrize('run', learner_regression.RUNS)
 def test_three_learner_steps_give_the_recorded_losses(recorded, run):
   name, kind = run.split('/')
   steps = learner_regression.run_steps(name, kind)
