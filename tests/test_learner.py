@@ -191,6 +191,33 @@ def test_freeze_keeps_pi0_fixed():
   assert all(_changed(before0, task0))
 
 
+@pytest.mark.parametrize('name', ['kl_ent_1col', 'kl_ent_2col'])
+def test_a_fixed_prior_drops_the_value_l2_term(name):
+  """With pi_0 frozen, V_0 no longer pulls on the task's value (``freeze_prior``)."""
+  batch_seed = 4
+  grads = {}
+  for case, cost in (('frozen', 0.5), ('no_l2', 0.0), ('l2', 0.5)):
+    tf.random.set_seed(0)
+    learner = _make(name, value_l2_cost=cost)
+    if case == 'frozen':
+      learner.freeze_prior()
+    variables = learner.network.columns[0].trainable_variables
+    batch = _batch(learner.network, seed=batch_seed)
+    with tf.GradientTape() as tape:
+      total, metrics = learner.loss(_only(0), batch)
+    grads[case] = [g.numpy() for g in tape.gradient(total, variables)]
+    if case == 'frozen':
+      assert float(metrics['value_l2/0']) == 0.0
+      before = _values(learner.network.pi0_variables())
+      learner.update(_only(0), batch)
+      assert not any(_changed(before, learner.network.pi0_variables()))
+  for frozen, no_l2, l2 in zip(grads['frozen'], grads['no_l2'], grads['l2']):
+    np.testing.assert_allclose(frozen, no_l2, rtol=1e-5, atol=1e-7)
+  # The term does reach the task's column when pi_0 learns.
+  assert any(not np.allclose(a, b, rtol=1e-4, atol=1e-6)
+             for a, b in zip(grads['l2'], grads['no_l2']))
+
+
 def test_checkpoint_restores_everything(tmp_path):
   learner = _make('kl_ent_2col')
   for task in (0, 1):

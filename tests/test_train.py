@@ -312,3 +312,32 @@ def test_progress_line_never_passes_the_budget():
   assert 'ETA 0m00s' in line and 'return pi_i none finished yet' in line
   progress.add_return('a', 'task', -0.5)
   assert 'return pi_i -0.500' in run_loop.progress_line(progress, fps=100.0)
+
+
+def test_a_prior_run_keeps_pi0_of_the_pretrained_run_and_no_value_l2(tmp_path):
+  """Transfer: pi_0 comes from the pretrain run, stays fixed, and V_0 pulls on nothing."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  common = ['--level_set=two_rooms', '--algorithm=kl_ent_2col', '--num_tasks=2',
+            '--env_steps_per_task=2000', '--workers_per_task=2', '--log_interval_secs=1']
+  pre, prior = tmp_path / 'pre', tmp_path / 'prior'
+  cli.run_from_args([f'--logdir={pre}', '--tasks=0', *common])
+  summary = cli.run_from_args([f'--logdir={prior}', '--tasks=1', f'--prior_logdir={pre}',
+                               *common])
+  assert summary['finished']
+
+  def pi0_weights(logdir):
+    path = tf.train.latest_checkpoint(str(logdir / checkpointing.CHECKPOINT_DIR))
+    reader = tf.train.load_checkpoint(path)
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
+            if name.startswith('network/pi0/') and 'OPTIMIZER' not in name}
+
+  before, after = pi0_weights(pre), pi0_weights(prior)
+  assert before and before.keys() == after.keys()
+  for name in before:
+    np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+  values = []
+  for path in (prior / 'tensorboard').iterdir():
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      values += [float(tf.make_ndarray(v.tensor)) for v in event.summary.value
+                 if v.tag.startswith('value_l2/')]
+  assert values and all(v == 0.0 for v in values)

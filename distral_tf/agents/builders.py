@@ -167,7 +167,7 @@ def restore(config: config_lib.DeepConfig, level_set: level_sets.LevelSet,
   if config.prior_logdir and not state.restored:
     checkpointing.load_prior(network, config.prior_logdir)
   if config.prior_logdir:
-    learner.freeze(network.pi0_variables())
+    learner.freeze_prior()
   if state.restored:
     print(f'Resuming from {state.manager.latest_checkpoint}: '
           f'{int(learner.steps_done.numpy())} agent steps, frames per task '

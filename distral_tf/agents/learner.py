@@ -151,6 +151,7 @@ class Learner:
                                   name='steps_done')
     self.optimizer.build(variables)
     self._frozen: set[Any] = set()
+    self._value_l2_cost = config.value_l2_cost  # 0 once pi_0 is a fixed prior.
     self._lock = threading.Lock()
     self._train_steps: dict[tuple[int, ...], Callable[[Unroll], dict[str, tf.Tensor]]] = {}
 
@@ -163,6 +164,19 @@ class Learner:
     with self._lock:
       self._frozen.update(v.ref() for v in variables)
       self._train_steps.clear()  # Retrace without them.
+
+  def freeze_prior(self) -> None:
+    """Keeps pi_0's column fixed (a transfer run's prior) and drops the value L2 term.
+
+    The term ``value_l2_cost (V_i - V_0)^2`` (appendix B.2) lets the tasks'
+    values and the shared value V_0 track one another. A fixed prior's V_0
+    estimates the values of the tasks it was trained on, not those of the task
+    at hand, and no longer moves: the term would only pull the new task's
+    baseline toward those stale estimates, so it is left out.
+    """
+    with self._lock:
+      self._value_l2_cost = 0.0
+    self.freeze(self._network.pi0_variables())
 
   def loss(self, task_sizes: tuple[int, ...], batch: Unroll
            ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
@@ -189,7 +203,7 @@ class Learner:
         output, batch.actions, batch.rewards, batch.discounts, self._coeffs,
         self._algorithm, gamma=self._config.discount,
         value_cost=self._config.value_cost,
-        value_l2_cost=self._config.value_l2_cost,
+        value_l2_cost=self._value_l2_cost,
         regulariser_gradient=self._config.regulariser_gradient,
         episode_ends=batch.first[1:], final_values=batch.final_values,
         behaviour_logits=batch.behaviour_logits,
