@@ -223,6 +223,11 @@ def test_figure4_command_writes_png_pdf_and_tables(tmp_path):
   md = (out / f'{panels.TABLE_STEM}.md').read_text()
   assert '| lasertag | pi_0 | kl_ent_2col |' in md
   assert 'no runs of a3c, a3c_multitask' in proc.stdout  # two_rooms lacks them.
+  # Distral's curves equal A3C's here: no claim can be told apart.
+  claims_md = (out / panels.CLAIMS_FILE).read_text()
+  assert ('- *cannot tell*: Distral (2col) >= the A3C baselines in AUC. AUC of pi_i: '
+          'kl_ent_2col') in claims_md
+  assert '+0.000' in claims_md
 
 
 def test_figure4_command_without_runs_is_a_usage_error(tmp_path):

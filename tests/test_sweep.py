@@ -251,16 +251,52 @@ def test_reproduce_smoke_preset_writes_figures_table_and_doc(tmp_path):
                  '<!-- results:end -->\n\nafter\n')
   out = tmp_path / 'docs' / 'reproduction'
   proc = run_module('reproduce', ['--preset=smoke', f'--sweep_dir={tmp_path / "runs"}',
+                                   f'--transfer_dir={tmp_path / "transfer"}',
                                    f'--out={out}', f'--results_doc={doc}', '--parallel=2',
                                    launch], env, timeout=300)
   assert proc.returncode == 0, proc.stderr + proc.stdout
-  assert '14/14 done' in proc.stdout
+  assert '17/17 done' in proc.stdout  # 14 sweep runs, 3 transfer runs.
   for name in ('figure4_two_rooms.png', 'figure4_minigrid.pdf', 'figure4_table.csv',
-               'figure4_table.md', 'results.md'):
+               'figure4_table.md', 'figure4_claims.md', 'results.md',
+               'transfer_two_rooms_task1.png', 'transfer_two_rooms_task1.md'):
     assert (out / name).exists(), name
   text = doc.read_text()
+  assert "The paper's claims on these runs:" in text and '**minigrid**' in text
+  assert '](reproduction/transfer_two_rooms_task1.png)' in text
+  assert 'AUC difference prior - scratch, paired by seed' in text
   assert 'TBD' not in text and text.endswith('<!-- results:end -->\n\nafter\n')
   assert '](reproduction/figure4_minigrid.png)' in text
   assert '| minigrid | pi_0 | kl_ent_2col |' in text
-  assert '14 of 14 runs finished' in text
+  assert '17 of 17 runs finished' in text
+  assert 'recorded in `reproduce_time.json` ran' in text and '(1 invocation(s), --parallel=2)' in text
+  log = json.loads((tmp_path / 'runs' / 'reproduce_time.json').read_text())
+  assert [i["runs_completed"] for i in log["invocations"]] == [17], proc.stdout
   assert 'distral_tf.experiments.sweep --level_set=two_rooms' in text
+
+
+def test_reproduce_runs_a_part_of_its_preset_with_level_sets(tmp_path):
+  proc = run_module('reproduce', ['--print_commands', '--level_sets=minigrid',
+                                   f'--sweep_dir={tmp_path}'], os.environ.copy())
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.splitlines()
+  assert len(lines) == 3 and '--level_set=minigrid' in lines[0]
+  assert 'transfer --level_set=minigrid' in lines[1]
+  assert lines[2].endswith('--level_sets=minigrid')
+  proc = run_module('reproduce', ['--print_commands', '--level_sets=mazes'],
+                    os.environ.copy())
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == ('error: --level_sets: mazes not in the preset; it has '
+                                 'two_rooms, minigrid')
+
+
+def test_transfer_runs_of_a_chosen_setting_have_their_own_directory():
+  from distral_tf.experiments import transfer_runs  # pylint: disable=g-import-not-at-top
+  plan = transfer_runs.TransferPlan('two_rooms', 'kl_ent_2col', holdout=3, num_tasks=4,
+                                    seeds=1, entropy_cost=0.05)
+  specs = transfer_runs.transfer_specs(plan, 'T')
+  assert [s.logdir for s in specs] == [
+      os.path.join('T', 'two_rooms', 'kl_ent_2col', 'holdout3', 'ent0.05_lrdefault',
+                   kind, 'seed0') for kind in transfer_runs.KINDS]
+  assert '--entropy_cost=0.05' in specs[0].args
+  assert not any(a.startswith('--learning_rate') for a in specs[0].args)
+  assert '--tasks=0,1,2' in specs[0].args and '--tasks=3' in specs[1].args

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any, Mapping, Sequence
 
 import dm_env
@@ -453,6 +454,24 @@ def draw_goals(config: TwoRoomsConfig, num_tasks: int, seed: int) -> list[int]:
 def task_name(layout: Layout, goal_cell: int) -> str:
   row, col = layout.cells[goal_cell]
   return f'goal_r{row}_c{col}'
+
+
+def optimal_returns(options: Mapping[str, Any] | None,
+                    task_names: Sequence[str]) -> dict[str, float]:
+  """``optimal_return`` of each task named by ``task_name``, in the world of ``options``.
+
+  Raises ``ValueError`` for a name that is not ``goal_r<row>_c<col>`` of a free cell.
+  """
+  config = config_from_options(options) if options is not None else DEFAULTS
+  layout = layout_of(config)
+  out = {}
+  for name in task_names:
+    match = re.fullmatch(r'goal_r(\d+)_c(\d+)', name)
+    if match is None:
+      raise ValueError(f'{name!r} is not a two_rooms task name')
+    cell = layout.cell_index(int(match.group(1)), int(match.group(2)))
+    out[name] = optimal_return(config, cell)
+  return out
 
 
 def make_level_set(name: str, num_tasks: int | None, seed: int,

@@ -11,7 +11,9 @@ policies pi_0 (A3C_multitask's shared network included). Also writes
 ``figure4_table.csv`` and ``figure4_table.md``: final return and AUC per
 algorithm, policy and level set at the best setting. Navigation and lasertag
 returns are divided per task by the best A3C score. See
-``distral_tf.experiments.analysis`` for the exact conventions.
+``distral_tf.experiments.analysis`` for the exact conventions. Also writes
+``figure4_claims.md``: the paper's claims checked with bootstrap intervals
+(``distral_tf.experiments.claims``).
 """
 
 from __future__ import annotations

@@ -19,9 +19,11 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from distral_tf import errors  # pylint: disable=g-import-not-at-top
 from distral_tf.experiments import analysis  # pylint: disable=g-import-not-at-top
+from distral_tf.experiments import claims  # pylint: disable=g-import-not-at-top
 
 FIGURE_FORMATS = ('png', 'pdf')
 TABLE_STEM = 'figure4_table'
+CLAIMS_FILE = 'figure4_claims.md'
 LABELS = {
     'a3c': 'A3C', 'a3c_multitask': 'A3C multitask', 'a3c_2col': 'A3C 2col',
     'kl_1col': 'KL 1col', 'kl_ent_1col': 'KL+ent 1col', 'kl_2col': 'KL 2col',
@@ -187,12 +189,15 @@ def write_figure4(sweep_dir: str, out_dir: str,
   table_csv = os.path.join(out_dir, f'{TABLE_STEM}.csv')
   table_md = os.path.join(out_dir, f'{TABLE_STEM}.md')
   write_table(rows, table_csv, table_md, notes)
+  claims_md = os.path.join(out_dir, CLAIMS_FILE)
+  with open(claims_md, 'w') as f:
+    f.write(claims.claims_markdown(runs, level_results))
   for note in notes:
     log(f'note: {note}')
-  for path in figures + [table_csv, table_md]:
+  for path in figures + [table_csv, table_md, claims_md]:
     log(f'wrote {path}')
-  return dict(figures=figures, table_csv=table_csv, table_md=table_md, rows=rows,
-              notes=notes, results=level_results)
+  return dict(figures=figures, table_csv=table_csv, table_md=table_md,
+              claims_md=claims_md, rows=rows, notes=notes, results=level_results)
 
 
 def plot_transfer(curves: Mapping[str, analysis.CurveStats], title: str,

@@ -1,17 +1,19 @@
 r"""A reduced reproduction on a CPU: ``python -m distral_tf.experiments.reproduce``.
 
 Sweeps all seven deep algorithms on ``two_rooms`` and on the pixel level set
-``minigrid`` with reduced grids and budgets (``--preset=cpu``, 1.5 hours on
-2 cores; ``--preset=smoke`` checks the whole pipeline in minutes), then writes
-Figure 4's panels, the results table and ``results.md`` into ``--out``::
+``minigrid`` with reduced grids and budgets, and transfers KL+ent_2col's pi_0 to
+a held-out task on both (``--preset=cpu``; ``--preset=smoke`` checks the whole
+pipeline in minutes; ``--level_sets`` keeps a part). Then writes Figure 4's
+panels, the results table, the paper's claims with their verdicts
+(``claims``), the transfer figures and ``results.md`` into ``--out``::
 
   python -m distral_tf.experiments.reproduce --out=docs/reproduction \
       --results_doc=docs/reproduction.md
 
 With ``--results_doc`` the text between the ``<!-- results:begin -->`` and
 ``<!-- results:end -->`` lines of that Markdown file is replaced by the results.
-Resumable: run the same command again after an interruption. The sweeps are the
-same as ``python -m distral_tf.experiments.sweep`` with the flags that
+Resumable: run the same command again after an interruption. The runs are the
+same as those of the ``sweep`` and ``transfer`` commands that
 ``--print_commands`` prints.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import time
 from typing import Sequence
 
 from absl import flags
@@ -29,6 +32,7 @@ from distral_tf import results
 from distral_tf.experiments import analysis
 from distral_tf.experiments import panels
 from distral_tf.experiments import schedule
+from distral_tf.experiments import transfer_runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,16 +61,18 @@ class SweepPlan:
     return self.num_runs * self.env_steps_per_task * self.num_tasks
 
 
-# Reduced grids: 2 entropy costs x 1 learning rate x 2 seeds on two_rooms and
-# x 1 seed on minigrid (4 and 2 instead of 36 runs per algorithm), 4 tasks,
-# 8 workers per task. At about 4,200 (two_rooms) and 1,650 (minigrid) training
-# frames/s on 2 idle cores, plus ~15 s start-up per run: about 35 + 40 minutes.
+# The CPU-scale reproduction. two_rooms: the paper's full grid (3 entropy costs
+# x 3 learning rates) x 3 seeds, bracketing the level set's defaults (Distral
+# 0.01 / 3e-3, the A3C family 0.05 / 1e-2), at the default budget of 60,000
+# frames per task (4 tasks). minigrid: a 2 x 2 grid around its defaults x 3
+# seeds at 200,000 frames per task, where the first tasks reach 0.8 of their
+# optimum. Wall time is recorded in the results (``--level_sets`` runs a part).
 PRESETS: dict[str, tuple[SweepPlan, ...]] = {
     'cpu': (
-        SweepPlan('two_rooms', (0.01, 0.03), (1e-3,), seeds=2,
-                  env_steps_per_task=60_000, num_tasks=4, workers_per_task=8),
-        SweepPlan('minigrid', (0.003, 0.01), (5e-4,), seeds=1,
-                  env_steps_per_task=60_000, num_tasks=4, workers_per_task=8),
+        SweepPlan('two_rooms', (0.01, 0.03, 0.05), (1e-3, 3e-3, 1e-2), seeds=3,
+                  env_steps_per_task=60_000, num_tasks=4, workers_per_task=16),
+        SweepPlan('minigrid', (0.001, 0.01), (5e-4, 1e-3), seeds=3,
+                  env_steps_per_task=200_000, num_tasks=4, workers_per_task=8),
     ),
     'smoke': (
         SweepPlan('two_rooms', (0.03,), (1e-3,), seeds=1, env_steps_per_task=2_000,
@@ -75,14 +81,37 @@ PRESETS: dict[str, tuple[SweepPlan, ...]] = {
                   num_tasks=2, workers_per_task=1),
     ),
 }
+# Transfer to a held-out task (task 3 of the sweeps' 4; 3 seeds), at the sweeps'
+# budgets, with KL+ent_2col at its level-set defaults.
+TRANSFERS: dict[str, tuple[transfer_runs.TransferPlan, ...]] = {
+    'cpu': (
+        transfer_runs.TransferPlan('two_rooms', 'kl_ent_2col', holdout=3, num_tasks=4,
+                                   seeds=3, env_steps_per_task=60_000,
+                                   holdout_env_steps=60_000),
+        transfer_runs.TransferPlan('minigrid', 'kl_ent_2col', holdout=3, num_tasks=4,
+                                   seeds=3, env_steps_per_task=200_000,
+                                   holdout_env_steps=200_000),
+    ),
+    'smoke': (
+        transfer_runs.TransferPlan('two_rooms', 'kl_ent_2col', holdout=1, num_tasks=2,
+                                   seeds=1, env_steps_per_task=2_000,
+                                   holdout_env_steps=2_000),
+    ),
+}
 BEGIN_MARK = '<!-- results:begin -->'
 END_MARK = '<!-- results:end -->'
+# In --sweep_dir: the wall time of every invocation that ran runs.
+TIME_LOG = 'reproduce_time.json'
 
 _PRESET = flags.DEFINE_enum('preset', 'cpu', list(PRESETS),
                             'cpu: the reduced reproduction; smoke: minutes, to check '
                             'the pipeline.')
+_LEVEL_SETS = flags.DEFINE_list(
+    'level_sets', [], 'Run and draw only these level sets of the preset; default: all.')
 _SWEEP_DIR = flags.DEFINE_string('sweep_dir', 'runs/reproduction',
-                                 'Root directory of the runs.')
+                                 'Root directory of the sweeps\' runs.')
+_TRANSFER_DIR = flags.DEFINE_string('transfer_dir', 'runs/transfer',
+                                    'Root directory of the transfer runs.')
 _OUT = flags.DEFINE_string('out', 'docs/reproduction',
                            'Directory for figures, table and results.md.')
 _RESULTS_DOC = flags.DEFINE_string(
@@ -97,6 +126,17 @@ _FIGURES_ONLY = flags.DEFINE_boolean(
     'figures_only', False, 'Only draw figures and tables from the runs there are.')
 
 
+def select_plans(plans: Sequence[SweepPlan],
+                 level_sets: Sequence[str]) -> tuple[SweepPlan, ...]:
+  """The plans of ``level_sets`` (all when empty); raises ``errors.UsageError``."""
+  names = [p.level_set for p in plans]
+  unknown = [n for n in level_sets if n not in names]
+  if unknown:
+    raise errors.UsageError(f'--level_sets: {",".join(unknown)} not in the preset; '
+                            f'it has {", ".join(names)}')
+  return tuple(p for p in plans if not level_sets or p.level_set in level_sets)
+
+
 def sweep_command(plan: SweepPlan, sweep_dir: str, parallel: int) -> str:
   """The ``sweep`` command line equivalent to ``plan``."""
   args = ['python', '-m', 'distral_tf.experiments.sweep',
@@ -108,6 +148,25 @@ def sweep_command(plan: SweepPlan, sweep_dir: str, parallel: int) -> str:
           f'--sweep_dir={sweep_dir}', f'--parallel={parallel}', '--',
           *plan.extra_args]
   return shlex.join(args)
+
+
+def transfer_command(plan: transfer_runs.TransferPlan, transfer_dir: str,
+                     parallel: int, out_dir: str) -> str:
+  """The ``transfer`` command line equivalent to ``plan``."""
+  args = ['python', '-m', 'distral_tf.experiments.transfer',
+          f'--level_set={plan.level_set}', f'--algorithm={plan.algorithm}',
+          f'--holdout_task={plan.holdout}', f'--num_tasks={plan.num_tasks}',
+          f'--seeds={plan.seeds}', f'--env_steps_per_task={plan.env_steps_per_task}',
+          f'--holdout_env_steps={plan.holdout_env_steps}',
+          f'--transfer_dir={transfer_dir}', f'--parallel={parallel}',
+          f'--out={os.path.join(out_dir, plan.stem)}']
+  return shlex.join(args)
+
+
+def transfer_frames(plan: transfer_runs.TransferPlan) -> int:
+  """Environment frames of a transfer plan: pretraining plus two held-out runs."""
+  return plan.seeds * ((plan.num_tasks - 1) * plan.env_steps_per_task +
+                       2 * plan.holdout_env_steps)
 
 
 def plan_specs(plan: SweepPlan, sweep_dir: str) -> list[schedule.RunSpec]:
@@ -129,14 +188,40 @@ def measured_cost(specs: Sequence[schedule.RunSpec]) -> tuple[int, float, int]:
   return count, wall, frames
 
 
+def record_invocation(sweep_dir: str, seconds: float, completed: int,
+                      parallel: int) -> list[dict]:
+  """Appends this invocation's wall time to ``sweep_dir/TIME_LOG``; returns them all."""
+  path = os.path.join(sweep_dir, TIME_LOG)
+  log = analysis.read_json(path).get('invocations', [])
+  log.append(dict(seconds=round(seconds, 1), runs_completed=completed,
+                  parallel=parallel))
+  os.makedirs(sweep_dir, exist_ok=True)
+  results.write_json(path, dict(invocations=log))
+  return log
+
+
+def wall_time_sentence(sweep_dir: str) -> str:
+  """The command's own wall time over its invocations, from ``TIME_LOG``."""
+  log = analysis.read_json(os.path.join(sweep_dir, TIME_LOG)).get('invocations', [])
+  if not log:
+    return ''
+  hours = sum(float(i.get('seconds', 0.0)) for i in log) / 3600
+  parallel = sorted({int(i.get('parallel', 1)) for i in log})
+  return (f' Its invocations recorded in `{TIME_LOG}` ran {hours:.2f} hours of wall '
+          f'time in all ({len(log)} invocation(s), --parallel='
+          f'{",".join(map(str, parallel))}).')
+
+
 def results_markdown(report: dict, plans: Sequence[SweepPlan], specs, base_dir: str,
-                     commands: Sequence[str]) -> str:
+                     commands: Sequence[str], transfer_stems: Sequence[str] = ()) -> str:
   """The results section: figures (paths relative to ``base_dir``), table, cost."""
   count, wall, frames = measured_cost(specs)
+  part = f' --level_sets={",".join(_LEVEL_SETS.value)}' if _LEVEL_SETS.value else ''
   lines = [f'Produced by `python -m distral_tf.experiments.reproduce '
-           f'--preset={_PRESET.value}`: {count} of {len(specs)} runs finished, '
+           f'--preset={_PRESET.value}{part}`: {count} of {len(specs)} runs finished, '
            f'{frames:,} environment frames in {wall / 3600:.2f} hours of run wall '
-           f'time ({frames / max(wall, 1e-9):,.0f} frames/s per run).', '']
+           f'time ({frames / max(wall, 1e-9):,.0f} frames/s per run).'
+           f'{wall_time_sentence(_SWEEP_DIR.value)}', '']
   for plan in plans:
     png = os.path.join(_OUT.value, f'figure4_{plan.level_set}.png')
     if os.path.exists(png):
@@ -144,6 +229,14 @@ def results_markdown(report: dict, plans: Sequence[SweepPlan], specs, base_dir: 
                 f'({os.path.relpath(png, base_dir)})', '']
   with open(report['table_md']) as f:
     lines += [f.read().rstrip(), '']
+  with open(report['claims_md']) as f:
+    lines += ['The paper\'s claims on these runs:', '', f.read().rstrip(), '']
+  for stem in transfer_stems:
+    if os.path.exists(stem + '.png'):
+      lines += [f'![Transfer]({os.path.relpath(stem + ".png", base_dir)})', '']
+    if os.path.exists(stem + '.md'):
+      with open(stem + '.md') as f:
+        lines += [f'Transfer, `{os.path.basename(stem)}`:', '', f.read().rstrip(), '']
   lines += ['Equivalent commands:', '', '```sh', *commands, '```']
   return '\n'.join(lines) + '\n'
 
@@ -164,32 +257,52 @@ def replace_block(path: str, text: str) -> None:
 def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {" ".join(argv[1:])}')
-  plans = PRESETS[_PRESET.value]
+  plans = select_plans(PRESETS[_PRESET.value], _LEVEL_SETS.value)
+  level_sets = [p.level_set for p in plans]
+  transfers = [t for t in TRANSFERS[_PRESET.value] if t.level_set in level_sets]
   commands = [sweep_command(p, _SWEEP_DIR.value, _PARALLEL.value) for p in plans]
-  commands.append(f'python -m distral_tf.experiments.figure4 '
-                  f'--sweep_dir={_SWEEP_DIR.value} --out={_OUT.value}')
+  commands += [transfer_command(t, _TRANSFER_DIR.value, _PARALLEL.value, _OUT.value)
+               for t in transfers]
+  figure4 = (f'python -m distral_tf.experiments.figure4 '
+             f'--sweep_dir={_SWEEP_DIR.value} --out={_OUT.value}')
+  if _LEVEL_SETS.value:
+    figure4 += f' --level_sets={",".join(level_sets)}'
+  commands.append(figure4)
   if _PRINT_COMMANDS.value:
     print('\n'.join(commands))
     return 0
   specs = [s for p in plans for s in plan_specs(p, _SWEEP_DIR.value)]
+  specs += [s for t in transfers
+            for s in transfer_runs.transfer_specs(t, _TRANSFER_DIR.value)]
   failed = False
   if not _FIGURES_ONLY.value:
-    frames = sum(p.total_frames for p in plans)
+    frames = (sum(p.total_frames for p in plans) +
+              sum(transfer_frames(t) for t in transfers))
     print(f'{len(specs)} runs, {frames:,} environment frames in all')
+    start = time.time()
     outcome = schedule.run_all(
         specs, schedule.launch_command_from_flag(_LAUNCH_COMMAND.value),
         _PARALLEL.value, name='reproduce')
+    record_invocation(_SWEEP_DIR.value, time.time() - start, outcome.completed,
+                      _PARALLEL.value)
     schedule.report_failures(outcome)
     failed = not outcome.ok
-  report = panels.write_figure4(_SWEEP_DIR.value, _OUT.value,
-                                [p.level_set for p in plans])
+  report = panels.write_figure4(_SWEEP_DIR.value, _OUT.value, level_sets)
+  stems = []
+  for t in transfers:
+    stem = os.path.join(_OUT.value, t.stem)
+    for path in transfer_runs.summarise(t.root(_TRANSFER_DIR.value), range(t.seeds),
+                                        stem, t.title):
+      print(f'wrote {path}')
+    stems.append(stem)
   results_md = os.path.join(_OUT.value, 'results.md')
   with open(results_md, 'w') as f:
-    f.write(results_markdown(report, plans, specs, _OUT.value, commands))
+    f.write(results_markdown(report, plans, specs, _OUT.value, commands, stems))
   print(f'wrote {results_md}')
   if _RESULTS_DOC.value:
     replace_block(_RESULTS_DOC.value, results_markdown(
-        report, plans, specs, os.path.dirname(_RESULTS_DOC.value) or '.', commands))
+        report, plans, specs, os.path.dirname(_RESULTS_DOC.value) or '.', commands,
+        stems))
     print(f'updated {_RESULTS_DOC.value}')
   return 1 if failed else 0
 

@@ -1,0 +1,274 @@
+"""The paper's Figure 4 claims, checked on a sweep with their spread over seeds.
+
+For one level set, each claim compares two algorithms (or the best of a group)
+on the runs of a sweep (``analysis.discover_runs``):
+
+1. Distral (2col) >= the A3C baselines in AUC of the task policies pi_i.
+2. Distral's share of good runs over the whole grid >= the baselines' (panel
+   A2: robustness). A run is *good* when its final return (mean over its tasks)
+   is at least ``GOOD_FRACTION`` of the optimum: the tasks' optimal return where
+   the level set knows it (``two_rooms``), otherwise the best final return of any
+   run of the level set.
+3. Two columns learn faster than one: AUC of pi_i, 2col - 1col.
+4. KL+ent >= KL at the end of training: final return of pi_i.
+5. pi_0 of the 2col algorithms is the best distilled policy: AUC of pi_0.
+
+Numbers are those of Figure 4's table: an algorithm's score is the mean over
+seeds at its best setting (highest mean AUC); a group's is the best member's.
+
+**Bootstrap.** ``NUM_REPLICATES`` replicates (fixed generator seed, so the
+numbers are reproducible). In each, every algorithm's seeds are resampled with
+replacement, independently for each setting (entropy cost, learning rate); each
+algorithm's best setting is chosen again on the resampled AUCs, so the
+uncertainty of choosing the setting is included; the difference is computed as
+for the point estimate. The interval is the 2.5th to 97.5th percentile of the
+replicates' differences. Shares of good runs resample the same way (every
+setting's runs).
+
+**Verdict** for "left >= right": *agrees* when the interval lies above 0 and the
+difference exceeds the seeds' spread (the largest standard deviation over seeds
+at the best setting among the algorithms compared); *disagrees* when the
+interval lies below 0 and minus the difference exceeds that spread; otherwise
+*cannot tell*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from distral_tf.experiments import analysis
+
+GOOD_FRACTION = 0.8
+NUM_REPLICATES = 2000
+BOOTSTRAP_SEED = 0
+BASELINES = ('a3c', 'a3c_multitask', 'a3c_2col')
+# Columns of a run's sample: task-averaged AUC, final return, good (1 or 0).
+AUC, FINAL, GOOD = 0, 1, 2
+METRIC_NAMES = {AUC: 'AUC', FINAL: 'final return', GOOD: 'share of good runs'}
+
+# setting (entropy cost, learning rate) -> [runs, 3] array of (AUC, final, good).
+Samples = dict[tuple, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+  """``left`` against ``right`` on one metric and panel, with its verdict."""
+  claim: str
+  panel: str
+  metric: int
+  left: str                  # Algorithm (best member of a group) on the left.
+  right: str
+  left_value: float
+  right_value: float
+  left_std: float
+  right_std: float
+  difference: float
+  ci: tuple[float, float]
+  spread: float
+  verdict: str
+
+
+def _replicate_means(samples: Samples, rng: np.random.Generator | None,
+                     num: int) -> dict[tuple, np.ndarray]:
+  """Per setting, the [num, 3] means over (resampled) runs; num=1 without rng."""
+  out = {}
+  for setting, values in samples.items():
+    if rng is None:
+      out[setting] = values.mean(axis=0)[None]
+    else:
+      idx = rng.integers(0, len(values), size=(num, len(values)))
+      out[setting] = values[idx].mean(axis=1)
+  return out
+
+
+def best_setting_scores(samples: Samples, metric: int,
+                        rng: np.random.Generator | None = None,
+                        num: int = 1) -> np.ndarray:
+  """The metric's mean at the best setting by mean AUC, per replicate ([num]).
+
+  Without ``rng`` the single value of the runs as they are (Figure 4's table);
+  ties go to the first setting in ``analysis``'s order, as there.
+  """
+  means = _replicate_means(samples, rng, num)
+  settings = sorted(means, key=analysis._setting_key)  # pylint: disable=protected-access
+  stack = np.stack([means[s] for s in settings])       # [settings, num, 3]
+  best = np.argmax(stack[..., AUC], axis=0)
+  return stack[best, np.arange(stack.shape[1]), metric]
+
+
+def share_of_good(samples: Samples, rng: np.random.Generator | None = None,
+                  num: int = 1) -> np.ndarray:
+  """Fraction of good runs over every setting, per replicate ([num])."""
+  means = _replicate_means(samples, rng, num)
+  counts = {s: len(v) for s, v in samples.items()}
+  total = sum(counts.values())
+  return sum(means[s][:, GOOD] * counts[s] for s in samples) / total
+
+
+def best_setting_std(samples: Samples, metric: int) -> float:
+  """Standard deviation over seeds of the metric at the best setting."""
+  scores = {s: float(np.mean(v[:, AUC])) for s, v in samples.items()}
+  settings = sorted(scores, key=analysis._setting_key)  # pylint: disable=protected-access
+  best = max(settings, key=lambda s: scores[s])
+  return analysis.std_over_runs(list(samples[best][:, metric]))
+
+
+def _score(samples: Samples, metric: int, rng=None, num: int = 1) -> np.ndarray:
+  if metric == GOOD:
+    return share_of_good(samples, rng, num)
+  return best_setting_scores(samples, metric, rng, num)
+
+
+def compare(claim: str, panel: str, metric: int, left: Sequence[str],
+            right: Sequence[str], samples: Mapping[str, Samples],
+            num_replicates: int = NUM_REPLICATES,
+            seed: int = BOOTSTRAP_SEED) -> Comparison | None:
+  """Best of ``left`` minus best of ``right``; None unless both sides have runs."""
+  left = [a for a in left if samples.get(a)]
+  right = [a for a in right if samples.get(a)]
+  if not left or not right:
+    return None
+  point = {a: float(_score(samples[a], metric)[0]) for a in left + right}
+  best_left = max(left, key=lambda a: point[a])
+  best_right = max(right, key=lambda a: point[a])
+  rng = np.random.default_rng(seed)
+  reps = {a: _score(samples[a], metric, rng, num_replicates) for a in left + right}
+  diffs = (np.max([reps[a] for a in left], axis=0) -
+           np.max([reps[a] for a in right], axis=0))
+  difference = point[best_left] - point[best_right]
+  if metric == GOOD:
+    stds = {a: 0.0 for a in left + right}
+  else:
+    stds = {a: best_setting_std(samples[a], metric) for a in left + right}
+  spread = max(stds[best_left], stds[best_right])
+  low, high = (float(v) for v in np.percentile(diffs, [2.5, 97.5]))
+  if low > 0 and difference > spread:
+    verdict = 'agrees'
+  elif high < 0 and -difference > spread:
+    verdict = 'disagrees'
+  else:
+    verdict = 'cannot tell'
+  return Comparison(claim=claim, panel=panel, metric=metric, left=best_left,
+                    right=best_right, left_value=point[best_left],
+                    right_value=point[best_right], left_std=stds[best_left],
+                    right_std=stds[best_right], difference=difference,
+                    ci=(low, high), spread=spread, verdict=verdict)
+
+
+def run_reference(run: analysis.Run) -> float | None:
+  """The mean optimal return of ``run``'s tasks where the level set knows it."""
+  if run.level_set != 'two_rooms':
+    return None
+  from distral_tf.envs import two_rooms  # pylint: disable=g-import-not-at-top
+  tasks = sorted({t for s in run.scores.values() for t in s.finals})
+  try:
+    optimum = two_rooms.optimal_returns(run.config or None, tasks)
+  except ValueError:
+    return None
+  return float(np.mean(list(optimum.values())))
+
+
+def collect_samples(runs: Sequence[analysis.Run], panel: str,
+                    scales: Mapping[str, float] | None = None,
+                    reference: Callable[[analysis.Run], float | None] = run_reference
+                    ) -> tuple[dict[str, Samples], str]:
+  """Per algorithm, its runs' (AUC, final, good) by setting; and what *good* meant."""
+  metrics = []
+  for run in runs:
+    source = 'task' if panel == 'task' else analysis.distilled_source(run.algorithm)
+    m = analysis.run_metrics(run, source, dict(scales or {})) if source else None
+    if m is not None and not (math.isnan(m.mean_auc) or math.isnan(m.mean_final)):
+      metrics.append(m)
+  refs = [reference(m.run) for m in metrics]
+  if metrics and all(r is not None for r in refs):
+    good_means = f'final return >= {GOOD_FRACTION:g} x the tasks\' optimal return'
+  else:
+    best = max((m.mean_final for m in metrics), default=math.nan)
+    refs = [best] * len(metrics)
+    good_means = (f'final return >= {GOOD_FRACTION:g} x the best run\'s final return '
+                  f'({best:.3g})')
+  out: dict[str, dict[tuple, list]] = {}
+  for m, ref in zip(metrics, refs):
+    good = float(ref is not None and ref > 0 and m.mean_final >= GOOD_FRACTION * ref)
+    out.setdefault(m.run.algorithm, {}).setdefault(m.run.setting, []).append(
+        (m.mean_auc, m.mean_final, good))
+  return ({a: {s: np.asarray(v, dtype=np.float64) for s, v in by_s.items()}
+           for a, by_s in out.items()}, good_means)
+
+
+def level_set_comparisons(runs: Sequence[analysis.Run], level_set: str,
+                          scales: Mapping[str, float] | None = None,
+                          num_replicates: int = NUM_REPLICATES
+                          ) -> tuple[list[Comparison], str]:
+  """Every claim's comparisons on one level set, and what a good run is."""
+  runs = [r for r in runs if r.level_set == level_set]
+  task, good_means = collect_samples(runs, 'task', scales)
+  distilled, _ = collect_samples(runs, 'distilled', scales)
+  n = num_replicates
+  specs = [
+      ('Distral (2col) >= the A3C baselines in AUC', 'task', AUC,
+       ['kl_ent_2col'], BASELINES),
+      ('Distral (2col) >= the A3C baselines in AUC', 'task', AUC, ['kl_2col'], BASELINES),
+      ('Distral\'s share of good runs >= the baselines\'', 'task', GOOD,
+       ['kl_ent_2col'], BASELINES),
+      ('Distral\'s share of good runs >= the baselines\'', 'task', GOOD,
+       ['kl_2col'], BASELINES),
+      ('2col learns faster than 1col (AUC)', 'task', AUC, ['kl_2col'], ['kl_1col']),
+      ('2col learns faster than 1col (AUC)', 'task', AUC, ['kl_ent_2col'],
+       ['kl_ent_1col']),
+      ('KL+ent >= KL at the end of training', 'task', FINAL, ['kl_ent_2col'],
+       ['kl_2col']),
+      ('KL+ent >= KL at the end of training', 'task', FINAL, ['kl_ent_1col'],
+       ['kl_1col']),
+      ('pi_0 of the 2col algorithms is the best distilled policy (AUC)', 'distilled',
+       AUC, ['kl_2col', 'kl_ent_2col'], ['kl_1col', 'kl_ent_1col', 'a3c_multitask']),
+  ]
+  comparisons = []
+  for claim, panel, metric, left, right in specs:
+    c = compare(claim, panel, metric, left, right,
+                task if panel == 'task' else distilled, n)
+    if c is not None:
+      comparisons.append(c)
+  return comparisons, good_means
+
+
+def sentence(c: Comparison) -> str:
+  """One Markdown line: verdict, claim, numbers, interval and spread."""
+  policy = 'pi_i' if c.panel == 'task' else 'pi_0'
+  what = f'{METRIC_NAMES[c.metric]} of {policy}'
+  if c.metric == GOOD:
+    numbers = f'{c.left} {c.left_value:.2f} vs {c.right} {c.right_value:.2f}'
+    spread = ''
+  else:
+    numbers = (f'{c.left} {c.left_value:.3f} +- {c.left_std:.3f} vs {c.right} '
+               f'{c.right_value:.3f} +- {c.right_std:.3f}')
+    spread = f', seeds\' spread {c.spread:.3f}'
+  return (f'- *{c.verdict}*: {c.claim}. {what}: {numbers}; difference '
+          f'{c.difference:+.3f}, 95% bootstrap interval [{c.ci[0]:+.3f}, '
+          f'{c.ci[1]:+.3f}]{spread}.')
+
+
+def claims_markdown(runs: Sequence[analysis.Run],
+                    level_results: Sequence[analysis.LevelSetResult],
+                    num_replicates: int = NUM_REPLICATES) -> str:
+  """The claims of every level set in ``level_results``, as Markdown."""
+  lines = []
+  for lr in level_results:
+    comparisons, good_means = level_set_comparisons(
+        runs, lr.level_set, lr.scales, num_replicates)
+    lines += [f'**{lr.level_set}** (good run: {good_means}; best of a group in its '
+              'place)', '']
+    lines += [sentence(c) for c in comparisons] or ['- no comparable runs']
+    lines.append('')
+  lines.append(
+      f'Verdicts: *agrees* when the 95% bootstrap interval of the difference lies '
+      f'above 0 and the difference exceeds the seeds\' spread; *disagrees* when both '
+      f'hold the other way; otherwise *cannot tell*. Bootstrap: {num_replicates} '
+      'replicates; in each, every algorithm\'s seeds are resampled with replacement '
+      'within each setting and its best setting is chosen again by AUC '
+      '(`distral_tf/experiments/claims.py`).')
+  return '\n'.join(lines) + '\n'
