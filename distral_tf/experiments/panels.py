@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import textwrap
 from typing import Callable, Mapping, Sequence
 
 import matplotlib
@@ -212,7 +213,7 @@ def plot_transfer(curves: Mapping[str, analysis.CurveStats], title: str,
                     color=color, alpha=0.2, linewidth=0)
   ax.set_xlabel('environment frames on the held-out task')
   ax.set_ylabel('episode return')
-  ax.set_title(title, fontsize=9)
+  ax.set_title('\n'.join(textwrap.wrap(title, 85)), fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()

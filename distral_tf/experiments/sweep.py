@@ -40,7 +40,7 @@ _ENTROPY_COSTS = flags.DEFINE_list(
 _LEARNING_RATES = flags.DEFINE_list(
     'learning_rates',
     [schedule.format_value(v) for v in schedule.DEFAULT_LEARNING_RATES],
-    'Initial learning rates to try (annealed linearly to 0 by the trainer).')
+    'Initial learning rates to try (the trainer\'s --lr_schedule applies).')
 _SEEDS = flags.DEFINE_integer('seeds', schedule.DEFAULT_NUM_SEEDS,
                               'Seeds per setting: 0 .. seeds-1.')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at a time.')
