@@ -189,15 +189,14 @@ def measured_cost(specs: Sequence[schedule.RunSpec]) -> tuple[int, float, int]:
 
 
 def record_invocation(sweep_dir: str, seconds: float, completed: int,
-                      parallel: int) -> list[dict]:
-  """Appends this invocation's wall time to ``sweep_dir/TIME_LOG``; returns them all."""
+                      parallel: int) -> None:
+  """Appends this invocation's wall time to ``sweep_dir/TIME_LOG``."""
   path = os.path.join(sweep_dir, TIME_LOG)
   log = analysis.read_json(path).get('invocations', [])
   log.append(dict(seconds=round(seconds, 1), runs_completed=completed,
                   parallel=parallel))
   os.makedirs(sweep_dir, exist_ok=True)
   results.write_json(path, dict(invocations=log))
-  return log
 
 
 def wall_time_sentence(sweep_dir: str) -> str:
