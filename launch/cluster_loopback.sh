@@ -7,7 +7,8 @@
 #   NUM_PS=1 NUM_WORKERS=2 launch/cluster_loopback.sh --level_set=two_rooms \
 #       --num_tasks=2 --algorithm=kl_ent_2col --logdir=/tmp/distral_cluster
 #
-# BASE_PORT (default 22220): ports BASE_PORT.. are used for chief, ps, workers.
+# BASE_PORT (default 22220): the chief listens on BASE_PORT, serves its actor
+# hosts on BASE_PORT+1, and ps and workers take BASE_PORT+2, ...
 # Server output goes to ${LOG_DIR:-/tmp/distral_cluster_logs}/<job>_<index>.log.
 set -euo pipefail
 
@@ -21,8 +22,8 @@ mkdir -p "${LOG_DIR}"
 address() { echo "127.0.0.1:$((BASE_PORT + $1))"; }
 join() { local IFS=,; echo "$*"; }
 ps=() workers=()
-for ((i = 0; i < NUM_PS; i++)); do ps+=("$(address $((1 + i)))"); done
-for ((i = 0; i < NUM_WORKERS; i++)); do workers+=("$(address $((1 + NUM_PS + i)))"); done
+for ((i = 0; i < NUM_PS; i++)); do ps+=("$(address $((2 + i)))"); done
+for ((i = 0; i < NUM_WORKERS; i++)); do workers+=("$(address $((2 + NUM_PS + i)))"); done
 export CHIEF="$(address 0)" PS="$(join "${ps[@]}")" WORKERS="$(join "${workers[@]}")"
 
 pids=()

@@ -4,6 +4,7 @@ Every test starts its own servers (as a launcher or as a cluster scheduler
 would) and stops every process it started, whatever happens.
 """
 
+import glob
 import json
 import os
 import re
@@ -20,10 +21,10 @@ from distral_tf.distributed import topology
 from distral_tf.distributed import trainer as trainer_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UNROLL, ENVS = 10, 2  # One unroll: 10 steps of 2 environments per task.
-STEP_FRAMES = UNROLL * ENVS
-# Each gradient step takes an unroll of every task's environments: of two tasks.
-TWO_TASK_STEP_FRAMES = 2 * STEP_FRAMES
+UNROLL, ENVS = 10, 2  # 10-step unrolls; 2 environments per task in the cluster.
+# Each gradient step takes one host's unroll of its environments of every task:
+# with 2 worker hosts, 1 environment per task each (two tasks); with 1, both.
+TWO_HOST_STEP_FRAMES = 2 * UNROLL * (ENVS // 2)
 TIMEOUT = 420
 
 
@@ -135,6 +136,20 @@ def _stats(logdir) -> dict:
   return data.get('stats', {})
 
 
+def _assert_frames_per_host_in_tensorboard(logdir, num_hosts: int) -> None:
+  """TensorBoard has every host's frames, rising to what ``summary.json`` says."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  values = {}
+  for path in glob.glob(os.path.join(logdir, 'tensorboard', 'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag.startswith('frames_per_host/'):
+          values.setdefault(value.tag, []).append(
+              float(tf.make_ndarray(value.tensor)))
+  assert sorted(values) == [f'frames_per_host/worker_{h}' for h in range(num_hosts)]
+  assert all(v[-1] > 0 and v == sorted(v) for v in values.values()), values
+
+
 def _log(logdir, name) -> str:
   with open(os.path.join(os.path.dirname(logdir), name)) as f:
     return f.read()
@@ -170,9 +185,12 @@ def test_tf_config_cluster_trains_on_ps_and_resumes_after_chief_kill(tmp_path,
   assert summary['finished']
   # Steps continue from the checkpoint: nothing trained twice, nothing lost.
   assert summary['agent_steps'] == summary['total_env_steps'] == 2 * budget
-  assert summary['updates'] == (2 * budget - resumed) // TWO_TASK_STEP_FRAMES
+  assert summary['updates'] == (2 * budget - resumed) // TWO_HOST_STEP_FRAMES
   assert all(s > 0 for s in summary['cluster']['steps'])
   assert sum(summary['cluster']['steps']) == summary['updates']
+  # The worker hosts outlived the first chief and acted for the second.
+  frames = summary['cluster']['frames_per_host']
+  assert all(f > 0 for f in frames) and sum(frames) == 2 * budget - resumed
 
   info = _json(os.path.join(logdir, trainer_lib.CLUSTER_FILE))
   placement = info['placement']
@@ -181,7 +199,7 @@ def test_tf_config_cluster_trains_on_ps_and_resumes_after_chief_kill(tmp_path,
   assert len(placement['network']) >= 3 * 10  # Two task columns and pi_0.
   assert all(d.startswith('/job:ps/replica:0/task:0/') for d in devices), devices
   # One RMSProp for everything: its counter saw every step of both runs.
-  assert info['optimizer_iterations'] * TWO_TASK_STEP_FRAMES == 2 * budget
+  assert info['optimizer_iterations'] * TWO_HOST_STEP_FRAMES == 2 * budget
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   reader = tf.train.load_checkpoint(os.path.join(logdir, 'checkpoints'))
@@ -205,20 +223,27 @@ def test_local_cluster_survives_a_killed_worker(tmp_path):
     victim = [s for s in info['servers'] if s['job'] == 'worker' and s['index'] == 1][0]
     os.kill(victim['pid'], signal.SIGKILL)
     _wait_for(lambda: _stats(logdir).get('worker_restarts') == [0, 1] and
-              _stats(logdir)['steps_since_restart'][1] > 0,
-              'the restarted worker to take steps', alive=chief)
+              _stats(logdir)['steps_since_restart'][1] > 0 and
+              _stats(logdir)['frames_since_restart'][1] > 0,
+              'the restarted worker to take steps and act', alive=chief)
     assert chief.wait(timeout=TIMEOUT) == 0, _log(logdir, 'chief.log')[-3000:]
   finally:
     procs.stop_all()
   summary = _json(os.path.join(logdir, results.SUMMARY_FILE))
   assert summary['finished']
   assert summary['total_env_steps'] == 2 * budget
-  assert summary['updates'] == 2 * budget // TWO_TASK_STEP_FRAMES
+  assert summary['updates'] == 2 * budget // TWO_HOST_STEP_FRAMES
   # A step cut short by the kill may have reached the ps before it was rerun.
-  assert 2 * budget <= summary['agent_steps'] <= 2 * budget + 2 * TWO_TASK_STEP_FRAMES
+  assert 2 * budget <= summary['agent_steps'] <= 2 * budget + 2 * TWO_HOST_STEP_FRAMES
   assert summary['cluster']['worker_restarts'] == [0, 1]
   assert summary['cluster']['steps_since_restart'][1] > 0
   assert sum(summary['cluster']['steps']) == summary['updates']
+  # Every frame was acted on a worker host; the restarted host acted again.
+  stats = summary['cluster']
+  assert sum(stats['frames_per_host']) == 2 * budget
+  assert stats['frames_per_host'][0] > 0
+  assert 0 < stats['frames_since_restart'][1] < stats['frames_per_host'][1]
+  _assert_frames_per_host_in_tensorboard(logdir, num_hosts=2)
   servers = _json(os.path.join(logdir, trainer_lib.CLUSTER_FILE))['servers']
   assert all(_pid_gone(s['pid']) for s in servers)  # The launcher stopped them all.
 

@@ -12,8 +12,9 @@ from distral_tf import errors
 from distral_tf.distributed import topology
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GOOD = {'cluster': {'chief': ['127.0.0.1:2220'], 'ps': ['127.0.0.1:2221'],
-                    'worker': ['127.0.0.1:2222', 'h2:2223']},
+# The chief serves its actor hosts on 2221.
+GOOD = {'cluster': {'chief': ['127.0.0.1:2220'], 'ps': ['127.0.0.1:2222'],
+                    'worker': ['127.0.0.1:2223', 'h2:2224']},
         'task': {'type': 'worker', 'index': 1}}
 
 
@@ -84,8 +85,9 @@ def test_parse_tf_config():
   cluster, role = topology.parse_tf_config(json.dumps(GOOD))
   assert role == topology.Role('worker', 1)
   assert cluster.chief == '127.0.0.1:2220'
-  assert cluster.ps == ('127.0.0.1:2221',)
-  assert cluster.address(role) == 'h2:2223'
+  assert cluster.ps == ('127.0.0.1:2222',)
+  assert cluster.address(role) == 'h2:2224'
+  assert topology.actor_address(cluster) == '127.0.0.1:2221'
   assert [str(r) for r in cluster.server_roles()] == ['ps 0', 'worker 0', 'worker 1']
   again = topology.parse_tf_config(topology.tf_config_json(cluster, role))
   assert again == (cluster, role)
@@ -104,6 +106,8 @@ def test_parse_tf_config():
     (_with(cluster__worker=['h:99999']), ['host:port']),
     (_with(cluster__evaluator=['h:1']), ['unsupported job', 'evaluator']),
     (_with(cluster__ps=['127.0.0.1:2220']), ['used twice', '127.0.0.1:2220']),
+    (_with(cluster__ps=['127.0.0.1:2221']),
+     ['127.0.0.1:2221', 'serves its actor hosts', 'port + 1']),
     (_with(task__type='master'), ['"type"', 'master']),
     (_with(task__index=2), ['out of range', 'worker']),
     (_with(task__index='0'), ['out of range']),
@@ -129,7 +133,13 @@ def test_free_ports_are_distinct_and_free():
   assert all(topology.port_is_free(p) for p in ports)
   cluster = topology.local_cluster_def(topology.LocalRequest(2, 3))
   assert len(cluster.ps) == 2 and len(cluster.workers) == 3
-  assert len(set(cluster.all_addresses())) == 6
+  addresses = cluster.all_addresses() + [topology.actor_address(cluster)]
+  assert len(set(addresses)) == 7
+  assert all(topology.port_is_free(topology.split_address(a)[1]) for a in addresses)
+  fixed = topology.local_cluster_def(topology.LocalRequest(1, 2, 30000))
+  assert fixed.chief.endswith(':30000') and topology.actor_address(fixed).endswith(':30001')
+  assert [topology.split_address(a)[1] for a in fixed.ps + fixed.workers] == [
+      30002, 30003, 30004]
 
 
 def test_unreachable_server_is_named_after_timeout():

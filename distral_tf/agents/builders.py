@@ -180,27 +180,52 @@ def restore(config: config_lib.DeepConfig, level_set: level_sets.LevelSet,
   return state
 
 
+def observation_spec(config: config_lib.DeepConfig, level_set: level_sets.LevelSet):
+  """The level set's observation spec, read from one environment started for it."""
+  env, = start_envs(level_set, config, [(0, batch_lib.env_seed(config.seed, 0, 0),
+                                         f'{level_set.tasks[0].name}/spec')])
+  try:
+    return env.observation_spec()
+  finally:
+    env.close()
+
+
+def make_actors(config: config_lib.DeepConfig, level_set: level_sets.LevelSet,
+                env_batches, network, progress: actor_lib.Progress, recorder,
+                unroll_queue: queue.Queue) -> list[actor_lib.Actor]:
+  """One ``actor.Actor`` per entry of ``env_batches``, acting with ``network``."""
+  num_tasks = len(level_set.tasks)
+  actors = []
+  for env_batch, tasks in env_batches:
+    sizes = [tasks.count(task) for task in range(num_tasks)]
+    actors.append(actor_lib.Actor(
+        env_batch, tasks, num_tasks, network, actor_lib.make_act_fn(network, sizes),
+        progress, recorder, config.unroll_length, level_set.frames_per_step,
+        unroll_queue))
+  return actors
+
+
 def make_workers(config: config_lib.DeepConfig, setup: Setup, env_batches, network,
                  learner, progress: actor_lib.Progress,
                  recorder: actor_lib.EpisodeRecorder, next_eval: int,
-                 learner_threads: int) -> tuple[list, list]:
+                 learner_threads: int, unroll_queue: queue.Queue | None = None,
+                 remote_actors: Sequence = ()) -> tuple[list, list]:
   """Actor threads, learner threads and (for distilled algorithms) the evaluator.
 
   ``env_batches`` as ``make_env_batches`` returns, one actor thread each;
   ``network`` is the one the actors and the evaluator act with; ``learner``
-  anything with ``train_step(task_sizes, batch)``. Returns the workers and the
-  evaluator's environments (to close).
+  anything with ``train_step(task_sizes, batch)``. ``remote_actors`` (with
+  ``run(stop)``, ``done`` and ``error``) feed ``unroll_queue`` from elsewhere
+  (the cluster's actor hosts); the learner threads run until they and the
+  actors are done. Returns the workers and the evaluator's environments (to
+  close).
   """
   level_set = setup.level_set
-  num_tasks = len(level_set.tasks)
-  unroll_queue = queue.Queue(maxsize=2 * config.actor_threads)
-  workers, eval_envs = [], []
-  for env_batch, tasks in env_batches:
-    sizes = [tasks.count(task) for task in range(num_tasks)]
-    workers.append(actor_lib.Actor(
-        env_batch, tasks, num_tasks, network, actor_lib.make_act_fn(network, sizes),
-        progress, recorder, config.unroll_length, level_set.frames_per_step,
-        unroll_queue))
+  if unroll_queue is None:
+    unroll_queue = queue.Queue(maxsize=2 * config.actor_threads)
+  workers, eval_envs = list(remote_actors), []
+  workers += make_actors(config, level_set, env_batches, network, progress, recorder,
+                         unroll_queue)
   actors = list(workers)
   actors_done = lambda: all(a.done for a in actors)
   for _ in range(learner_threads):

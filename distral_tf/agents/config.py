@@ -85,6 +85,12 @@ class DeepConfig:
       default_factory=dict, compare=False, repr=False)
 
 
+def plan_fields() -> list[str]:
+  """``DeepConfig``'s fields that hold values (not its records), in order."""
+  return [f.name for f in dataclasses.fields(DeepConfig)
+          if f.name not in ('config_record', 'run_flags')]
+
+
 # workers_per_task of a level set whose environments are heavy: as many as the
 # machine holds (``machine_workers_per_task``), or the paper's 32 with --cluster.
 FIT_MACHINE = 'fit_machine'

@@ -61,8 +61,12 @@ def progress_line(progress: actor_lib.Progress, fps: float) -> str:
 
 
 def write_summaries(writer, progress: actor_lib.Progress, fps: float,
-                    learning_rate: float) -> None:
-  """TensorBoard scalars at the frames done: returns, learner metrics, pace, lag."""
+                    learning_rate: float,
+                    extra: Mapping[str, float] | None = None) -> None:
+  """TensorBoard scalars at the frames done: returns, learner metrics, pace, lag.
+
+  ``extra``: more scalars by name (a cluster's frames per host).
+  """
   with progress.lock:
     step = int(progress.frames.sum())
     returns = {k: float(np.mean(v)) for k, v in progress.recent_returns.items() if v}
@@ -83,6 +87,8 @@ def write_summaries(writer, progress: actor_lib.Progress, fps: float,
       tf.summary.scalar(f'policy_lag_mean/{task}', stats['mean'])
       tf.summary.scalar(f'policy_lag_max/{task}', stats['max'])
     tf.summary.scalar('dropped_unrolls', lag_stats['dropped_unrolls'])
+    for name, value in (extra or {}).items():
+      tf.summary.scalar(name, value)
   writer.flush()
 
 
@@ -137,14 +143,15 @@ class RunLoop:
   def train(self, workers: Sequence, threads: Sequence[threading.Thread],
             stop: threading.Event, learner, save: Callable[[float], object],
             steady: Callable[[], bool], before_tick: Callable[[], None] = lambda: None,
-            after_log: Callable[[], None] = lambda: None) -> bool:
+            after_log: Callable[[], None] = lambda: None,
+            scalars: Callable[[], Mapping[str, float]] = dict) -> bool:
     """Watches the started ``threads`` of ``workers`` until the run ends.
 
     It ends when every worker but the evaluator is done (the evaluator then
     finishes its last evaluation), ``stop`` is set, ``--max_seconds`` have
     passed or Ctrl-C comes. Every ``--log_interval_secs`` prints the progress
-    line, writes summaries (``learner.learning_rate``), flushes the episodes
-    and calls ``after_log``; every ``--checkpoint_secs`` calls
+    line, writes summaries (``learner.learning_rate`` and ``scalars()``),
+    flushes the episodes and calls ``after_log``; every ``--checkpoint_secs`` calls
     ``save(wall_time)``. The steady frames/s count from the first progress
     line at which ``steady()`` holds. ``before_tick`` runs at every look (it
     may raise). Returns whether Ctrl-C (or SIGTERM) stopped the run.
@@ -168,7 +175,7 @@ class RunLoop:
           if self.steady_start is None and steady():
             self.steady_start = (now, frames)
           write_summaries(summary_writer, self.progress, fps,
-                          float(learner.learning_rate.numpy()))
+                          float(learner.learning_rate.numpy()), scalars())
           self.recorder.flush()
           after_log()
           last_log, last_frames = now, frames

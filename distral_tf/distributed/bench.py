@@ -5,15 +5,20 @@ runs the trainer with ``--cluster=local:ps=P,workers=N`` (the same command a
 user runs) and, after ``--bench_warmup_seconds``, measures over
 ``--bench_seconds``:
 
-* frames/s (environment frames acted, action repeat included) and gradient
+* frames/s (environment frames acted, action repeat included), in total and
+  of each worker host (every worker steps its own environments), and gradient
   steps/s (steps finished on the workers), from the ``cluster.json`` the chief
   rewrites every second;
 * bytes moved per gradient step: every byte through the TCP connections of the
-  cluster's servers (chief <-> workers, workers <-> ps, chief <-> ps), read from
-  the kernel's socket counters (``ss``) whenever ``cluster.json`` changes;
-* the bytes a step moves by construction: the task's variables read by the
-  worker and their gradients sent back, plus the actors' policy refreshes
-  (the unroll itself is a few kilobytes).
+  cluster's servers (chief <-> workers, workers <-> ps, chief <-> ps, and the
+  worker hosts' unrolls and policy copies through the chief's actor service),
+  read from the kernel's socket counters (``ss``) whenever ``cluster.json``
+  changes;
+* the bytes a step moves by construction: the variables of the unroll's tasks
+  (every task: each actor steps environments of all of them) read by the
+  worker and their gradients sent back, the policy copies (the chief's from the
+  ps tasks, the hosts' from the chief) and the unroll twice (host to chief,
+  chief to worker).
 
 A last row is the local trainer (``agents/train.py``) on the same flags.
 
@@ -89,6 +94,9 @@ class _Sample:
     self.frames = data['frames']
     self.steps = sum(data['stats']['steps'])
     self.refreshes = data['stats']['policy_refreshes']
+    self.frames_per_host = data['stats'].get('frames_per_host', [])
+    self.params_served = data['stats'].get('params_served', 0)
+    self.unroll_bytes = data['stats'].get('unroll_bytes', 0)
     self.bytes = socket_bytes(ports)
 
 
@@ -122,8 +130,11 @@ def measure(num_workers: int) -> dict:
       first = _next_sample(path, 0.0, set(), proc)
       with open(path) as f:
         info = json.load(f)
+      cluster = topology.ClusterDef(info['cluster']['chief'][0],
+                                    tuple(info['cluster']['ps']),
+                                    tuple(info['cluster']['worker']))
       ports = {topology.split_address(a)[1]
-               for job in info['cluster'].values() for a in job}
+               for a in cluster.all_addresses() + [topology.actor_address(cluster)]}
       while first.steps < 2 * num_workers:
         first = _next_sample(path, os.path.getmtime(path), ports, proc)
       warm_until = time.time() + FLAGS.bench_warmup_seconds
@@ -147,11 +158,15 @@ def measure(num_workers: int) -> dict:
     measured = (end.bytes - start.bytes) / ds
   return dict(workers=num_workers, ps=FLAGS.cluster_bench_ps,
               frames_per_second=(end.frames - start.frames) / dt,
+              frames_per_host=[(b - a) / dt for a, b in zip(start.frames_per_host,
+                                                           end.frames_per_host)],
               steps_per_second=(end.steps - start.steps) / dt,
               bytes_per_step=measured,
               bytes_by_construction=(
-                  2 * max(info['task_variable_bytes']) +
-                  (end.refreshes - start.refreshes) * info['stats']['policy_bytes'] / ds))
+                  2 * info['step_variable_bytes'] +
+                  (end.refreshes - start.refreshes + end.params_served -
+                   start.params_served) * info['stats']['policy_bytes'] / ds +
+                  2 * (end.unroll_bytes - start.unroll_bytes) / ds))
 
 
 def _mb(n) -> str:
@@ -159,15 +174,17 @@ def _mb(n) -> str:
 
 
 def format_table(rows: list[dict], local: dict | None) -> str:
-  lines = ['| setup | frames/s | gradient steps/s | MB moved per step (measured) '
-           '| MB per step by construction |',
-           '|---|---:|---:|---:|---:|']
+  lines = ['| setup | frames/s | frames/s of each worker host | gradient steps/s '
+           '| MB moved per step (measured) | MB per step by construction |',
+           '|---|---:|---:|---:|---:|---:|']
   for r in rows:
+    hosts = ' / '.join(f'{f:,.0f}' for f in r['frames_per_host'])
     lines.append(f'| {r["ps"]} ps + {r["workers"]} worker(s) | '
-                 f'{r["frames_per_second"]:,.0f} | {r["steps_per_second"]:.1f} | '
+                 f'{r["frames_per_second"]:,.0f} | {hosts} | '
+                 f'{r["steps_per_second"]:.1f} | '
                  f'{_mb(r["bytes_per_step"])} | {_mb(r["bytes_by_construction"])} |')
   if local is not None:
-    lines.append(f'| local trainer (no cluster) | {local["frames_per_second"]:,.0f} | '
+    lines.append(f'| local trainer (no cluster) | {local["frames_per_second"]:,.0f} | - | '
                  f'{local["steps_per_second"]:.1f} | - | - |')
   return '\n'.join(lines)
 

@@ -6,11 +6,12 @@ parameter-server engine:
 * every variable (all columns, pi_0, value heads, the RMSProp slots, the
   learning rate and the step counter) lives on the ps tasks, so all workers
   share one copy of the parameters and of the optimiser statistics;
-* the chief (this process) runs the environments and the actors
-  (``actor.Actor``, unchanged) on a local copy of the policy refreshed from the
-  ps tasks (``remote.PolicyMirror``); each unroll becomes one gradient step
-  scheduled on a free worker by the ``ClusterCoordinator``
-  (``trainer.ClusterTrainer``);
+* every worker host runs its share of the environments and the actors
+  (``actor.Actor``, unchanged) on a copy of the policy it takes from the chief
+  (``actor_host``); the chief keeps its own copy refreshed from the ps tasks
+  (``remote.PolicyMirror``), takes the unrolls (``actor_service``) and makes
+  each one gradient step scheduled on a free worker by the
+  ``ClusterCoordinator`` (``trainer.ClusterTrainer``);
 * the chief writes the log directory exactly as a local run does
   (``episodes.csv``, summaries, checkpoints, ``summary.json``) plus
   ``cluster.json`` (addresses, processes, variable placement, steps per

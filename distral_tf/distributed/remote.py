@@ -13,8 +13,9 @@
   ``StepScheduler.train_step`` has ``Learner.train_step``'s interface, so the
   local trainer's ``actor.LearnerThread``s drive it unchanged: each thread
   keeps one step in flight on the cluster.
-* ``PolicyMirror`` is the actors' local copy of the network on the chief,
-  refreshed from the ps tasks.
+* ``PolicyMirror`` is the chief's local copy of the network, refreshed from
+  the ps tasks, which the chief's evaluator acts with and the actor hosts copy
+  (``actor_service``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from distral_tf.distributed import topology
 
 # Variables of at least this size are split over the ps tasks (when several).
 SHARD_MIN_BYTES = 256 << 10
-# Seconds between refreshes of the actors' copy of the policy.
+# Seconds between refreshes of the chief's copy of the policy (and between the
+# actor hosts' looks at its number).
 REFRESH_SECS = 0.5
 # How long a step's result is awaited after its worker was lost (as TensorFlow's
 # coordinator waits for a worker to come back), and how often it is retried.
@@ -50,6 +52,8 @@ _ShardedVariable = tf.__internal__.distribute.ShardedVariable
 def connect(cluster: topology.ClusterDef):
   """Makes this process the cluster's chief; returns ``(strategy, coordinator)``."""
   topology.check_port_free(cluster.chief, 'the chief')
+  topology.check_port_free(topology.actor_address(cluster),
+                           "the chief's service to the actor hosts")
   resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
       tf.train.ClusterSpec(cluster.as_dict()), task_type='chief', task_id=0,
       rpc_layer='grpc')
@@ -260,12 +264,18 @@ def _variables_by_path(module: tf.Module) -> dict[tuple, Any]:
   return found
 
 
+def variables_in_order(module: tf.Module) -> list:
+  """Every variable of ``module`` once, in an order equal for equal networks."""
+  found = _variables_by_path(module)
+  return [found[k] for k in sorted(found, key=str)]
+
+
 def variable_bytes(variable) -> int:
   return int(np.prod(variable.shape)) * variable.dtype.size
 
 
 class PolicyMirror:
-  """The actors' copy of the network, on the chief, refreshed from the ps tasks."""
+  """The chief's copy of the network, refreshed from the ps tasks."""
 
   def __init__(self, source: tf.Module, local: tf.Module):
     src, dst = _variables_by_path(source), _variables_by_path(local)
@@ -279,6 +289,9 @@ class PolicyMirror:
     self.network = local
     self.num_bytes = sum(variable_bytes(d) for d, _ in self._pairs)
     self.refreshes = 0
+    # Updates applied when the copy was taken; told to ``on_refresh``.
+    self.version = 0
+    self.on_refresh: Callable[[int], None] | None = None
     self._pull = tf.function(self._assign_all)
     self._lock = threading.Lock()
 
@@ -286,11 +299,17 @@ class PolicyMirror:
     for dst, src in self._pairs:
       dst.assign(tf.convert_to_tensor(src))
 
-  def refresh(self) -> None:
-    """Copies every variable's current value from the ps tasks."""
+  def refresh(self, version: int = 0) -> None:
+    """Copies every variable's current value from the ps tasks.
+
+    ``version``: the number of updates applied before the copy began.
+    """
     with self._lock:
       self._pull()
       self.refreshes += 1
+      self.version = version
+      if self.on_refresh is not None:
+        self.on_refresh(version)
 
   def run(self, stop: threading.Event, changed: Callable[[], int],
           interval: float = REFRESH_SECS) -> None:
@@ -299,7 +318,7 @@ class PolicyMirror:
     while not stop.wait(interval):
       now = changed()
       if now != seen:
-        self.refresh()
+        self.refresh(now)
         seen = now
 
 

@@ -1,10 +1,12 @@
 r"""A parameter-server or worker task: ``python -m distral_tf.distributed.server``.
 
-Reads its role from ``TF_CONFIG`` (``"task": {"type": "ps" | "worker", ...}``),
-starts TensorFlow's gRPC server on its address and blocks. The chief
+Reads its role from ``TF_CONFIG`` (``"task": {"type": "ps" | "worker", ...}``)
+and starts TensorFlow's gRPC server on its address. The chief
 (``python -m distral_tf.launch --cluster=tf_config ...``) places the variables
-on the ps tasks and schedules gradient steps on the workers. Run one per ps and
-worker host::
+on the ps tasks and schedules gradient steps on the workers. A worker also
+steps its share of the environments for the chief's runs
+(``actor_host.ActorHost``); a ps task only serves. Run one per ps and worker
+host::
 
   TF_CONFIG='{"cluster": {...}, "task": {"type": "ps", "index": 0}}' \
       python -m distral_tf.distributed.server
@@ -55,9 +57,14 @@ def serve(cluster: topology.ClusterDef, role: topology.Role,
     raise errors.UsageError(f'{role} cannot serve on {address}: {first}') from None
   print(f'{role} serving on {address} (pid {os.getpid()})', flush=True)
   parent = os.getppid()
-  # The server runs in TensorFlow's threads; this one only watches the parent.
+  keep_going = lambda: not (exit_with_parent and os.getppid() != parent)
+  # The server runs in TensorFlow's threads; this one acts (a worker) or only
+  # watches the parent.
   try:
-    while not (exit_with_parent and os.getppid() != parent):
+    if role.job == 'worker':
+      from distral_tf.distributed import actor_host  # pylint: disable=g-import-not-at-top
+      actor_host.ActorHost(topology.actor_address(cluster), role.index).serve(keep_going)
+    while keep_going():
       time.sleep(POLL_SECS)
   except KeyboardInterrupt:
     pass

@@ -38,6 +38,8 @@ _LOCAL_KEYS = ('ps', 'workers', 'port')
 # shares the cores and memory out thinner (each server is a TensorFlow runtime).
 LOCAL_SERVERS_PER_CORE = 4
 MIN_LOCAL_SERVERS = 8
+# The chief serves its actor hosts on its own port + this.
+ACTOR_PORT_OFFSET = 1
 CLUSTER_FLAG_HELP = ('--cluster takes "local:ps=N,workers=M[,port=P]" (a loopback '
                      'cluster started by this command) or "tf_config" (roles from '
                      'the TF_CONFIG environment variable)')
@@ -76,12 +78,21 @@ class ClusterDef:
     return [self.chief, *self.ps, *self.workers]
 
 
+def actor_address(cluster: ClusterDef) -> str:
+  """Where the chief serves the actor hosts: its own host, the port after its own."""
+  host, port = split_address(cluster.chief)
+  host = f'[{host}]' if ':' in host else host
+  return f'{host}:{port + ACTOR_PORT_OFFSET}'
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalRequest:
   """``--cluster=local:ps=N,workers=M[,port=P]``: servers started on loopback."""
   num_ps: int = DEFAULT_LOCAL_PS
   num_workers: int = DEFAULT_LOCAL_WORKERS
-  base_port: int | None = None  # Ports base_port, base_port+1, ...; None: free ones.
+  # The chief on base_port, its actor service on the next, then ps and workers;
+  # None: free ones.
+  base_port: int | None = None
 
 
 def parse_cluster_flag(value: str) -> LocalRequest | str:
@@ -114,7 +125,7 @@ def parse_cluster_flag(value: str) -> LocalRequest | str:
         f'than this machine runs usefully (at most {limit}: {LOCAL_SERVERS_PER_CORE} '
         f'per core); use a real cluster (--cluster=tf_config) for more')
   if request.base_port is not None:
-    last = request.base_port + request.num_ps + request.num_workers
+    last = request.base_port + request.num_ps + request.num_workers + ACTOR_PORT_OFFSET
     if request.base_port < 1024 or last > 65535:
       raise errors.UsageError(
           f'--cluster={value}: ports {request.base_port}..{last} must lie in '
@@ -177,6 +188,10 @@ def parse_tf_config(text: str | None) -> tuple[ClusterDef, Role]:
                             f'{len(jobs["chief"])}')
   spec = ClusterDef(jobs['chief'][0], jobs['ps'], jobs['worker'])
   seen = spec.all_addresses()
+  if actor_address(spec) in seen:
+    raise errors.UsageError(
+        f'{TF_CONFIG_VAR}: {actor_address(spec)} is where the chief serves its actor '
+        'hosts (the chief\'s port + 1); give that task or the chief another port')
   duplicates = sorted({a for a in seen if seen.count(a) > 1})
   if duplicates:
     raise errors.UsageError(f'{TF_CONFIG_VAR}: address(es) used twice: '
@@ -241,13 +256,24 @@ def pick_free_ports(count: int) -> list[int]:
 
 
 def local_cluster_def(request: LocalRequest, host: str = LOOPBACK) -> ClusterDef:
-  """Addresses of a loopback cluster; checks given ports are free."""
+  """Addresses of a loopback cluster; checks given ports are free.
+
+  The port after the chief's is kept free for its actor service
+  (``actor_address``).
+  """
   n = 1 + request.num_ps + request.num_workers
   if request.base_port is None:
-    ports = pick_free_ports(n)
+    for _ in range(100):
+      ports = pick_free_ports(n)
+      if ports[0] + ACTOR_PORT_OFFSET not in ports and port_is_free(
+          ports[0] + ACTOR_PORT_OFFSET):
+        break
+    else:
+      raise errors.UsageError('cannot find free ports on this machine')
   else:
-    ports = list(range(request.base_port, request.base_port + n))
-    for port in ports:
+    ports = [request.base_port] + list(range(request.base_port + 1 + ACTOR_PORT_OFFSET,
+                                             request.base_port + n + ACTOR_PORT_OFFSET))
+    for port in [request.base_port + ACTOR_PORT_OFFSET] + ports:
       if not port_is_free(port):
         raise errors.UsageError(
             f'port {port} is in use on this machine; --cluster=local:...,port='

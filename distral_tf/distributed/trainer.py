@@ -1,10 +1,12 @@
-"""The chief's side of a cluster run: actors, policy copy, monitor, checkpoints.
+"""The chief's side of a cluster run: learner threads, policy copy, checkpoints.
 
 ``ClusterTrainer`` is the local trainer (``agents/train.py``) with the
-learner on the cluster: built by the same ``agents/builders.py``, the actors,
-evaluator and learner threads of ``agents/actor.py`` run unchanged in this
-process, acting with ``remote.PolicyMirror``'s local copy of the network,
-while every gradient step runs on a worker through ``remote.StepScheduler``.
+learner on the cluster and the actors on the worker hosts: built by the same
+``agents/builders.py``; the worker hosts' actors (``actor_host.py``) send
+their unrolls to ``actor_service.ActorService`` here, the learner threads of
+``agents/actor.py`` schedule a gradient step for each on a worker through
+``remote.StepScheduler``, and the evaluator of pi_0 acts here with
+``remote.PolicyMirror``'s local copy of the network, which the hosts copy.
 The same ``agents/run_loop.py`` writes the log directory as in a local run;
 this module adds ``cluster.json``, takes consistent checkpoints (no step runs
 while one is written) and raises ``ClusterFailure`` when a parameter server is
@@ -14,6 +16,7 @@ lost.
 from __future__ import annotations
 
 import os
+import queue as queue_lib
 import threading
 import time
 
@@ -22,6 +25,7 @@ from distral_tf.agents import actor as actor_lib
 from distral_tf.agents import builders
 from distral_tf.agents import config as config_lib
 from distral_tf.agents import run_loop
+from distral_tf.distributed import actor_service
 from distral_tf.distributed import local_cluster
 from distral_tf.distributed import remote
 from distral_tf.distributed import topology
@@ -37,7 +41,7 @@ class ClusterFailure(RuntimeError):
 
 
 class ClusterTrainer:
-  """The chief's actors, evaluator, policy copy and monitor."""
+  """The chief's actor service, learner threads, evaluator, policy copy, monitor."""
 
   def __init__(self, config: config_lib.DeepConfig, setup: builders.Setup, cluster,
                strategy, coordinator, launcher=None):
@@ -45,7 +49,8 @@ class ClusterTrainer:
     self.level_set = setup.level_set
     self.cluster, self.strategy, self.coordinator = cluster, strategy, coordinator
     self.launcher = launcher
-    self.envs, self.eval_envs = [], []
+    self.eval_envs = []
+    self.actors: actor_service.ActorService | None = None
     self.workers, self.threads = [], []
     self.stop_event = threading.Event()
     self._mirror_thread = None
@@ -55,11 +60,10 @@ class ClusterTrainer:
   # -- building -----------------------------------------------------------------
 
   def setup(self) -> None:
-    """Environments, the learner on the ps tasks, its local copy, the workers."""
+    """The learner on the ps tasks, its local copy, the actor service, the workers."""
     config, level_set = self.config, self.level_set
     num_tasks = len(level_set.tasks)
-    self.envs = builders.make_env_batches(config, level_set)
-    spec = self.envs[0][0].observation_spec()
+    spec = builders.observation_spec(config, level_set)
     with self.strategy.scope():
       self.learner = builders.build_agent(config, self.run_setup, spec)
     network = self.learner.network
@@ -71,21 +75,31 @@ class ClusterTrainer:
                                           self.coordinator, len(self.cluster.workers),
                                           num_tasks)
     self._frames_at_start = self.state.frames.numpy().copy()
-    if self.launcher is not None:
-      self.launcher.on_restart = lambda role: self.scheduler.mark_restart(role.index)
     self.loop = run_loop.RunLoop(config, level_set.name, level_set.task_names,
                                  self.state.frames.numpy(),
                                  float(self.state.wall_time.numpy()))
     self.progress, self.recorder = self.loop.progress, self.loop.recorder
+    self.actors = actor_service.ActorService(
+        topology.actor_address(self.cluster), config, level_set.frames_per_step,
+        self.mirror, self.progress, self.recorder, num_hosts=len(self.cluster.workers))
+    self.mirror.on_refresh = self.actors.publish
+    if self.launcher is not None:
+      self.launcher.on_restart = self._on_restart
     self._make_workers()
     self.write_cluster_file()
 
+  def _on_restart(self, role: topology.Role) -> None:
+    self.scheduler.mark_restart(role.index)
+    self.actors.mark_restart(role.index)
+
   def _make_workers(self) -> None:
-    """Actors and evaluator as in the local trainer; learner threads feed the cluster."""
+    """Learner threads feeding the cluster, the actor service, the evaluator."""
+    unroll_queue = queue_lib.Queue(maxsize=2 * len(self.cluster.workers))
     self.workers, self.eval_envs = builders.make_workers(
-        self.config, self.run_setup, self.envs, self.mirror.network, self.scheduler,
+        self.config, self.run_setup, [], self.mirror.network, self.scheduler,
         self.progress, self.recorder, int(self.state.next_eval.numpy()),
-        self.num_learner_threads)
+        self.num_learner_threads, unroll_queue, remote_actors=[self.actors])
+    self.actors.start(unroll_queue)
 
   @property
   def num_learner_threads(self) -> int:
@@ -96,7 +110,7 @@ class ClusterTrainer:
   # -- running ------------------------------------------------------------------
 
   def start(self) -> None:
-    """Starts the actor, evaluator and policy-refresh threads."""
+    """Starts the actor-service, learner, evaluator and policy-refresh threads."""
     self.threads = [threading.Thread(target=w.run, args=(self.stop_event,), daemon=True)
                     for w in self.workers]
     for th in self.threads:
@@ -117,9 +131,11 @@ class ClusterTrainer:
 
     After Ctrl-C a checkpoint is saved and ``interrupted`` is True.
     """
+    workers = len(self.cluster.workers)
     self.loop.announce(
         self.config.workers_per_task,
-        f' with {len(self.cluster.ps)} ps and {len(self.cluster.workers)} worker tasks')
+        f' with {len(self.cluster.ps)} ps and {workers} worker tasks (environments on '
+        f'the worker hosts, served on {self.actors.address})')
     self.loop.start_clock()
     self.start()
     try:
@@ -127,7 +143,7 @@ class ClusterTrainer:
       interrupted = self.loop.train(
           self.workers, self.threads, self.stop_event, self.learner, self.save,
           steady=lambda: True, before_tick=self._check_servers,
-          after_log=self.write_cluster_file)
+          after_log=self.write_cluster_file, scalars=self.actors.scalars)
     except Exception as e:  # pylint: disable=broad-except
       if remote.is_cluster_failure(e):
         self.stop_event.set()
@@ -221,7 +237,7 @@ class ClusterTrainer:
     stats = dict(num_ps=len(self.cluster.ps), num_workers=len(self.cluster.workers),
                  policy_refreshes=self.mirror.refreshes,
                  policy_bytes=self.mirror.num_bytes,
-                 **self.scheduler.worker_stats())
+                 **self.scheduler.worker_stats(), **self.actors.stats())
     if self.launcher is not None:
       stats['worker_restarts'] = self.launcher.worker_restarts()
     return stats
@@ -235,6 +251,10 @@ class ClusterTrainer:
                 task_variable_bytes=[
                     sum(remote.variable_bytes(v) for v in network.task_variables(t))
                     for t in range(len(self.level_set.tasks))],
+                # What a step of an unroll of every task reads (each actor's is).
+                step_variable_bytes=sum(remote.variable_bytes(v) for v in {
+                    v.ref(): v for t in range(len(self.level_set.tasks))
+                    for v in network.task_variables(t)}.values()),
                 frames=int(self.progress.frames.sum()), time=time.time(),
                 stats=self.cluster_stats())
     if self.launcher is not None:
@@ -242,11 +262,11 @@ class ClusterTrainer:
     results.write_json(os.path.join(self.config.logdir, CLUSTER_FILE), data)
 
   def close(self) -> None:
-    """Closes the environments (the servers are the launcher's)."""
+    """Closes the evaluator's environments (the servers are the launcher's)."""
     self.stop_event.set()
     if self.launcher is not None:
       self.launcher.on_restart = None
-    for env_batch, _ in self.envs:
-      env_batch.close()
+    if self.actors is not None:
+      self.actors.stop()
     for env in self.eval_envs:
       env.close()

@@ -170,24 +170,40 @@ def start_envs(level_set: level_sets.LevelSet, specs: Sequence[tuple[int, int, s
   return [LocalEnv(level_set.tasks[t].make_env, seed, name=name) for t, seed, name in specs]
 
 
+def thread_specs(level_set: level_sets.LevelSet, seed: int, workers_per_task: int,
+                 actor_threads: int, host: tuple[int, int] = (0, 1)
+                 ) -> list[list[tuple[int, int, str]]]:
+  """Per actor thread of this host, ``(task, seed, 'task_name/worker')`` of its envs.
+
+  See ``make_env_batches``; threads without a worker are left out.
+  """
+  index, num_hosts = host
+  workers = list(range(index, workers_per_task, num_hosts))
+  return [[(t, env_seed(seed, t, w), f'{task.name}/{w}')
+           for t, task in enumerate(level_set.tasks)
+           for w in workers[k::actor_threads]]
+          for k in range(min(actor_threads, len(workers)))]
+
+
 def make_env_batches(level_set: level_sets.LevelSet, seed: int, workers_per_task: int,
-                     actor_threads: int, use_processes: bool, niceness: int = 0
+                     actor_threads: int, use_processes: bool, niceness: int = 0,
+                     host: tuple[int, int] = (0, 1)
                      ) -> list[tuple[EnvBatch, list[int]]]:
   """Per actor thread, its ``EnvBatch`` and the task of each environment in it.
 
-  Thread k steps workers k, k + K, ... of every task (K actor threads), ordered
-  by task. A level set with a vectorised batch (``LevelSet.make_batch``) steps
-  it in the caller's process unless ``use_processes``; otherwise every
-  environment is a single one (``start_envs``), seeded apart.
+  ``host = (h, H)``: this process steps workers h, h + H, ... of every task
+  (one of H hosts of a cluster; ``(0, 1)``: all of them). Of those, thread k
+  steps the k-th, (k + K)-th, ... (K actor threads), ordered by task; a
+  thread left without workers is left out. A level set with a vectorised
+  batch (``LevelSet.make_batch``) steps it in the caller's process unless
+  ``use_processes``; otherwise every environment is a single one
+  (``start_envs``), seeded apart.
   """
-  per_thread = [[(t, env_seed(seed, t, w), f'{task.name}/{w}')
-                 for t, task in enumerate(level_set.tasks)
-                 for w in range(k, workers_per_task, actor_threads)]
-                for k in range(actor_threads)]
+  per_thread = thread_specs(level_set, seed, workers_per_task, actor_threads, host)
   if level_set.make_batch is not None and not use_processes:
     return [(level_set.make_batch([level_set.tasks[t] for t, _, _ in specs],
-                                  env_seed(seed, 0, k)),
-             [t for t, _, _ in specs]) for k, specs in enumerate(per_thread)]
+                                  specs[0][1]),  # Its first environment's seed.
+             [t for t, _, _ in specs]) for specs in per_thread]
   specs = [s for specs in per_thread for s in specs]
   if use_processes:
     print(f'Starting {len(specs)} environment processes ...', flush=True)

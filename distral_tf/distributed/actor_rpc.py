@@ -1,0 +1,125 @@
+"""What the chief and the actor hosts exchange: gRPC methods, TensorFlow messages.
+
+Actor hosts (the worker tasks, ``actor_host.py``) call the chief's
+``actor_service.ActorService`` through gRPC (``grpcio``, the engine under
+TensorFlow's own servers, installed with TensorFlow); arrays travel as
+TensorFlow's ``TensorProto`` messages (``encode`` / ``decode``: a list of
+arrays is one ``TensorProto`` of strings, each a serialised ``TensorProto``).
+Four methods of the service ``distral.Actors``:
+
+* ``plan``: the run as JSON (``run_plan``): a run id, the trainer's
+  configuration and the number of hosts;
+* ``version``: the number of the policy the chief holds (the updates applied
+  when it was copied from the parameter servers), as text;
+* ``params``: that number and every variable of the network, in
+  ``remote.variables_in_order``;
+* ``put``: host, task sizes, updates before the unroll, the episodes that
+  ended in it (rows ``[task, return, length]``) and the unroll
+  (``learner.Unroll`` flattened by ``tf.nest``); the answer (JSON) says whether
+  it was taken and whether the run wants no more.
+
+TensorFlow's ``tf.distribute.experimental.rpc`` would carry the same calls,
+but its server runs functions in the chief's eager context, which the
+cluster coordinator rebuilds when a worker fails: the chief then crashed
+(segmentation fault) in the loopback test of a killed worker.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import grpc
+import numpy as np
+import tensorflow as tf
+# The message type of ``tf.make_tensor_proto``; no public module exports it.
+from tensorflow.core.framework import tensor_pb2  # pylint: disable=g-direct-tensorflow-import
+
+from distral_tf.agents import config as config_lib
+from distral_tf.agents import learner as learner_lib
+
+SERVICE = 'distral.Actors'
+PLAN, VERSION, PARAMS, PUT = 'plan', 'version', 'params', 'put'
+METHODS = (PLAN, VERSION, PARAMS, PUT)
+# Seconds a call may take (none waits on the chief's side).
+CALL_TIMEOUT_SECS = 60.0
+# Unrolls of pixels are large; gRPC's default limit is 4 MiB.
+MAX_MESSAGE_BYTES = 256 << 20
+CHANNEL_OPTIONS = (('grpc.max_send_message_length', MAX_MESSAGE_BYTES),
+                   ('grpc.max_receive_message_length', MAX_MESSAGE_BYTES))
+
+RpcError = grpc.RpcError
+
+
+def encode(arrays: Sequence[Any]) -> bytes:
+  """Arrays (or tensors) -> one serialised ``TensorProto``."""
+  parts = [tf.make_tensor_proto(np.asarray(a)).SerializeToString() for a in arrays]
+  return tf.make_tensor_proto(parts, dtype=tf.string,
+                              shape=[len(parts)]).SerializeToString()
+
+
+def decode(data: bytes) -> list[np.ndarray]:
+  """``encode``'s bytes -> the arrays."""
+  outer = tf.make_ndarray(tensor_pb2.TensorProto.FromString(data))
+  return [tf.make_ndarray(tensor_pb2.TensorProto.FromString(part)) for part in outer]
+
+
+def unroll_structure(network) -> learner_lib.Unroll:
+  """An ``Unroll``'s structure (leaves: None), to rebuild one from its flat list."""
+  fields = {f: None for f in learner_lib.Unroll._fields}
+  fields['initial_state'] = tf.nest.map_structure(lambda _: None,
+                                                  network.initial_state(1))
+  return learner_lib.Unroll(**fields)
+
+
+def run_plan(run_id: str, config: config_lib.DeepConfig, num_hosts: int) -> str:
+  """What an actor host needs to act in the run, as JSON."""
+  fields = {f: getattr(config, f) for f in config_lib.plan_fields()}
+  return json.dumps(dict(run_id=run_id, num_hosts=num_hosts, config=fields,
+                         record=dict(config.config_record)))
+
+
+def read_plan(text: str) -> tuple[str, int, config_lib.DeepConfig]:
+  """``run_plan``'s JSON -> ``(run_id, num_hosts, config)``."""
+  data = json.loads(text)
+  fields = dict(data['config'], tasks=tuple(data['config']['tasks']))
+  return (data['run_id'], int(data['num_hosts']),
+          config_lib.DeepConfig(**fields, config_record=data['record']))
+
+
+class Client:
+  """The actor host's end: the chief's four methods as Python calls.
+
+  Every call raises ``RpcError`` when the chief cannot answer.
+  """
+
+  def __init__(self, address: str, timeout: float = CALL_TIMEOUT_SECS):
+    self.address = address
+    self._timeout = timeout
+    self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    self._calls = {m: self._channel.unary_unary(f'/{SERVICE}/{m}') for m in METHODS}
+
+  def _call(self, method: str, request: bytes = b'') -> bytes:
+    return self._calls[method](request, timeout=self._timeout)
+
+  def plan(self) -> str:
+    return self._call(PLAN).decode()
+
+  def version(self) -> int:
+    return int(self._call(VERSION))
+
+  def params(self) -> tuple[int, list[np.ndarray]]:
+    values = decode(self._call(PARAMS))
+    return int(values[0]), values[1:]
+
+  def put(self, host: int, task_sizes: Sequence[int], updates_before: int,
+          episodes: np.ndarray, unroll: learner_lib.Unroll) -> tuple[bool, bool]:
+    request = encode([np.int32(host), np.asarray(task_sizes, np.int32),
+                      np.int64(updates_before),
+                      np.asarray(episodes, np.float32).reshape(-1, 3),
+                      *tf.nest.flatten(unroll)])
+    answer = json.loads(self._call(PUT, request))
+    return bool(answer['taken']), bool(answer['stop'])
+
+  def close(self) -> None:
+    self._channel.close()
