@@ -151,6 +151,62 @@ def test_claims_markdown_states_every_claim_with_a_verdict():
   assert 'kl_ent_2col 0.860 +- 0.010 vs a3c_2col 0.010 +- 0.010' in text
 
 
+def subset_runs(algorithms, distilled=True):
+  """Three seeds of ``algorithms`` on two_rooms, the Distral ones ahead."""
+  value = {'a3c': 0.1, 'a3c_multitask': 0.2, 'kl_2col': 0.7, 'kl_ent_2col': 0.8}
+  return [fake_run(a, seed, {'goal_r2_c10': value[a] + 0.01 * seed},
+                   distilled=({'goal_r2_c10': value[a]}
+                              if distilled and a.startswith('kl') else None))
+          for a in algorithms for seed in range(3)]
+
+
+def test_claims_of_algorithms_not_run_say_so():
+  runs = subset_runs(('a3c', 'a3c_multitask', 'kl_ent_2col'))
+  comparisons, _ = claims.level_set_comparisons(runs, 'two_rooms', num_replicates=200)
+  assert len(comparisons) == 9
+  made = [c for c in comparisons if isinstance(c, claims.Comparison)]
+  missing = [c for c in comparisons if isinstance(c, claims.Missing)]
+  # Distral vs baselines (AUC, good runs) and the distilled claim are made with
+  # the members that ran; the six that need kl_2col or a 1col algorithm are not.
+  assert [(c.left, c.right, c.not_run) for c in made] == [
+      ('kl_ent_2col', 'a3c_multitask', ('a3c_2col',)),
+      ('kl_ent_2col', 'a3c', ('a3c_2col',)),   # Good runs: 1 vs 0; a3c first of a tie.
+      ('kl_ent_2col', 'a3c_multitask', ('kl_2col', 'kl_1col', 'kl_ent_1col'))]
+  assert made[0].verdict == 'agrees' and made[0].difference == pytest.approx(0.6)
+  assert len(missing) == 6 and all(m.verdict == 'not run' for m in missing)
+  assert missing[0].left == ('kl_2col',) and missing[0].not_run == ('kl_2col',
+                                                                      'a3c_2col')
+  assert missing[0].unscored == ()
+  result = analysis.analyse_level_set(runs, 'two_rooms')
+  text = claims.claims_markdown(runs, [result], num_replicates=200)
+  assert 'Not run on two_rooms: a3c_2col, kl_1col, kl_ent_1col, kl_2col;' in text
+  lines = [l for l in text.splitlines() if l.startswith('- *')]
+  assert len(lines) == 9 and sum(l.startswith('- *not run*: ') for l in lines) == 6
+  assert ('- *not run*: 2col learns faster than 1col (AUC). AUC of pi_i: kl_ent_2col '
+          'vs kl_ent_1col not compared (not run on this level set: kl_ent_1col).'
+          ) in lines
+  assert lines[0].startswith('- *agrees*: Distral (2col) >= the A3C baselines in AUC. '
+                             'AUC of pi_i: kl_ent_2col 0.810 +- 0.010 vs a3c_multitask '
+                             '0.210 +- 0.010;')
+  assert lines[0].endswith('Not run on this level set, so not in its group: a3c_2col.')
+  assert 'nan' not in text
+
+
+def test_a_claim_whose_algorithms_ran_without_episodes_of_the_policy_says_so():
+  # kl_2col ran but has no pi_0 episodes yet; no 2col algorithm has pi_0 scores.
+  runs = subset_runs(('a3c_multitask', 'kl_2col'), distilled=False)
+  comparisons, _ = claims.level_set_comparisons(runs, 'two_rooms', num_replicates=50)
+  distilled = comparisons[-1]
+  assert isinstance(distilled, claims.Missing) and distilled.panel == 'distilled'
+  assert distilled.unscored == ('kl_2col',)
+  assert distilled.not_run == ('kl_ent_2col', 'kl_1col', 'kl_ent_1col')
+  assert claims.sentence(distilled) == (
+      '- *no episodes yet*: pi_0 of the 2col algorithms is the best distilled policy '
+      '(AUC). AUC of pi_0: kl_2col / kl_ent_2col vs kl_1col / kl_ent_1col / '
+      'a3c_multitask not compared (not run on this level set: kl_ent_2col, kl_1col, '
+      'kl_ent_1col; no pi_0 episodes yet: kl_2col).')
+
+
 def test_transfer_auc_difference_is_paired_by_seed():
   from distral_tf.experiments import transfer_runs  # pylint: disable=g-import-not-at-top
   text = transfer_runs.paired_difference({0: 1.0, 1: 0.5, 2: 0.7},

@@ -230,6 +230,34 @@ def test_figure4_command_writes_png_pdf_and_tables(tmp_path):
   assert '+0.000' in claims_md
 
 
+def test_figure4_of_a_subset_of_the_algorithms(tmp_path):
+  subset = ('a3c', 'a3c_multitask', 'kl_ent_2col')
+  for algorithm, c in zip(subset, (0.5, 1.0, 2.0)):
+    for seed in (0, 1):
+      write_run(tmp_path, 'miniworld', algorithm, 0.01, 5e-4, seed, both(ramp(c)),
+                distilled_fns=both(ramp(c)) if algorithm == 'kl_ent_2col' else None)
+  logs = []
+  report = panels.write_figure4(str(tmp_path), str(tmp_path / 'out'), ['miniworld'],
+                                log=logs.append)
+  (result,) = report['results']
+  assert [a.algorithm for a in result.panels['task']] == list(subset)
+  assert [a.algorithm for a in result.panels['distilled']] == ['a3c_multitask',
+                                                               'kl_ent_2col']
+  assert [(r['policy'], r['algorithm']) for r in report['rows']] == [
+      ('pi_i', 'a3c'), ('pi_i', 'a3c_multitask'), ('pi_i', 'kl_ent_2col'),
+      ('pi_0', 'a3c_multitask'), ('pi_0', 'kl_ent_2col')]
+  assert float(report['rows'][2]['auc']) == pytest.approx(0.51 * 2.0)
+  assert 'note: miniworld: no runs of a3c_2col, kl_1col, kl_ent_1col, kl_2col ' \
+         '(skipped)' in logs
+  with open(tmp_path / 'out' / 'figure4_miniworld.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  claims_md = (tmp_path / 'out' / panels.CLAIMS_FILE).read_text()
+  assert 'Not run on miniworld: a3c_2col, kl_1col, kl_ent_1col, kl_2col;' in claims_md
+  assert claims_md.count('- *not run*: ') == 6
+  assert ('- *agrees*: Distral (2col) >= the A3C baselines in AUC. AUC of pi_i: '
+          'kl_ent_2col 1.020 +- 0.000 vs a3c_multitask 0.510 +- 0.000;') in claims_md
+
+
 def test_figure4_command_without_runs_is_a_usage_error(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'distral_tf.experiments.figure4',

@@ -14,7 +14,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from distral_tf import results
+from distral_tf.experiments import analysis
 from distral_tf.experiments import schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -255,11 +258,15 @@ def test_reproduce_smoke_preset_writes_figures_table_and_doc(tmp_path):
                                    f'--out={out}', f'--results_doc={doc}', '--parallel=2',
                                    launch], env, timeout=300)
   assert proc.returncode == 0, proc.stderr + proc.stdout
-  assert '17/17 done' in proc.stdout  # 14 sweep runs, 3 transfer runs.
-  for name in ('figure4_two_rooms.png', 'figure4_minigrid.pdf', 'figure4_table.csv',
-               'figure4_table.md', 'figure4_claims.md', 'results.md',
-               'transfer_two_rooms_task1.png', 'transfer_two_rooms_task1.md'):
+  # 14 sweep runs, 3 of the miniworld subset, 3 transfer runs.
+  assert '20/20 done' in proc.stdout
+  for name in ('figure4_two_rooms.png', 'figure4_minigrid.pdf', 'figure4_miniworld.png',
+               'figure4_table.csv', 'figure4_table.md', 'figure4_claims.md',
+               'results.md', 'transfer_two_rooms_task1.png',
+               'transfer_two_rooms_task1.md'):
     assert (out / name).exists(), name
+  assert sorted(os.listdir(tmp_path / 'runs' / 'miniworld')) == [
+      'a3c', 'a3c_multitask', 'kl_ent_2col']
   text = doc.read_text()
   assert "The paper's claims on these runs:" in text and '**minigrid**' in text
   assert '](reproduction/transfer_two_rooms_task1.png)' in text
@@ -267,11 +274,27 @@ def test_reproduce_smoke_preset_writes_figures_table_and_doc(tmp_path):
   assert 'TBD' not in text and text.endswith('<!-- results:end -->\n\nafter\n')
   assert '](reproduction/figure4_minigrid.png)' in text
   assert '| minigrid | pi_0 | kl_ent_2col |' in text
-  assert '17 of 17 runs finished' in text
+  assert '20 of 20 runs finished' in text
   assert 'recorded in `reproduce_time.json` ran' in text and '(1 invocation(s), --parallel=2)' in text
   log = json.loads((tmp_path / 'runs' / 'reproduce_time.json').read_text())
-  assert [i["runs_completed"] for i in log["invocations"]] == [17], proc.stdout
+  assert [i["runs_completed"] for i in log["invocations"]] == [20], proc.stdout
   assert 'distral_tf.experiments.sweep --level_set=two_rooms' in text
+  # The miniworld subset: its table rows, its claims that cannot be made, its note.
+  assert ('`miniworld` runs only a3c, a3c_multitask, kl_ent_2col; not run there: '
+          'a3c_2col, kl_1col, kl_ent_1col, kl_2col.') in text
+  assert '--algorithms=a3c,a3c_multitask,kl_ent_2col' in text
+  rows = [l.split(' | ')[1:3] for l in text.splitlines() if l.startswith('| miniworld |')]
+  assert rows == [['pi_i', 'a3c'], ['pi_i', 'a3c_multitask'], ['pi_i', 'kl_ent_2col'],
+                  ['pi_0', 'a3c_multitask'], ['pi_0', 'kl_ent_2col']]
+  claims_md = (out / 'figure4_claims.md').read_text()
+  miniworld = claims_md.split('**miniworld**')[1].split('**')[0]
+  assert 'Not run on miniworld: a3c_2col, kl_1col, kl_ent_1col, kl_2col' in miniworld
+  lines = [l for l in miniworld.splitlines() if l.startswith('- *')]
+  assert len(lines) == 9
+  assert sum(l.startswith('- *not run*: ') for l in lines) == 6, miniworld
+  assert ('- *not run*: KL+ent >= KL at the end of training. final return of pi_i: '
+          'kl_ent_2col vs kl_2col not compared (not run on this level set: kl_2col).'
+          ) in lines
 
 
 def test_reproduce_runs_a_part_of_its_preset_with_level_sets(tmp_path):
@@ -286,7 +309,58 @@ def test_reproduce_runs_a_part_of_its_preset_with_level_sets(tmp_path):
                     os.environ.copy())
   assert proc.returncode == 2
   assert proc.stderr.strip() == ('error: --level_sets: mazes not in the preset; it has '
-                                 'two_rooms, minigrid')
+                                 'two_rooms, minigrid, miniworld')
+  # miniworld: a subset of the algorithms, no transfer.
+  proc = run_module('reproduce', ['--print_commands', '--level_sets=miniworld',
+                                   f'--sweep_dir={tmp_path}'], os.environ.copy())
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.splitlines()
+  assert len(lines) == 2 and lines[1].endswith('--level_sets=miniworld')
+  assert '--level_set=miniworld --algorithms=a3c,a3c_multitask,kl_ent_2col ' in lines[0]
+  assert '--seeds=2' in lines[0]
+
+
+def test_a_sweep_plan_runs_its_subset_of_the_algorithms():
+  from distral_tf.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  subset = ('a3c', 'a3c_multitask', 'kl_ent_2col')
+  plan = reproduce.SweepPlan('miniworld', (0.01,), (5e-4, 1e-3), seeds=2,
+                             env_steps_per_task=100, num_tasks=4, workers_per_task=8,
+                             algorithms=subset)
+  assert plan.num_runs == 3 * 2 * 2 and plan.total_frames == 12 * 100 * 4
+  assert plan.not_run == ('a3c_2col', 'kl_1col', 'kl_ent_1col', 'kl_2col')
+  specs = reproduce.plan_specs(plan, 'S')
+  assert len(specs) == plan.num_runs
+  assert sorted({s.logdir.split(os.sep)[2] for s in specs}) == list(subset)
+  assert specs[0].logdir == schedule.sweep_logdir('S', 'miniworld', 'a3c', 0.01, 5e-4, 0)
+  assert all(f'--algorithm={s.logdir.split(os.sep)[2]}' in s.args for s in specs)
+  assert '--algorithms=a3c,a3c_multitask,kl_ent_2col ' in reproduce.sweep_command(
+      plan, 'S', 1)
+  full = reproduce.SweepPlan('two_rooms', (0.01,), (1e-3,), seeds=1,
+                             env_steps_per_task=100, num_tasks=2, workers_per_task=1)
+  assert full.algorithms == analysis.ALGORITHM_ORDER and full.not_run == ()
+  assert full.num_runs == 7 and len(reproduce.plan_specs(full, 'S')) == 7
+  for bad in (('a3c', 'nope'), (), ('a3c', 'a3c')):
+    with pytest.raises(ValueError):
+      reproduce.SweepPlan('two_rooms', (0.01,), (1e-3,), seeds=1, env_steps_per_task=1,
+                          num_tasks=2, workers_per_task=1, algorithms=bad)
+
+
+def test_cpu_miniworld_plan_takes_every_algorithms_defaults():
+  from distral_tf import cli  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import config  # pylint: disable=g-import-not-at-top
+  from distral_tf.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  (plan,) = [p for p in reproduce.PRESETS['cpu'] if p.level_set == 'miniworld']
+  assert plan.algorithms == ('a3c', 'a3c_multitask', 'kl_ent_2col')
+  assert (plan.seeds, plan.num_tasks, plan.num_runs) == (2, 4, 6)
+  fv = cli.FLAGS
+  for algorithm in plan.algorithms:
+    fv.unparse_flags()
+    fv(['distral_tf', f'--algorithm={algorithm}', '--level_set=miniworld'])
+    deep, _ = config.from_flags(fv)
+    assert plan.entropy_costs == (deep.entropy_cost,), algorithm
+    assert plan.learning_rates == (deep.learning_rate,), algorithm
+    assert plan.workers_per_task == deep.workers_per_task
+  fv.unparse_flags()
 
 
 def test_transfer_runs_of_a_chosen_setting_have_their_own_directory():

@@ -16,6 +16,12 @@ on the runs of a sweep (``analysis.discover_runs``):
 Numbers are those of Figure 4's table: an algorithm's score is the mean over
 seeds at its best setting (highest mean AUC); a group's is the best member's.
 
+**Algorithms not run.** A sweep may run a subset of the algorithms. A group is
+then scored by the members that have runs, and the line names the others as not
+run; a comparison with no scored member on one side is not made, and its line
+says *not run* (or *no episodes yet*, when that side's algorithms have runs but
+none with episodes of the policy compared).
+
 **Bootstrap.** ``NUM_REPLICATES`` replicates (fixed generator seed, so the
 numbers are reproducible). In each, every algorithm's seeds are resampled with
 replacement, independently for each setting (entropy cost, learning rate); each
@@ -36,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -70,6 +76,24 @@ class Comparison:
   ci: tuple[float, float]
   spread: float
   verdict: str
+  # Members of the groups compared that have no runs on the level set.
+  not_run: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Missing:
+  """A comparison that was not made: one side has no scored algorithm."""
+  claim: str
+  panel: str
+  metric: int
+  left: tuple[str, ...]
+  right: tuple[str, ...]
+  not_run: tuple[str, ...]     # Algorithms compared without runs on the level set.
+  unscored: tuple[str, ...]    # With runs, but none with episodes of the policy.
+
+  @property
+  def verdict(self) -> str:
+    return 'no episodes yet' if self.unscored else 'not run'
 
 
 def _replicate_means(samples: Samples, rng: np.random.Generator | None,
@@ -200,12 +224,35 @@ def collect_samples(runs: Sequence[analysis.Run], panel: str,
            for a, by_s in out.items()}, good_means)
 
 
+def compare_or_missing(claim: str, panel: str, metric: int, left: Sequence[str],
+                       right: Sequence[str], samples: Mapping[str, Samples],
+                       ran: Collection[str], num_replicates: int = NUM_REPLICATES
+                       ) -> Comparison | Missing:
+  """``compare``, naming the algorithms without runs (``ran``: those with runs).
+
+  Returns ``Missing`` when a side has no algorithm with samples.
+  """
+  not_run = tuple(a for a in (*left, *right) if a not in ran)
+  c = compare(claim, panel, metric, left, right, samples, num_replicates)
+  if c is not None:
+    return dataclasses.replace(c, not_run=not_run)
+  empty = [a for side in (left, right) if not any(samples.get(x) for x in side)
+           for a in side]
+  return Missing(claim=claim, panel=panel, metric=metric, left=tuple(left),
+                 right=tuple(right), not_run=not_run,
+                 unscored=tuple(a for a in empty if a in ran))
+
+
 def level_set_comparisons(runs: Sequence[analysis.Run], level_set: str,
                           scales: Mapping[str, float] | None = None,
                           num_replicates: int = NUM_REPLICATES
-                          ) -> tuple[list[Comparison], str]:
-  """Every claim's comparisons on one level set, and what a good run is."""
+                          ) -> tuple[list[Comparison | Missing], str]:
+  """Every claim's comparison on one level set, and what a good run is.
+
+  A comparison that cannot be made (a side without runs) is a ``Missing``.
+  """
   runs = [r for r in runs if r.level_set == level_set]
+  ran = {r.algorithm for r in runs}
   task, good_means = collect_samples(runs, 'task', scales)
   distilled, _ = collect_samples(runs, 'distilled', scales)
   n = num_replicates
@@ -227,19 +274,34 @@ def level_set_comparisons(runs: Sequence[analysis.Run], level_set: str,
       ('pi_0 of the 2col algorithms is the best distilled policy (AUC)', 'distilled',
        AUC, ['kl_2col', 'kl_ent_2col'], ['kl_1col', 'kl_ent_1col', 'a3c_multitask']),
   ]
-  comparisons = []
-  for claim, panel, metric, left, right in specs:
-    c = compare(claim, panel, metric, left, right,
-                task if panel == 'task' else distilled, n)
-    if c is not None:
-      comparisons.append(c)
+  comparisons = [
+      compare_or_missing(claim, panel, metric, left, right,
+                         task if panel == 'task' else distilled, ran, n)
+      for claim, panel, metric, left, right in specs]
   return comparisons, good_means
 
 
-def sentence(c: Comparison) -> str:
+def _policy(panel: str) -> str:
+  return 'pi_i' if panel == 'task' else 'pi_0'
+
+
+def missing_sentence(m: Missing) -> str:
+  """One Markdown line for a comparison that was not made, and why."""
+  what = f'{METRIC_NAMES[m.metric]} of {_policy(m.panel)}'
+  reasons = []
+  if m.not_run:
+    reasons.append(f'not run on this level set: {", ".join(m.not_run)}')
+  if m.unscored:
+    reasons.append(f'no {_policy(m.panel)} episodes yet: {", ".join(m.unscored)}')
+  return (f'- *{m.verdict}*: {m.claim}. {what}: {" / ".join(m.left)} vs '
+          f'{" / ".join(m.right)} not compared ({"; ".join(reasons)}).')
+
+
+def sentence(c: Comparison | Missing) -> str:
   """One Markdown line: verdict, claim, numbers, interval and spread."""
-  policy = 'pi_i' if c.panel == 'task' else 'pi_0'
-  what = f'{METRIC_NAMES[c.metric]} of {policy}'
+  if isinstance(c, Missing):
+    return missing_sentence(c)
+  what = f'{METRIC_NAMES[c.metric]} of {_policy(c.panel)}'
   if c.metric == GOOD:
     numbers = f'{c.left} {c.left_value:.2f} vs {c.right} {c.right_value:.2f}'
     spread = ''
@@ -247,9 +309,11 @@ def sentence(c: Comparison) -> str:
     numbers = (f'{c.left} {c.left_value:.3f} +- {c.left_std:.3f} vs {c.right} '
                f'{c.right_value:.3f} +- {c.right_std:.3f}')
     spread = f', seeds\' spread {c.spread:.3f}'
+  not_run = (f' Not run on this level set, so not in its group: '
+             f'{", ".join(c.not_run)}.' if c.not_run else '')
   return (f'- *{c.verdict}*: {c.claim}. {what}: {numbers}; difference '
           f'{c.difference:+.3f}, 95% bootstrap interval [{c.ci[0]:+.3f}, '
-          f'{c.ci[1]:+.3f}]{spread}.')
+          f'{c.ci[1]:+.3f}]{spread}.{not_run}')
 
 
 def claims_markdown(runs: Sequence[analysis.Run],
@@ -262,12 +326,19 @@ def claims_markdown(runs: Sequence[analysis.Run],
         runs, lr.level_set, lr.scales, num_replicates)
     lines += [f'**{lr.level_set}** (good run: {good_means}; best of a group in its '
               'place)', '']
-    lines += [sentence(c) for c in comparisons] or ['- no comparable runs']
+    ran = {r.algorithm for r in runs if r.level_set == lr.level_set}
+    not_run = [a for a in analysis.ALGORITHM_ORDER if a not in ran]
+    if not_run:
+      lines += [f'Not run on {lr.level_set}: {", ".join(not_run)}; the claims that '
+                'need them say so.', '']
+    lines += [sentence(c) for c in comparisons]
     lines.append('')
   lines.append(
       f'Verdicts: *agrees* when the 95% bootstrap interval of the difference lies '
       f'above 0 and the difference exceeds the seeds\' spread; *disagrees* when both '
-      f'hold the other way; otherwise *cannot tell*. Bootstrap: {num_replicates} '
+      f'hold the other way; otherwise *cannot tell*; *not run* when a side\'s '
+      f'algorithms were not run on the level set (*no episodes yet* when they ran '
+      f'without episodes of that policy). Bootstrap: {num_replicates} '
       'replicates; in each, every algorithm\'s seeds are resampled with replacement '
       'within each setting and its best setting is chosen again by AUC '
       '(`distral_tf/experiments/claims.py`).')

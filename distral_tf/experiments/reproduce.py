@@ -1,11 +1,14 @@
 r"""A reduced reproduction on a CPU: ``python -m distral_tf.experiments.reproduce``.
 
 Sweeps all seven deep algorithms on ``two_rooms`` and on the pixel level set
-``minigrid`` with reduced grids and budgets, and transfers KL+ent_2col's pi_0 to
-a held-out task on both (``--preset=cpu``; ``--preset=smoke`` checks the whole
-pipeline in minutes; ``--level_sets`` keeps a part). Then writes Figure 4's
-panels, the results table, the paper's claims with their verdicts
-(``claims``), the transfer figures and ``results.md`` into ``--out``::
+``minigrid`` with reduced grids and budgets, three of them (A3C, A3C_multitask,
+KL+ent_2col) at their defaults on the 3D level set ``miniworld``, and transfers
+KL+ent_2col's pi_0 to a held-out task on ``two_rooms`` and ``minigrid``
+(``--preset=cpu``; ``--preset=smoke`` checks the whole pipeline in minutes;
+``--level_sets`` keeps a part). Then writes Figure 4's panels, the results
+table, the paper's claims with their verdicts (``claims``; a claim about
+algorithms a level set did not run says so), the transfer figures and
+``results.md`` into ``--out``::
 
   python -m distral_tf.experiments.reproduce --out=docs/reproduction \
       --results_doc=docs/reproduction.md
@@ -37,7 +40,7 @@ from distral_tf.experiments import transfer_runs
 
 @dataclasses.dataclass(frozen=True)
 class SweepPlan:
-  """One level set's reduced sweep."""
+  """One level set's reduced sweep: ``algorithms`` x grid x seeds."""
   level_set: str
   entropy_costs: tuple[float, ...]
   learning_rates: tuple[float, ...]
@@ -45,6 +48,16 @@ class SweepPlan:
   env_steps_per_task: int
   num_tasks: int
   workers_per_task: int
+  # The deep algorithms swept, a subset of ``analysis.ALGORITHM_ORDER``.
+  algorithms: tuple[str, ...] = analysis.ALGORITHM_ORDER
+
+  def __post_init__(self) -> None:
+    unknown = [a for a in self.algorithms if a not in analysis.ALGORITHM_ORDER]
+    if unknown or not self.algorithms or len(set(self.algorithms)) != len(
+        self.algorithms):
+      raise ValueError(f'{self.level_set}: algorithms must be distinct names of '
+                       f'{", ".join(analysis.ALGORITHM_ORDER)}; got '
+                       f'{", ".join(self.algorithms) or "none"}')
 
   @property
   def extra_args(self) -> tuple[str, ...]:
@@ -52,8 +65,13 @@ class SweepPlan:
             f'--workers_per_task={self.workers_per_task}')
 
   @property
+  def not_run(self) -> tuple[str, ...]:
+    """The deep algorithms this plan leaves out, in ``analysis`` order."""
+    return tuple(a for a in analysis.ALGORITHM_ORDER if a not in self.algorithms)
+
+  @property
   def num_runs(self) -> int:
-    return (len(analysis.ALGORITHM_ORDER) * len(self.entropy_costs) *
+    return (len(self.algorithms) * len(self.entropy_costs) *
             len(self.learning_rates) * self.seeds)
 
   @property
@@ -66,19 +84,37 @@ class SweepPlan:
 # 0.01 / 3e-3, the A3C family 0.05 / 1e-2), at the default budget of 60,000
 # frames per task (4 tasks). minigrid: a 2 x 2 grid around its defaults x 3
 # seeds at 200,000 frames per task, where the first tasks reach 0.8 of their
-# optimum. Wall time is recorded in the results (``--level_sets`` runs a part).
+# optimum. miniworld (3D, rendered in software): only A3C, A3C_multitask and
+# KL+ent_2col, 2 seeds, at the level set's defaults, which are the same for the
+# three (entropy cost 0.01 and learning rate 5e-4, annealed linearly: the common
+# defaults, agents/config.py), with a budget of about two hours for the 6 runs.
+# Wall time is recorded in the results (``--level_sets`` runs a part).
+MINIWORLD_ALGORITHMS = ('a3c', 'a3c_multitask', 'kl_ent_2col')
 PRESETS: dict[str, tuple[SweepPlan, ...]] = {
     'cpu': (
         SweepPlan('two_rooms', (0.01, 0.03, 0.05), (1e-3, 3e-3, 1e-2), seeds=3,
                   env_steps_per_task=60_000, num_tasks=4, workers_per_task=16),
         SweepPlan('minigrid', (0.001, 0.01), (5e-4, 1e-3), seeds=3,
                   env_steps_per_task=200_000, num_tasks=4, workers_per_task=8),
+        # Budget: `nice -n 19 python -m distral_tf.bench --level_set=miniworld
+        # --num_tasks=4` (4 tasks x 8 workers) measured training at 495 frames/s
+        # with kl_ent_2col (rounds 485, 504) and 554 with a3c (environments alone
+        # 1,057). With a3c_multitask at a3c's speed, 2 seeds of each cost
+        # 2 x 4 x B x (2 / 554 + 1 / 495) = 0.045 B seconds for B frames per task;
+        # about 2 minutes per run of start-up (50 s for 32 environments, tracing)
+        # and evaluations leave 120 - 12 = 108 minutes: B = 6,480 / 0.045 = 144k,
+        # rounded down to 140,000 (105 minutes of training, about 2 hours in all).
+        SweepPlan('miniworld', (0.01,), (5e-4,), seeds=2,
+                  env_steps_per_task=140_000, num_tasks=4, workers_per_task=8,
+                  algorithms=MINIWORLD_ALGORITHMS),
     ),
     'smoke': (
         SweepPlan('two_rooms', (0.03,), (1e-3,), seeds=1, env_steps_per_task=2_000,
                   num_tasks=2, workers_per_task=1),
         SweepPlan('minigrid', (0.01,), (5e-4,), seeds=1, env_steps_per_task=2_000,
                   num_tasks=2, workers_per_task=1),
+        SweepPlan('miniworld', (0.01,), (5e-4,), seeds=1, env_steps_per_task=2_000,
+                  num_tasks=2, workers_per_task=1, algorithms=MINIWORLD_ALGORITHMS),
     ),
 }
 # Transfer to a held-out task (task 3 of the sweeps' 4; 3 seeds), at the sweeps'
@@ -141,7 +177,7 @@ def sweep_command(plan: SweepPlan, sweep_dir: str, parallel: int) -> str:
   """The ``sweep`` command line equivalent to ``plan``."""
   args = ['python', '-m', 'distral_tf.experiments.sweep',
           f'--level_set={plan.level_set}',
-          f'--algorithms={",".join(analysis.ALGORITHM_ORDER)}',
+          f'--algorithms={",".join(plan.algorithms)}',
           f'--entropy_costs={",".join(map(schedule.format_value, plan.entropy_costs))}',
           f'--learning_rates={",".join(map(schedule.format_value, plan.learning_rates))}',
           f'--seeds={plan.seeds}', f'--env_steps_per_task={plan.env_steps_per_task}',
@@ -170,7 +206,8 @@ def transfer_frames(plan: transfer_runs.TransferPlan) -> int:
 
 
 def plan_specs(plan: SweepPlan, sweep_dir: str) -> list[schedule.RunSpec]:
-  return schedule.sweep_specs(sweep_dir, plan.level_set, analysis.ALGORITHM_ORDER,
+  """The runs of ``plan`` under ``sweep_dir``: its algorithms x grid x seeds."""
+  return schedule.sweep_specs(sweep_dir, plan.level_set, plan.algorithms,
                               plan.entropy_costs, plan.learning_rates,
                               range(plan.seeds), plan.env_steps_per_task,
                               plan.extra_args)
@@ -221,6 +258,10 @@ def results_markdown(report: dict, plans: Sequence[SweepPlan], specs, base_dir: 
            f'{frames:,} environment frames in {wall / 3600:.2f} hours of run wall '
            f'time ({frames / max(wall, 1e-9):,.0f} frames/s per run).'
            f'{wall_time_sentence(_SWEEP_DIR.value)}', '']
+  subsets = [f'`{p.level_set}` runs only {", ".join(p.algorithms)}; not run there: '
+             f'{", ".join(p.not_run)}.' for p in plans if p.not_run]
+  if subsets:
+    lines += [' '.join(subsets), '']
   for plan in plans:
     png = os.path.join(_OUT.value, f'figure4_{plan.level_set}.png')
     if os.path.exists(png):
