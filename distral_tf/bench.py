@@ -22,6 +22,7 @@ learner step on an unroll of them (``network_ms``).
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 
@@ -76,13 +77,26 @@ def env_only_fps(level_set: level_sets.LevelSet, workers_per_task: int, seed: in
 
 
 def training_fps(argv: list[str], seconds: float, warmup: float) -> dict:
-  """Runs the deep trainer for ``warmup + seconds`` and returns its summary."""
+  """Runs the deep trainer for ``warmup + seconds`` and returns its summary.
+
+  Its steady frames/s count from the first progress line (one every
+  ``warmup`` seconds) at which every environment has stepped.
+
+  Raises:
+    errors.UsageError: no such line came before the end of the run.
+  """
   with tempfile.TemporaryDirectory() as logdir:
     # pi_0 is evaluated once, at the start (in the warm-up), never in the window.
-    return cli.run_from_args(argv + [
+    summary = cli.run_from_args(argv + [
         f'--logdir={logdir}', f'--env_steps_per_task={NEVER}', f'--eval_interval={NEVER}',
         f'--max_seconds={warmup + seconds}', f'--log_interval_secs={warmup}',
         f'--checkpoint_secs={10 * (warmup + seconds)}'])
+  if not math.isfinite(summary['steady_frames_per_second']):
+    raise errors.UsageError(
+        f'no steady window: the environments were not all stepping at a progress line '
+        f'(one every --bench_warmup_seconds={warmup:g}) before the run ended at '
+        f'{warmup + seconds:g} s; raise --bench_warmup_seconds or --bench_seconds')
+  return summary
 
 
 def network_ms(config: config_lib.DeepConfig, seconds: float) -> tuple[float, float]:

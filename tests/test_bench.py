@@ -24,7 +24,10 @@ def _bench(*args, timeout=300):
 
 def test_short_run_prints_both_rates_and_their_ratio_last():
   proc = _bench('--level_set=minigrid', '--num_tasks=1', '--workers_per_task=2',
-                '--bench_seconds=3', '--bench_warmup_seconds=10', '--bench_rounds=1')
+                # Progress lines at 8 and 16 s: when the environments were not
+                # all stepping at the first (a loaded machine), the window from
+                # the second still holds 8 s of training.
+                '--bench_seconds=16', '--bench_warmup_seconds=8', '--bench_rounds=1')
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()
   number = lambda pattern: [float(m.replace(',', ''))
@@ -52,6 +55,17 @@ def test_zero_rounds_is_a_one_line_usage_error():
   proc = _bench('--level_set=two_rooms', '--bench_rounds=0', timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == 'error: --bench_rounds must be >= 1, got 0'
+
+
+def test_a_run_too_short_for_a_steady_window_is_a_one_line_error():
+  # The first progress line comes 0.2 s into training, before the actors'
+  # first step (tracing their function alone takes longer); the run ends at 0.3 s.
+  proc = _bench('--level_set=two_rooms', '--num_tasks=1', '--workers_per_task=1',
+                '--env_processes=false', '--bench_warmup_seconds=0.2',
+                '--bench_seconds=0.1', '--bench_rounds=1', timeout=240)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      'error: no steady window: the environments were not all stepping')
 
 
 def test_env_only_counts_frames_of_every_environment():

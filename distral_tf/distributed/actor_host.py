@@ -113,7 +113,8 @@ class ActorHost:
         level_set, config.seed, config.workers_per_task, config.actor_threads,
         config.env_processes, config.env_niceness, host=(self.host, num_hosts))
     if not batches:  # More hosts than workers per task: nothing to act here.
-      while keep_going() and client.version() >= 0 and client.plan():
+      while keep_going():
+        client.version()  # Raises RpcError once the chief's service is gone.
         time.sleep(POLL_SECS)
       return 'no environments on this host'
     stop = threading.Event()

@@ -70,6 +70,8 @@ class ActorService:
     self._frames_at_restart = np.zeros(num_hosts, np.int64)
     self._last_put = np.zeros(num_hosts)
     self.done = False
+    # The run loop reads ``error`` of each of its workers; a failed call is
+    # the calling host's error (gRPC returns it there), so it stays None.
     self.error: BaseException | None = None
 
   # -- serving ------------------------------------------------------------------

@@ -22,8 +22,17 @@ user runs) and, after ``--bench_warmup_seconds``, measures over
 
 A last row is the local trainer (``agents/train.py``) on the same flags.
 
-  python -m distral_tf.distributed.bench --level_set=two_rooms --num_tasks=2 \
-      --algorithm=kl_ent_2col --workers_per_task=4 --actor_threads=2
+From the first run's window it also measures, per frame and per gradient step,
+the CPU of every process of the cluster and the bytes of the chief and of the
+ps tasks (``projection.Costs``), and projects, for each DeepMind Lab level set,
+the worker hosts and frames/s at which the learner side (chief and ps tasks)
+saturates on the cluster of the ``--projection_*`` flags
+(``projection.project``). Measure it on a level set with DeepMind Lab's
+observations and network (``miniworld``: 72x96 RGB) and environments in their
+own processes:
+
+  python -m distral_tf.distributed.bench --level_set=miniworld --num_tasks=4 \
+      --algorithm=kl_ent_2col --workers_per_task=4 --cluster_bench_workers=1,2
 """
 
 from __future__ import annotations
@@ -43,12 +52,24 @@ from absl import flags
 from distral_tf import bench as local_bench  # --bench_seconds, --bench_warmup_seconds.
 from distral_tf import cli
 from distral_tf import errors
+from distral_tf.distributed import projection
 from distral_tf.distributed import topology
 from distral_tf.distributed import trainer as trainer_lib
+from distral_tf.dmlab import games
 
 flags.DEFINE_list('cluster_bench_workers', ['1', '2', '4'],
                   'Numbers of worker tasks to measure.')
 flags.DEFINE_integer('cluster_bench_ps', 1, 'Parameter-server tasks.')
+# The cluster the projection is for (defaults: launch/k8s/distral-cluster.yaml).
+flags.DEFINE_integer('projection_host_cores', 16, 'Cores of each worker host projected.')
+flags.DEFINE_integer('projection_chief_cores', 1,
+                     'Cores the chief\'s work can use: 1, since most of it is Python '
+                     '(gRPC handlers, learner threads, the coordinator) under one '
+                     'interpreter lock.')
+flags.DEFINE_integer('projection_ps', 4, 'Parameter-server tasks projected.')
+flags.DEFINE_integer('projection_ps_cores', 4, 'Cores of each parameter server projected.')
+flags.DEFINE_float('projection_link_gbit', 10.0,
+                   'Network link of the chief and of each ps, Gbit/s each way.')
 FLAGS = flags.FLAGS
 
 _BYTES = re.compile(r'bytes_(acked|received):(\d+)')
@@ -57,10 +78,13 @@ _TRAINER_FLAGS = ('level_set', 'algorithm', 'seed', 'num_tasks', 'workers_per_ta
                   'actor_threads', 'learner_threads', 'unroll_length',
                   'env_processes', 'learning_rate', 'entropy_cost')
 START_TIMEOUT_SECS = 600.0
+# The chief's threads whose work recurs at a rate of their own, not per step.
+FIXED_RATE_THREADS = ('MainThread', 'Evaluator', 'LocalClusterSupervisor',
+                      'WorkerPreemptionHandler')
 
 
-def socket_bytes(ports: set[int]) -> int | None:
-  """Bytes acknowledged plus received on the server side of connections to ``ports``.
+def socket_bytes(ports: set[int]) -> dict[int, int] | None:
+  """Port -> bytes acknowledged plus received on the server side of its connections.
 
   Every connection of the cluster has one end on a server port, so each byte
   is counted once. None if ``ss`` is unavailable.
@@ -70,15 +94,15 @@ def socket_bytes(ports: set[int]) -> int | None:
                          capture_output=True, text=True).stdout
   except (OSError, subprocess.CalledProcessError):
     return None
-  total, counting = 0, False
+  totals, port = dict.fromkeys(ports, 0), None
   for line in out.splitlines():
     if not line.startswith((' ', '\t')):  # "Recv-Q Send-Q local:port peer:port".
       fields = line.split()
-      port = fields[2].rpartition(':')[2] if len(fields) >= 4 else ''
-      counting = port.isdigit() and int(port) in ports
-    elif counting:
-      total += sum(int(n) for _, n in _BYTES.findall(line))
-  return total
+      local = fields[2].rpartition(':')[2] if len(fields) >= 4 else ''
+      port = int(local) if local.isdigit() and int(local) in ports else None
+    elif port is not None:
+      totals[port] += sum(int(n) for _, n in _BYTES.findall(line))
+  return totals
 
 
 def _trainer_argv() -> list[str]:
@@ -87,9 +111,10 @@ def _trainer_argv() -> list[str]:
 
 
 class _Sample:
-  """One reading: ``cluster.json`` as just written, and the socket counters."""
+  """One reading: ``cluster.json`` as just written, socket and CPU counters."""
 
   def __init__(self, data: dict, ports: set[int]):
+    self.data = data
     self.time = data['time']
     self.frames = data['frames']
     self.steps = sum(data['stats']['steps'])
@@ -98,6 +123,7 @@ class _Sample:
     self.params_served = data['stats'].get('params_served', 0)
     self.unroll_bytes = data['stats'].get('unroll_bytes', 0)
     self.bytes = socket_bytes(ports)
+    self.cpu = projection.read_process_cpu()
 
 
 def _next_sample(path: str, after: float, ports: set[int], proc) -> _Sample:
@@ -155,8 +181,9 @@ def measure(num_workers: int) -> dict:
   dt, ds = end.time - start.time, max(end.steps - start.steps, 1)
   measured = None
   if start.bytes is not None and end.bytes is not None:
-    measured = (end.bytes - start.bytes) / ds
+    measured = sum(end.bytes[p] - start.bytes[p] for p in ports) / ds
   return dict(workers=num_workers, ps=FLAGS.cluster_bench_ps,
+              costs=measured_costs(start, end, cluster, info['stats']['policy_bytes']),
               frames_per_second=(end.frames - start.frames) / dt,
               frames_per_host=[(b - a) / dt for a, b in zip(start.frames_per_host,
                                                            end.frames_per_host)],
@@ -167,6 +194,50 @@ def measure(num_workers: int) -> dict:
                   (end.refreshes - start.refreshes + end.params_served -
                    start.params_served) * info['stats']['policy_bytes'] / ds +
                   2 * (end.unroll_bytes - start.unroll_bytes) / ds))
+
+
+def measured_costs(start: _Sample, end: _Sample, cluster: topology.ClusterDef,
+                   policy_bytes: int) -> projection.Costs | None:
+  """The projection's inputs over the window from ``start`` to ``end``.
+
+  None without ``/proc`` or ``ss``, or when the worker hosts ran no
+  environment processes (their CPU could not be told from acting's).
+  """
+  if None in (start.cpu, end.cpu, start.bytes, end.bytes):
+    return None
+  table = end.cpu
+  servers = {(s['job'], s['index']): s['pid'] for s in end.data.get('servers', ())}
+  workers = [servers.get(('worker', i)) for i in range(len(cluster.workers))]
+  ps = [servers.get(('ps', i)) for i in range(len(cluster.ps))]
+  if None in workers or None in ps:
+    return None
+  envs = set().union(*(projection.descendants(table, w) for w in workers))
+  if not envs:
+    return None
+  ps_tree = set(ps).union(*(projection.descendants(table, p) for p in ps))
+  frames = max(end.frames - start.frames, 1)
+  steps = max(end.steps - start.steps, 1)
+  # The chief's process; not its servers (loopback) nor pi_0's evaluator environments.
+  chief_cpu = projection.cpu_used(start.cpu, end.cpu, {end.data['chief_pid']})
+  threads = lambda sample, prefixes: sum(
+      v for k, v in sample.data.get('thread_cpu', {}).items() if k.startswith(prefixes))
+  used = lambda prefixes: threads(end, prefixes) - threads(start, prefixes)
+  fixed, refresh = used(FIXED_RATE_THREADS), used(('PolicyMirror',))
+  moved = {p: end.bytes[p] - start.bytes[p] for p in end.bytes}
+  port = lambda address: topology.split_address(address)[1]
+  chief_ports = [port(cluster.chief), port(topology.actor_address(cluster))]
+  refreshed = (end.refreshes - start.refreshes) * policy_bytes
+  return projection.Costs(
+      env_seconds_per_frame=projection.cpu_used(start.cpu, end.cpu, envs) / frames,
+      host_seconds_per_frame=projection.cpu_used(start.cpu, end.cpu, set(workers)) / frames,
+      chief_fixed_cores=fixed / max(end.time - start.time, 1e-9),
+      chief_seconds_per_refresh=refresh / max(end.refreshes - start.refreshes, 1),
+      chief_seconds_per_update=(chief_cpu - fixed - refresh) / steps,
+      ps_seconds_per_update=projection.cpu_used(start.cpu, end.cpu, ps_tree) / steps,
+      chief_bytes_per_update=(sum(moved[port(a)] for a in cluster.workers) +
+                              sum(moved[p] for p in chief_ports) + refreshed) / steps,
+      ps_bytes_per_update=sum(moved[port(a)] for a in cluster.ps) / steps,
+      frames_per_update=frames / steps)
 
 
 def _mb(n) -> str:
@@ -199,6 +270,12 @@ def main(argv) -> None:
     counts = [int(w) for w in fv.cluster_bench_workers]
   except ValueError:
     raise errors.UsageError('--cluster_bench_workers takes whole numbers') from None
+  if not counts or min(counts) < 1:
+    raise errors.UsageError('--cluster_bench_workers takes numbers >= 1')
+  for name in ('projection_host_cores', 'projection_chief_cores', 'projection_ps',
+               'projection_ps_cores', 'projection_link_gbit'):
+    if fv[name].value <= 0:
+      raise errors.UsageError(f'--{name} must be > 0, got {fv[name].value}')
   rows = []
   for k in counts:
     print(f'measuring {fv.cluster_bench_ps} ps + {k} worker(s)...', flush=True)
@@ -211,6 +288,28 @@ def main(argv) -> None:
                steps_per_second=steady * summary['updates'] /
                max(summary['total_env_steps'], 1))
   print(format_table(rows, local), flush=True)
+  print_projection(rows[0])
+
+
+def print_projection(row: dict) -> None:
+  """The costs measured on ``row``'s run and, from them, the projection."""
+  fv = FLAGS
+  costs = row['costs']
+  if costs is None:
+    print('\nno projection: it needs /proc, `ss` and the environments in their own '
+          'processes (--env_processes=true)', flush=True)
+    return
+  res = projection.Resources(
+      host_cores=fv.projection_host_cores, chief_cores=fv.projection_chief_cores,
+      ps_cores=fv.projection_ps_cores, num_ps=fv.projection_ps,
+      link_gbit=fv.projection_link_gbit)
+  print(f'\nCosts measured on {row["ps"]} ps + {row["workers"]} worker(s), '
+        f'--level_set={fv.level_set}:\n' + projection.format_costs(costs), flush=True)
+  print(f'\nProjected with DeepMind Lab in place of {fv.level_set}\'s environments '
+        f'({res.num_ps} ps x {res.ps_cores} cores, chief on {res.chief_cores} core(s), '
+        f'{res.link_gbit:g} Gbit/s links):\n' + projection.format_projections(
+            [projection.project(costs, res, name, fps)
+             for name, fps in games.FRAMES_PER_CORE.items()], res), flush=True)
 
 
 if __name__ == '__main__':

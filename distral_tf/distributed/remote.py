@@ -129,7 +129,8 @@ class StepScheduler:
     self._strategy = strategy
     self._coordinator = coordinator
     self._worker_ids = _worker_ids(coordinator, num_workers)
-    self._steps: dict[int, Callable] = {}
+    # Task sizes -> (step function, names of the metrics it returns packed).
+    self._steps: dict[tuple[int, ...], tuple[Callable, list[str]]] = {}
     self._lock = threading.Lock()
     self._trace_lock = threading.Lock()
     self._cached_variables = [v for v in learner.network.variables
@@ -142,10 +143,17 @@ class StepScheduler:
     # Agent steps (time steps x batch) of the completed gradient steps, per task.
     self.trained_steps = np.zeros(num_tasks, np.int64)
 
-  def _step_fn(self, task_sizes: tuple[int, ...]) -> Callable:
+  def _step_fn(self, task_sizes: tuple[int, ...]) -> tuple[Callable, list[str]]:
+    """The scheduled step and the names of its metrics (known once it is traced).
+
+    The step returns its metrics and the worker's id packed in one float32
+    vector: the coordinator copies every output tensor of a step to the
+    chief separately, so one tensor costs one copy instead of one per metric.
+    """
     with self._lock:
       if task_sizes not in self._steps:
         learner = self._learner
+        names: list[str] = []
 
         def update(batch):
           with self._read_once():
@@ -155,9 +163,11 @@ class StepScheduler:
         @functools.partial(tf.function, autograph=False)
         def step(worker_id, batch):
           metrics = self._strategy.run(update, args=(batch,))
-          return dict(metrics, worker=tf.identity(worker_id))
+          names[:] = sorted(metrics)
+          return tf.stack([tf.cast(metrics[k], tf.float32) for k in names] +
+                          [tf.cast(worker_id, tf.float32)])
 
-        self._steps[task_sizes] = step
+        self._steps[task_sizes] = (step, names)
       return self._steps[task_sizes]
 
   @contextlib.contextmanager
@@ -185,20 +195,20 @@ class StepScheduler:
       self._in_flight += 1
     try:
       task_sizes = tuple(int(n) for n in task_sizes)
-      remote_value = self._coordinator.schedule(self._step_fn(task_sizes),
-                                                args=(self._worker_ids, batch))
-      values = self._fetch(remote_value)
-      worker = int(values.pop('worker'))
+      step, names = self._step_fn(task_sizes)
+      remote_value = self._coordinator.schedule(step, args=(self._worker_ids, batch))
+      values = np.asarray(self._fetch(remote_value)).tolist()
+      worker = int(values[-1])
       with self._lock:
         self.steps_per_worker[worker] += 1
         self.trained_steps += np.asarray(task_sizes) * int(batch.actions.shape[0])
-      return {k: float(v) for k, v in values.items()}
+      return dict(zip(names, values[:-1]))
     finally:
       with self._gate:
         self._in_flight -= 1
         self._gate.notify_all()
 
-  def _fetch(self, remote_value) -> dict[str, Any]:
+  def _fetch(self, remote_value) -> np.ndarray:
     """``remote_value.fetch()``, waiting out a worker lost while returning it.
 
     A worker can die after it ran a step but before the result reached the

@@ -27,6 +27,7 @@ from distral_tf.agents import config as config_lib
 from distral_tf.agents import run_loop
 from distral_tf.distributed import actor_service
 from distral_tf.distributed import local_cluster
+from distral_tf.distributed import projection
 from distral_tf.distributed import remote
 from distral_tf.distributed import topology
 
@@ -111,8 +112,9 @@ class ClusterTrainer:
 
   def start(self) -> None:
     """Starts the actor-service, learner, evaluator and policy-refresh threads."""
-    self.threads = [threading.Thread(target=w.run, args=(self.stop_event,), daemon=True)
-                    for w in self.workers]
+    self.threads = [threading.Thread(target=w.run, args=(self.stop_event,), daemon=True,
+                                     name=f'{type(w).__name__}-{i}')
+                    for i, w in enumerate(self.workers)]
     for th in self.threads:
       th.start()
     self._mirror_thread = threading.Thread(
@@ -256,7 +258,9 @@ class ClusterTrainer:
                     v.ref(): v for t in range(len(self.level_set.tasks))
                     for v in network.task_variables(t)}.values()),
                 frames=int(self.progress.frames.sum()), time=time.time(),
-                stats=self.cluster_stats())
+                stats=self.cluster_stats(),
+                # CPU seconds of each of the chief's threads (distributed.bench).
+                thread_cpu=projection.thread_cpu())
     if self.launcher is not None:
       data['servers'] = self.launcher.describe()
     results.write_json(os.path.join(self.config.logdir, CLUSTER_FILE), data)

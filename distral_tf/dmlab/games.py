@@ -78,6 +78,11 @@ ACTION_SETS = {
 }
 # Sets whose figures normalise returns by the best A3C score per task (B.2).
 NORMALISED_BY_A3C = ('navigation', 'lasertag')
+# Level set name -> DeepMind Lab frames/s on one core (software renderer, 96x72,
+# action repeat 4), measured in docs/dmlab.md ("The level cache"): mazes by
+# nav_maze_static_01, navigation by explore_goal_locations_small, lasertag by
+# the slowest level measured, lt_chasm. ``distributed.bench`` projects with them.
+FRAMES_PER_CORE = {'mazes': 5_700, 'navigation': 6_200, 'lasertag': 2_270}
 
 _HOW_TO_GET = ('DeepMind Lab is built from source: see the "DeepMind Lab" section of '
                'docs/dmlab.md, or run launch/build_dmlab.sh')

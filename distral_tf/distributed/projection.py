@@ -1,0 +1,204 @@
+r"""Where a cluster's learner side saturates, from costs measured on loopback.
+
+``distributed.bench`` measures, over one steady window of a loopback run, the
+CPU seconds of every process of the cluster (``/proc``) and the bytes through
+its ports, and divides them by the frames acted and the gradient steps taken:
+
+* ``env_seconds_per_frame``: the worker hosts' environment processes (the
+  level set measured, a stand-in for DeepMind Lab);
+* ``host_seconds_per_frame``: the worker hosts' server processes: acting
+  (batched inference), sending unrolls, copying the policy and computing the
+  gradient steps the coordinator schedules there;
+* the chief's process, split by its threads (``thread_cpu``) into what
+  recurs at a fixed rate whatever the number of hosts (``chief_fixed_cores``:
+  the run loop's summaries and progress, pi_0's evaluator acting; not the
+  evaluator's environment processes), the policy copy it takes from the ps
+  tasks and encodes for the hosts (``chief_seconds_per_refresh``; at most one
+  every ``remote.REFRESH_SECS``) and everything else, counted per gradient
+  step (``chief_seconds_per_update``: the actor service taking unrolls, the
+  learner threads and the coordinator sending them to the workers, gRPC's and
+  TensorFlow's own threads);
+* ``ps_seconds_per_update``: every parameter server (reads, RMSProp updates);
+* ``chief_bytes_per_update`` (unrolls in from the hosts and out to the
+  workers, policy copies) and ``ps_bytes_per_update`` (variables read and
+  gradients sent by the workers, the chief's policy refreshes);
+* ``frames_per_update``: frames acted per gradient step (the unroll's shape).
+
+With DeepMind Lab stepping ``frames_per_core`` frames/s on one core, a worker
+host with ``host_cores`` cores acts at
+
+    host_fps = host_cores / (1 / frames_per_core + host_seconds_per_frame),
+
+and the learner side takes at most
+
+    U = min((chief_cores - chief_fixed_cores
+             - chief_seconds_per_refresh / REFRESH_SECS) / chief_seconds_per_update,
+            num_ps * ps_cores / ps_seconds_per_update,
+            link / chief_bytes_per_update,
+            num_ps * link / ps_bytes_per_update)
+
+gradient steps/s (the parameters are split over the ps tasks, so their work
+and traffic divide), that is ``U * frames_per_update`` frames/s, which
+``ceil(U * frames_per_update / host_fps)`` worker hosts reach. Every cost is
+held at the measured unroll shape and network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+
+from distral_tf.distributed import remote
+
+# The learner-side limits, in the order they are named.
+LIMITS = ('chief CPU', 'ps CPU', 'chief link', 'ps link')
+
+
+def read_process_cpu() -> dict[int, tuple[int, float]] | None:
+  """pid -> (parent pid, CPU seconds used: user + system) of every process.
+
+  From ``/proc/<pid>/stat``; None where there is no ``/proc``.
+  """
+  if not os.path.isdir('/proc'):
+    return None
+  tick = os.sysconf('SC_CLK_TCK')
+  table = {}
+  for name in os.listdir('/proc'):
+    if not name.isdigit():
+      continue
+    try:
+      with open(f'/proc/{name}/stat') as f:
+        stat = f.read()
+    except OSError:  # Ended meanwhile.
+      continue
+    # Fields after the command (which may hold spaces): state, ppid, ... utime
+    # is field 14 of the file, stime 15.
+    rest = stat.rpartition(')')[2].split()
+    table[int(name)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / tick)
+  return table
+
+
+def thread_cpu() -> dict[str, float]:
+  """This process's Python threads: name -> CPU seconds used (empty without /proc)."""
+  tick = os.sysconf('SC_CLK_TCK') if os.path.isdir('/proc') else 0
+  used = {}
+  for th in threading.enumerate():
+    try:
+      with open(f'/proc/self/task/{th.native_id}/stat') as f:
+        rest = f.read().rpartition(')')[2].split()
+    except (OSError, TypeError):  # Ended meanwhile; no /proc.
+      continue
+    used[th.name] = (int(rest[11]) + int(rest[12])) / tick
+  return used
+
+
+def descendants(table: dict[int, tuple[int, float]], pid: int) -> set[int]:
+  """Every process below ``pid`` in ``table`` (not ``pid`` itself)."""
+  children: dict[int, list[int]] = {}
+  for child, (parent, _) in table.items():
+    children.setdefault(parent, []).append(child)
+  found, todo = set(), [pid]
+  while todo:
+    for child in children.get(todo.pop(), ()):
+      if child not in found:
+        found.add(child)
+        todo.append(child)
+  return found
+
+
+def cpu_used(start: dict[int, tuple[int, float]], end: dict[int, tuple[int, float]],
+             pids: set[int]) -> float:
+  """CPU seconds ``pids`` used between two readings.
+
+  A process started in between counts from zero; one that ended in between
+  is missing from ``end`` and counts nothing.
+  """
+  return sum(end[p][1] - (start[p][1] if p in start else 0.0)
+             for p in pids if p in end)
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+  """What one frame and one gradient step cost, measured (see the module doc)."""
+  env_seconds_per_frame: float
+  host_seconds_per_frame: float
+  chief_fixed_cores: float
+  chief_seconds_per_refresh: float
+  chief_seconds_per_update: float
+  ps_seconds_per_update: float
+  chief_bytes_per_update: float
+  ps_bytes_per_update: float
+  frames_per_update: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+  """The cluster projected: cores of each machine, parameter servers, links."""
+  host_cores: int = 16
+  chief_cores: int = 1
+  ps_cores: int = 4
+  num_ps: int = 4
+  link_gbit: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Projection:
+  level_set: str
+  frames_per_core: float
+  host_fps: float
+  updates_per_second: float
+  limit: str
+  frames_per_second: float
+  hosts: int
+
+
+def project(costs: Costs, res: Resources, level_set: str,
+            frames_per_core: float) -> Projection:
+  """The module doc's formulas for one level set."""
+  host_fps = res.host_cores / (1.0 / frames_per_core + costs.host_seconds_per_frame)
+  link = res.link_gbit * 1e9 / 8
+  chief_free = (res.chief_cores - costs.chief_fixed_cores -
+                costs.chief_seconds_per_refresh / remote.REFRESH_SECS)
+  per_limit = (max(chief_free, 0.0) / costs.chief_seconds_per_update,
+               res.num_ps * res.ps_cores / costs.ps_seconds_per_update,
+               link / costs.chief_bytes_per_update,
+               res.num_ps * link / costs.ps_bytes_per_update)
+  i = min(range(len(LIMITS)), key=lambda k: per_limit[k])
+  fps = per_limit[i] * costs.frames_per_update
+  return Projection(level_set, frames_per_core, host_fps, per_limit[i], LIMITS[i], fps,
+                    max(1, math.ceil(fps / host_fps)))
+
+
+def format_costs(costs: Costs) -> str:
+  return '\n'.join([
+      '| cost (measured on loopback) | value |', '|---|---:|',
+      f'| environment CPU per frame (worker hosts\' environment processes) | '
+      f'{costs.env_seconds_per_frame * 1e6:,.0f} µs |',
+      f'| worker host CPU per frame (acting, messages, its gradient steps) | '
+      f'{costs.host_seconds_per_frame * 1e6:,.0f} µs |',
+      f'| chief CPU at a fixed rate (run loop, pi_0\'s evaluator) | '
+      f'{costs.chief_fixed_cores:.2f} cores |',
+      f'| chief CPU per policy copy (from the ps, encoded for the hosts) | '
+      f'{costs.chief_seconds_per_refresh * 1e3:,.1f} ms |',
+      f'| chief CPU per gradient step (the rest) | '
+      f'{costs.chief_seconds_per_update * 1e3:,.1f} ms |',
+      f'| parameter servers\' CPU per gradient step | '
+      f'{costs.ps_seconds_per_update * 1e3:,.1f} ms |',
+      f'| chief traffic per gradient step | {costs.chief_bytes_per_update / 1e6:.2f} MB |',
+      f'| parameter servers\' traffic per gradient step | '
+      f'{costs.ps_bytes_per_update / 1e6:.2f} MB |',
+      f'| frames per gradient step | {costs.frames_per_update:,.0f} |'])
+
+
+def format_projections(rows: list[Projection], res: Resources) -> str:
+  head = (f'| level set | DeepMind Lab frames/s per core | frames/s per worker host '
+          f'({res.host_cores} cores) | learner side: gradient steps/s (limit) | '
+          f'frames/s at saturation | worker hosts at saturation |')
+  lines = [head, '|---|---:|---:|---:|---:|---:|']
+  for p in rows:
+    lines.append(f'| {p.level_set} | {p.frames_per_core:,.0f} | {p.host_fps:,.0f} | '
+                 f'{p.updates_per_second:,.1f} ({p.limit}) | '
+                 f'{p.frames_per_second:,.0f} | {p.hosts} |')
+  return '\n'.join(lines)

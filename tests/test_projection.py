@@ -1,0 +1,156 @@
+"""The cluster projection: its formulas, CPU accounting from /proc, the bench's grouping."""
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from distral_tf.distributed import bench
+from distral_tf.distributed import projection
+from distral_tf.distributed import remote
+from distral_tf.distributed import topology
+
+COSTS = projection.Costs(
+    env_seconds_per_frame=1e-3, host_seconds_per_frame=500e-6,
+    chief_fixed_cores=0.1, chief_seconds_per_refresh=0.1, chief_seconds_per_update=0.02, ps_seconds_per_update=0.01,
+    chief_bytes_per_update=2e6, ps_bytes_per_update=1e6, frames_per_update=1280)
+
+
+def test_projection_follows_its_formulas():
+  res = projection.Resources(host_cores=16, chief_cores=1, ps_cores=4, num_ps=4,
+                             link_gbit=10.0)
+  p = projection.project(COSTS, res, 'mazes', 5000.0)
+  # 16 cores / (200 us of DeepMind Lab + 500 us of acting) per frame.
+  assert p.host_fps == pytest.approx(16 / 700e-6)
+  # chief CPU: 1 core less 0.1 at a fixed rate and 0.1 s per policy copy
+  # every 0.5 s, at 0.02 s per step: 35 steps/s; ps 16 / 0.01 = 1600; chief
+  # link 1.25e9 / 2e6 = 625; ps links 4 * 1.25e9 / 1e6 = 5000.
+  assert remote.REFRESH_SECS == 0.5
+  assert p.limit == 'chief CPU'
+  assert p.updates_per_second == pytest.approx(35.0)
+  assert p.frames_per_second == pytest.approx(35.0 * 1280)
+  assert p.hosts == math.ceil(35.0 * 1280 / (16 / 700e-6))
+
+
+def test_a_chief_busy_with_fixed_work_takes_no_steps():
+  res = projection.Resources(chief_cores=1)
+  costs = dataclasses.replace(COSTS, chief_fixed_cores=0.5, chief_seconds_per_refresh=0.3)
+  p = projection.project(costs, res, 'mazes', 5000.0)
+  assert p.limit == 'chief CPU' and p.updates_per_second == 0.0 and p.hosts == 1
+
+
+def test_projection_names_the_link_when_the_network_binds():
+  res = projection.Resources(chief_cores=100, link_gbit=0.1)  # 12.5 MB/s links.
+  p = projection.project(COSTS, res, 'lasertag', 2000.0)
+  assert p.limit == 'chief link'
+  assert p.updates_per_second == pytest.approx(12.5e6 / 2e6)
+  assert p.hosts == 1  # Fewer frames than one host acts: one host.
+
+
+def test_descendants_walk_the_whole_tree_and_nothing_else():
+  table = {1: (0, 0.0), 2: (1, 0.0), 3: (2, 0.0), 4: (2, 0.0), 5: (1, 0.0), 6: (0, 0.0)}
+  assert projection.descendants(table, 2) == {3, 4}
+  assert projection.descendants(table, 1) == {2, 3, 4, 5}
+  assert projection.descendants(table, 6) == set()
+
+
+def test_cpu_of_a_busy_child_is_read_from_proc():
+  if projection.read_process_cpu() is None:
+    pytest.skip('no /proc')
+  before = projection.read_process_cpu()
+  child = subprocess.Popen([sys.executable, '-c',
+                            'import time\nt = time.process_time()\n'
+                            'while time.process_time() - t < 0.6: pass\n'
+                            'time.sleep(30)'])
+  try:
+    deadline = time.time() + 60
+    while True:
+      after = projection.read_process_cpu()
+      if after.get(child.pid, (0, 0.0))[1] >= 0.6 or time.time() > deadline:
+        break
+      time.sleep(0.1)
+    assert child.pid in projection.descendants(after, os.getpid())
+    used = projection.cpu_used(before, after, {child.pid})
+    # The busy loop's 0.6 s plus the interpreter's start.
+    assert 0.6 <= used < 5.0
+    assert projection.cpu_used(before, after, {os.getpid()}) >= 0.0
+  finally:
+    child.kill()
+    child.wait()
+
+
+def _sample(frames, steps, refreshes, cpu, port_bytes, servers, chief_pid, when=0.0,
+            threads=None):
+  sample = object.__new__(bench._Sample)  # pylint: disable=protected-access
+  sample.data = dict(servers=servers, chief_pid=chief_pid, thread_cpu=threads or {})
+  sample.time, sample.frames, sample.steps, sample.refreshes = when, frames, steps, refreshes
+  sample.cpu, sample.bytes = cpu, port_bytes
+  return sample
+
+
+def test_bench_costs_group_processes_and_ports_by_role():
+  cluster = topology.ClusterDef('localhost:100', ('localhost:102',),
+                                ('localhost:103', 'localhost:104'))
+  servers = [dict(job='ps', index=0, pid=20), dict(job='worker', index=0, pid=30),
+             dict(job='worker', index=1, pid=40)]
+  # chief 10 (its servers and its evaluator's environment 11 below it);
+  # workers 30 and 40 with environment processes 31, 41 and 42 (started
+  # during the window: counted from zero).
+  start_cpu = {10: (1, 5.0), 11: (10, 1.0), 20: (10, 2.0), 30: (10, 3.0), 31: (30, 1.0),
+               40: (10, 3.0), 41: (40, 1.0)}
+  end_cpu = {10: (1, 7.0), 11: (10, 9.0), 20: (10, 3.0), 30: (10, 5.0), 31: (30, 3.0),
+             40: (10, 6.0), 41: (40, 2.0), 42: (40, 1.0)}
+  ports = {100: 0, 101: 0, 102: 0, 103: 0, 104: 0}
+  moved = {100: 0, 101: 3000, 102: 5000, 103: 1000, 104: 1000}
+  start = _sample(0, 0, 0, start_cpu, ports, servers, 10, when=100.0,
+                  threads=dict(MainThread=1.0, PolicyMirror=0.5, **{'Evaluator-3': 0.0,
+                                                                   'LearnerThread-0': 1.0}))
+  end = _sample(1000, 10, 2, end_cpu, moved, servers, 10, when=104.0,
+                threads=dict(MainThread=1.2, PolicyMirror=0.9, **{'Evaluator-3': 0.2,
+                                                                 'LearnerThread-0': 1.5}))
+  costs = bench.measured_costs(start, end, cluster, policy_bytes=500)
+  assert costs.env_seconds_per_frame == pytest.approx((2.0 + 1.0 + 1.0) / 1000)
+  assert costs.host_seconds_per_frame == pytest.approx((2.0 + 3.0) / 1000)
+  # The chief's 2 s (not its environment 11's): 0.4 s at a fixed rate (main
+  # thread and evaluator, over 4 s), 0.4 s in two policy copies, 1.2 s in steps.
+  assert costs.chief_fixed_cores == pytest.approx(0.4 / 4)
+  assert costs.chief_seconds_per_refresh == pytest.approx(0.4 / 2)
+  assert costs.chief_seconds_per_update == pytest.approx(1.2 / 10)
+  assert costs.ps_seconds_per_update == pytest.approx(1.0 / 10)
+  # Actor service (101) + workers' ports + two policy refreshes from the ps.
+  assert costs.chief_bytes_per_update == pytest.approx((3000 + 2000 + 1000) / 10)
+  assert costs.ps_bytes_per_update == pytest.approx(5000 / 10)
+  assert costs.frames_per_update == pytest.approx(100)
+
+
+def test_bench_costs_need_environment_processes():
+  cluster = topology.ClusterDef('localhost:100', ('localhost:102',), ('localhost:103',))
+  servers = [dict(job='ps', index=0, pid=20), dict(job='worker', index=0, pid=30)]
+  cpu = {10: (1, 1.0), 20: (10, 1.0), 30: (10, 1.0)}
+  ports = dict.fromkeys((100, 101, 102, 103), 0)
+  start = _sample(0, 0, 0, cpu, ports, servers, 10)
+  end = _sample(100, 1, 0, cpu, ports, servers, 10)
+  assert bench.measured_costs(start, end, cluster, policy_bytes=1) is None
+
+
+def test_thread_cpu_names_this_process_threads_and_counts_their_work():
+  if projection.read_process_cpu() is None:
+    pytest.skip('no /proc')
+  done = []
+
+  def spin():
+    t = time.thread_time()
+    while time.thread_time() - t < 0.3:
+      pass
+    done.append(projection.thread_cpu())
+
+  import threading  # pylint: disable=g-import-not-at-top
+  th = threading.Thread(target=spin, name='Spinner')
+  th.start()
+  th.join()
+  assert 0.25 <= done[0]['Spinner'] < 2.0
+  assert 'MainThread' in done[0]
