@@ -84,10 +84,11 @@ def test_cpu_of_a_busy_child_is_read_from_proc():
 
 
 def _sample(frames, steps, refreshes, cpu, port_bytes, servers, chief_pid, when=0.0,
-            threads=None):
+            threads=None, unrolls=0):
   sample = object.__new__(bench._Sample)  # pylint: disable=protected-access
   sample.data = dict(servers=servers, chief_pid=chief_pid, thread_cpu=threads or {})
   sample.time, sample.frames, sample.steps, sample.refreshes = when, frames, steps, refreshes
+  sample.unrolls = unrolls
   sample.cpu, sample.bytes = cpu, port_bytes
   return sample
 
@@ -109,7 +110,7 @@ def test_bench_costs_group_processes_and_ports_by_role():
   start = _sample(0, 0, 0, start_cpu, ports, servers, 10, when=100.0,
                   threads=dict(MainThread=1.0, PolicyMirror=0.5, **{'Evaluator-3': 0.0,
                                                                    'LearnerThread-0': 1.0}))
-  end = _sample(1000, 10, 2, end_cpu, moved, servers, 10, when=104.0,
+  end = _sample(1000, 10, 2, end_cpu, moved, servers, 10, when=104.0, unrolls=8,
                 threads=dict(MainThread=1.2, PolicyMirror=0.9, **{'Evaluator-3': 0.2,
                                                                  'LearnerThread-0': 1.5}))
   costs = bench.measured_costs(start, end, cluster, policy_bytes=500)
@@ -124,7 +125,8 @@ def test_bench_costs_group_processes_and_ports_by_role():
   # Actor service (101) + workers' ports + two policy refreshes from the ps.
   assert costs.chief_bytes_per_update == pytest.approx((3000 + 2000 + 1000) / 10)
   assert costs.ps_bytes_per_update == pytest.approx(5000 / 10)
-  assert costs.frames_per_update == pytest.approx(100)
+  # Frames per unroll taken (8 in the window), not per step finished (10).
+  assert costs.frames_per_update == pytest.approx(1000 / 8)
 
 
 def test_bench_costs_need_environment_processes():

@@ -120,6 +120,7 @@ class _Sample:
     self.steps = sum(data['stats']['steps'])
     self.refreshes = data['stats']['policy_refreshes']
     self.frames_per_host = data['stats'].get('frames_per_host', [])
+    self.unrolls = sum(data['stats'].get('unrolls_per_host', []))
     self.params_served = data['stats'].get('params_served', 0)
     self.unroll_bytes = data['stats'].get('unroll_bytes', 0)
     self.bytes = socket_bytes(ports)
@@ -237,7 +238,9 @@ def measured_costs(start: _Sample, end: _Sample, cluster: topology.ClusterDef,
       chief_bytes_per_update=(sum(moved[port(a)] for a in cluster.workers) +
                               sum(moved[p] for p in chief_ports) + refreshed) / steps,
       ps_bytes_per_update=sum(moved[port(a)] for a in cluster.ps) / steps,
-      frames_per_update=frames / steps)
+      # Both counted as unrolls arrive: a step lags its unroll, and a window
+      # of a few steps would otherwise count a few more or fewer of them.
+      frames_per_update=frames / max(end.unrolls - start.unrolls, 1))
 
 
 def _mb(n) -> str:

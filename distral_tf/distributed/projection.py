@@ -22,7 +22,8 @@ its ports, and divides them by the frames acted and the gradient steps taken:
 * ``chief_bytes_per_update`` (unrolls in from the hosts and out to the
   workers, policy copies) and ``ps_bytes_per_update`` (variables read and
   gradients sent by the workers, the chief's policy refreshes);
-* ``frames_per_update``: frames acted per gradient step (the unroll's shape).
+* ``frames_per_update``: frames per unroll taken by the chief, one gradient
+  step each (the unroll's shape).
 
 With DeepMind Lab stepping ``frames_per_core`` frames/s on one core, a worker
 host with ``host_cores`` cores acts at
@@ -189,7 +190,7 @@ def format_costs(costs: Costs) -> str:
       f'| chief traffic per gradient step | {costs.chief_bytes_per_update / 1e6:.2f} MB |',
       f'| parameter servers\' traffic per gradient step | '
       f'{costs.ps_bytes_per_update / 1e6:.2f} MB |',
-      f'| frames per gradient step | {costs.frames_per_update:,.0f} |'])
+      f'| frames per gradient step (per unroll) | {costs.frames_per_update:,.0f} |'])
 
 
 def format_projections(rows: list[Projection], res: Resources) -> str:
