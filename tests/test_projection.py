@@ -51,6 +51,12 @@ def test_projection_names_the_link_when_the_network_binds():
   assert p.hosts == 1  # Fewer frames than one host acts: one host.
 
 
+def test_a_cost_measured_as_nothing_sets_no_limit():
+  costs = dataclasses.replace(COSTS, chief_seconds_per_update=0.0)
+  p = projection.project(costs, projection.Resources(), 'mazes', 5000.0)
+  assert p.limit == 'chief link' and p.updates_per_second == pytest.approx(625.0)
+
+
 def test_descendants_walk_the_whole_tree_and_nothing_else():
   table = {1: (0, 0.0), 2: (1, 0.0), 3: (2, 0.0), 4: (2, 0.0), 5: (1, 0.0), 6: (0, 0.0)}
   assert projection.descendants(table, 2) == {3, 4}

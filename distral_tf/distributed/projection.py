@@ -162,10 +162,12 @@ def project(costs: Costs, res: Resources, level_set: str,
   link = res.link_gbit * 1e9 / 8
   chief_free = (res.chief_cores - costs.chief_fixed_cores -
                 costs.chief_seconds_per_refresh / remote.REFRESH_SECS)
-  per_limit = (max(chief_free, 0.0) / costs.chief_seconds_per_update,
-               res.num_ps * res.ps_cores / costs.ps_seconds_per_update,
-               link / costs.chief_bytes_per_update,
-               res.num_ps * link / costs.ps_bytes_per_update)
+  # A cost measured as nothing (a window too short to see it) sets no limit.
+  rate = lambda capacity, cost: capacity / cost if cost > 0 else math.inf
+  per_limit = (rate(max(chief_free, 0.0), costs.chief_seconds_per_update),
+               rate(res.num_ps * res.ps_cores, costs.ps_seconds_per_update),
+               rate(link, costs.chief_bytes_per_update),
+               rate(res.num_ps * link, costs.ps_bytes_per_update))
   i = min(range(len(LIMITS)), key=lambda k: per_limit[k])
   fps = per_limit[i] * costs.frames_per_update
   return Projection(level_set, frames_per_core, host_fps, per_limit[i], LIMITS[i], fps,
