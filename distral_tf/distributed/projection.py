@@ -57,41 +57,40 @@ from distral_tf.distributed import remote
 LIMITS = ('chief CPU', 'ps CPU', 'chief link', 'ps link')
 
 
-def read_process_cpu() -> dict[int, tuple[int, float]] | None:
-  """pid -> (parent pid, CPU seconds used: user + system) of every process.
+def _read_stat(path: str) -> tuple[int, float] | None:
+  """(parent pid, CPU seconds used: user + system) from a ``/proc`` stat file.
 
-  From ``/proc/<pid>/stat``; None where there is no ``/proc``.
+  None if it cannot be read (the process or thread ended; no ``/proc``).
   """
+  try:
+    with open(path) as f:
+      stat = f.read()
+  except OSError:
+    return None
+  # Fields after the command (which may hold spaces): state, ppid, ... utime is
+  # field 14 of the file, stime 15.
+  rest = stat.rpartition(')')[2].split()
+  return int(rest[1]), (int(rest[11]) + int(rest[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def read_process_cpu() -> dict[int, tuple[int, float]] | None:
+  """pid -> (parent pid, CPU seconds used) of every process; None without ``/proc``."""
   if not os.path.isdir('/proc'):
     return None
-  tick = os.sysconf('SC_CLK_TCK')
   table = {}
   for name in os.listdir('/proc'):
-    if not name.isdigit():
-      continue
-    try:
-      with open(f'/proc/{name}/stat') as f:
-        stat = f.read()
-    except OSError:  # Ended meanwhile.
-      continue
-    # Fields after the command (which may hold spaces): state, ppid, ... utime
-    # is field 14 of the file, stime 15.
-    rest = stat.rpartition(')')[2].split()
-    table[int(name)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / tick)
+    if name.isdigit() and (stat := _read_stat(f'/proc/{name}/stat')) is not None:
+      table[int(name)] = stat
   return table
 
 
 def thread_cpu() -> dict[str, float]:
   """This process's Python threads: name -> CPU seconds used (empty without /proc)."""
-  tick = os.sysconf('SC_CLK_TCK') if os.path.isdir('/proc') else 0
   used = {}
   for th in threading.enumerate():
-    try:
-      with open(f'/proc/self/task/{th.native_id}/stat') as f:
-        rest = f.read().rpartition(')')[2].split()
-    except (OSError, TypeError):  # Ended meanwhile; no /proc.
-      continue
-    used[th.name] = (int(rest[11]) + int(rest[12])) / tick
+    stat = _read_stat(f'/proc/self/task/{th.native_id}/stat')
+    if stat is not None:
+      used[th.name] = stat[1]
   return used
 
 
