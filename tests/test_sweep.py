@@ -233,6 +233,8 @@ def test_transfer_pretrains_then_learns_the_held_out_task_from_pi0(tmp_path):
     assert (tmp_path / f'{stem}.{ext}').read_bytes()[:4] == magic
   table = (tmp_path / f'{stem}.md').read_text()
   assert '| prior | 2 | 5.55 +- 0 |' in table and '| scratch | 2 | 0.55 +- 0 |' in table
+  assert ('Pretraining, final return per seed (0, 1; mean over its tasks): task policies '
+          '0.550, 0.550; pi_0 0.500, 0.500.') in table
   proc = run_module('transfer', args, env)
   assert proc.returncode == 0
   assert '6 already finished' in proc.stdout

@@ -19,6 +19,7 @@ import os
 import queue as queue_lib
 import threading
 import time
+from typing import Any
 
 from distral_tf import results
 from distral_tf.agents import actor as actor_lib
@@ -56,6 +57,7 @@ class ClusterTrainer:
     self.stop_event = threading.Event()
     self._mirror_thread = None
     self._mirror_error: BaseException | None = None
+    self._variable_layout: dict[str, Any] | None = None  # See ``variable_layout``.
     self.interrupted = False  # Set by ``train`` when stopped by Ctrl-C.
 
   # -- building -----------------------------------------------------------------
@@ -244,19 +246,29 @@ class ClusterTrainer:
       stats['worker_restarts'] = self.launcher.worker_restarts()
     return stats
 
+  def variable_layout(self) -> dict[str, Any]:
+    """Where the variables are and their bytes; fixed once the first step made the slots."""
+    if self._variable_layout is not None:
+      return self._variable_layout
+    network = self.learner.network
+    num_tasks = len(self.level_set.tasks)
+    layout = dict(
+        placement=remote.placement(self.learner),
+        task_variable_bytes=[sum(remote.variable_bytes(v) for v in network.task_variables(t))
+                             for t in range(num_tasks)],
+        # What a step of an unroll of every task reads (each actor's is).
+        step_variable_bytes=sum(remote.variable_bytes(v) for v in {
+            v.ref(): v for t in range(num_tasks)
+            for v in network.task_variables(t)}.values()))
+    if int(self.learner.optimizer.iterations.numpy()) > 0:
+      self._variable_layout = layout   # The optimiser's slots exist from the first step on.
+    return layout
+
   def write_cluster_file(self) -> None:
     """``cluster.json``: where everything is and what it did, at ``time``."""
-    network = self.learner.network
     data = dict(cluster=self.cluster.as_dict(), chief_pid=os.getpid(),
-                placement=remote.placement(self.learner),
+                **self.variable_layout(),
                 optimizer_iterations=int(self.learner.optimizer.iterations.numpy()),
-                task_variable_bytes=[
-                    sum(remote.variable_bytes(v) for v in network.task_variables(t))
-                    for t in range(len(self.level_set.tasks))],
-                # What a step of an unroll of every task reads (each actor's is).
-                step_variable_bytes=sum(remote.variable_bytes(v) for v in {
-                    v.ref(): v for t in range(len(self.level_set.tasks))
-                    for v in network.task_variables(t)}.values()),
                 frames=int(self.progress.frames.sum()), time=time.time(),
                 stats=self.cluster_stats(),
                 # CPU seconds of each of the chief's threads (distributed.bench).

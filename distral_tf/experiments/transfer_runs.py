@@ -127,6 +127,19 @@ def paired_difference(prior: dict[int, float], scratch: dict[int, float]) -> str
           f'({per_seed}); 95% bootstrap interval of the mean [{low:+.3f}, {high:+.3f}].')
 
 
+def pretraining_line(pretrain_root: str, seeds: Sequence[int]) -> str:
+  """Final returns of the pretraining runs, per seed: a prior helps once pi_0 is good."""
+  finals: dict[str, list[str]] = {'task': [], 'distilled': []}
+  for seed in seeds:
+    run = analysis.load_run(os.path.join(pretrain_root, f'seed{seed}'))
+    for policy, values in finals.items():
+      metrics = analysis.run_metrics(run, policy) if run else None
+      values.append('-' if metrics is None else f'{metrics.mean_final:.3f}')
+  return (f'Pretraining, final return per seed ({", ".join(map(str, seeds))}; mean over '
+          f'its tasks): task policies {", ".join(finals["task"])}; pi_0 '
+          f'{", ".join(finals["distilled"])}.')
+
+
 def summarise(root: str, seeds: Sequence[int], stem: str, title: str) -> list[str]:
   """Draws the held-out task's curves and writes their table; returns the paths."""
   stats, names = {}, set()
@@ -150,7 +163,8 @@ def summarise(root: str, seeds: Sequence[int], stem: str, title: str) -> list[st
   if names:
     title += f' (held out: {", ".join(sorted(names))})'
   paths = panels.plot_transfer(stats, title, stem)
-  lines += ['', paired_difference(aucs.get('prior', {}), aucs.get('scratch', {}))]
+  lines += ['', paired_difference(aucs.get('prior', {}), aucs.get('scratch', {})),
+            '', pretraining_line(os.path.join(root, 'pretrain'), seeds)]
   with open(stem + '.md', 'w') as f:
     f.write('\n'.join(lines) + '\n')
   return paths + [stem + '.md']
