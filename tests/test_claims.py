@@ -216,3 +216,16 @@ def test_transfer_auc_difference_is_paired_by_seed():
   low, high = (float(v) for v in text.split('[')[1].rstrip('].').split(', '))
   assert 0.1 <= low < 0.5 < high <= 0.8
   assert 'no seed has both runs' in transfer_runs.paired_difference({}, {0: 1.0})
+
+
+def test_the_pretraining_line_gives_each_seeds_final_returns_or_a_dash(tmp_path):
+  from distral_tf.experiments import transfer_runs  # pylint: disable=g-import-not-at-top
+  writer = results.EpisodeWriter(str(tmp_path / 'seed0'), 'kl_ent_2col', 0)
+  for steps in range(100, 1001, 100):
+    writer.write('task0', steps, 0.9, 5)
+    writer.write('task0', steps, 0.4, 5, policy='distilled')
+  writer.close()
+  # Seed 1 has not started: no directory.
+  assert transfer_runs.pretraining_line(str(tmp_path), [0, 1]) == (
+      'Pretraining, final return per seed (0, 1; mean over its tasks): task policies '
+      '0.900, -; pi_0 0.400, -.')

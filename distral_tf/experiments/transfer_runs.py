@@ -131,7 +131,9 @@ def pretraining_line(pretrain_root: str, seeds: Sequence[int]) -> str:
   """Final returns of the pretraining runs, per seed: a prior helps once pi_0 is good."""
   finals: dict[str, list[str]] = {'task': [], 'distilled': []}
   for seed in seeds:
-    run = analysis.load_run(os.path.join(pretrain_root, f'seed{seed}'))
+    logdir = os.path.join(pretrain_root, f'seed{seed}')
+    run = (analysis.load_run(logdir)
+           if os.path.exists(os.path.join(logdir, results.EPISODES_FILE)) else None)
     for policy, values in finals.items():
       metrics = analysis.run_metrics(run, policy) if run else None
       values.append('-' if metrics is None else f'{metrics.mean_final:.3f}')
