@@ -127,13 +127,18 @@ def paired_difference(prior: dict[int, float], scratch: dict[int, float]) -> str
           f'({per_seed}); 95% bootstrap interval of the mean [{low:+.3f}, {high:+.3f}].')
 
 
+def _load_started(logdir: str) -> analysis.Run | None:
+  """The run in ``logdir``, or None where it has not written episodes yet."""
+  if not os.path.exists(os.path.join(logdir, results.EPISODES_FILE)):
+    return None
+  return analysis.load_run(logdir)
+
+
 def pretraining_line(pretrain_root: str, seeds: Sequence[int]) -> str:
   """Final returns of the pretraining runs, per seed: a prior helps once pi_0 is good."""
   finals: dict[str, list[str]] = {'task': [], 'distilled': []}
   for seed in seeds:
-    logdir = os.path.join(pretrain_root, f'seed{seed}')
-    run = (analysis.load_run(logdir)
-           if os.path.exists(os.path.join(logdir, results.EPISODES_FILE)) else None)
+    run = _load_started(os.path.join(pretrain_root, f'seed{seed}'))
     for policy, values in finals.items():
       metrics = analysis.run_metrics(run, policy) if run else None
       values.append('-' if metrics is None else f'{metrics.mean_final:.3f}')
@@ -149,8 +154,7 @@ def summarise(root: str, seeds: Sequence[int], stem: str, title: str) -> list[st
   lines = ['| start | seeds | final return | AUC |', '|---|---|---|---|']
   for kind in ('prior', 'scratch'):
     logdirs = [os.path.join(root, kind, f'seed{seed}') for seed in seeds]
-    runs = [analysis.load_run(d) for d in logdirs
-            if os.path.exists(os.path.join(d, results.EPISODES_FILE))]
+    runs = [_load_started(d) for d in logdirs]
     metrics = [m for m in (analysis.run_metrics(r, 'task') for r in runs if r) if m]
     if not metrics:
       continue
