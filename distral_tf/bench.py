@@ -56,7 +56,7 @@ def env_only_fps(level_set: level_sets.LevelSet, workers_per_task: int, seed: in
 
   The same batches as the trainer's actor threads (``envs.batch``), stepped
   one after another here: processes step in parallel, an in-process batch
-  (the grid world) in numpy.
+  (the grid world) in numpy, environments without processes one by one.
   """
   batches = []
   try:
@@ -160,8 +160,12 @@ def main(argv):
                                         config.config_record)
   level_set.check_env_processes(config.env_processes)
   n_envs = len(level_set.tasks) * config.workers_per_task
-  where = ('environment processes' if config.env_processes or level_set.make_batch is None
-           else 'environments stepped in one numpy batch')
+  if config.env_processes:
+    where = 'environment processes'
+  elif level_set.make_batch is not None:
+    where = 'environments stepped in one numpy batch'
+  else:
+    where = 'environments stepped in the actor threads'
   print(f'{level_set.name}: {len(level_set.tasks)} tasks x {config.workers_per_task} '
         f'workers = {n_envs} {where}', flush=True)
   if fv.bench_network:

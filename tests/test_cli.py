@@ -178,6 +178,7 @@ def test_the_a3c_family_takes_its_own_defaults():
     fv(['distral_tf', f'--algorithm={algorithm}', '--level_set=minigrid'])
     deep, _ = config.from_flags(fv)
     assert deep.learning_rate == config.LEVEL_SET_DEFAULTS['minigrid']['learning_rate']
+    assert not deep.env_processes  # Stepped in the actor thread: cheaper than a pipe.
     costs[algorithm] = deep.entropy_cost
   assert costs['a3c'] == costs['a3c_multitask'] == 0.01
   assert costs['kl_ent_2col'] == costs['kl_1col'] == 1e-3

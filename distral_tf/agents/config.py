@@ -138,10 +138,13 @@ LEVEL_SET_DEFAULTS = {
     # Distral algorithms, whose entropy and KL terms are rewards (eq. 9): at 0.01
     # KL+ent_2col on 4 tasks kept its task policies uniform (docs/agents.md,
     # "The entropy cost of the Distral algorithms on minigrid"); the A3C
-    # family's bonus acts outside the returns and keeps 0.01.
+    # family's bonus acts outside the returns and keeps 0.01. A step costs
+    # ~0.14 ms of CPU, less than a round trip to a process: the environments are
+    # stepped in the actor thread (1.4-1.5x the training frames/s of one process
+    # each, docs/agents.md, "Sharing the cores with the environments").
     'minigrid': dict(env_steps_per_task=2_000_000, workers_per_task=8, tf_threads=1,
                      learning_rate=1e-3, lr_schedule='constant', unroll_length=5,
-                     rmsprop_epsilon=1e-8, entropy_cost=1e-3),
+                     rmsprop_epsilon=1e-8, entropy_cost=1e-3, env_processes=False),
     # Rendering dominates the cores: one TensorFlow thread per op, and one actor
     # thread (batches of 32 cost less per step than two threads' batches of 16).
     'miniworld': dict(env_steps_per_task=2_000_000, workers_per_task=8,
