@@ -202,6 +202,13 @@ def test_dry_run_and_usage_errors(tmp_path):
   assert proc.returncode == 0
   assert len(proc.stdout.splitlines()) == 9  # 3 entropy costs x 3 learning rates.
   assert '--entropy_cost=0.003 --learning_rate=0.0001' in proc.stdout
+  # Seed first: a sweep stopped part way has every algorithm and setting.
+  proc = run_module('sweep', base + ['--algorithms=a3c,kl_2col', '--seeds=2',
+                                     '--entropy_costs=0.01', '--learning_rates=0.001',
+                                     '--dry_run'], env)
+  order = [(a.split('--algorithm=')[1].split()[0], a.split('--seed=')[1].split()[0])
+           for a in proc.stdout.splitlines()]
+  assert order == [('a3c', '0'), ('kl_2col', '0'), ('a3c', '1'), ('kl_2col', '1')]
   for bad in (['--algorithms=a3c,nope'], ['--entropy_costs=0.1,-1'],
               ['--algorithms=a3c', '--', '--seed=3'], ['--algorithms=a3c', '--', 'x']):
     proc = run_module('sweep', base + bad, env)
@@ -297,6 +304,26 @@ def test_reproduce_smoke_preset_writes_figures_table_and_doc(tmp_path):
   assert ('- *not run*: KL+ent >= KL at the end of training. final return of pi_i: '
           'kl_ent_2col vs kl_2col not compared (not run on this level set: kl_2col).'
           ) in lines
+
+
+def test_an_interrupted_reproduction_records_its_wall_time(tmp_path):
+  env, launch = make_env(tmp_path, FAKE_SLEEP=60)
+  runs = tmp_path / 'runs'
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'distral_tf.experiments.reproduce', '--preset=smoke',
+       f'--sweep_dir={runs}', f'--transfer_dir={tmp_path / "transfer"}',
+       f'--out={tmp_path / "out"}', launch], cwd=REPO, env=env, stdout=subprocess.PIPE,
+      text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  deadline = time.time() + 60
+  while not os.path.exists(tmp_path / 'state.txt') and time.time() < deadline:
+    time.sleep(0.1)
+  time.sleep(1.0)
+  proc.send_signal(signal.SIGINT)
+  out, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 130, out
+  log = json.loads((runs / 'reproduce_time.json').read_text())['invocations']
+  assert len(log) == 1 and log[0]['runs_completed'] == 0, log
+  assert 1.0 <= log[0]['seconds'] < 60
 
 
 def test_reproduce_runs_a_part_of_its_preset_with_level_sets(tmp_path):

@@ -139,7 +139,7 @@ LEVEL_SET_DEFAULTS = {
     # KL+ent_2col on 4 tasks kept its task policies uniform (docs/agents.md,
     # "The entropy cost of the Distral algorithms on minigrid"); the A3C
     # family's bonus acts outside the returns and keeps 0.01. A step costs
-    # ~0.14 ms of CPU, less than a round trip to a process: the environments are
+    # ~0.13 ms of CPU, less than a round trip to a process: the environments are
     # stepped in the actor thread (1.4-1.5x the training frames/s of one process
     # each, docs/agents.md, "Sharing the cores with the environments").
     'minigrid': dict(env_steps_per_task=2_000_000, workers_per_task=8, tf_threads=1,

@@ -320,11 +320,16 @@ def main(argv: Sequence[str]) -> int:
               sum(transfer_frames(t) for t in transfers))
     print(f'{len(specs)} runs, {frames:,} environment frames in all')
     start = time.time()
-    outcome = schedule.run_all(
-        specs, schedule.launch_command_from_flag(_LAUNCH_COMMAND.value),
-        _PARALLEL.value, name='reproduce')
-    record_invocation(_SWEEP_DIR.value, time.time() - start, outcome.completed,
-                      _PARALLEL.value)
+    finished_before = sum(schedule.is_finished(s.logdir) for s in specs)
+    try:
+      outcome = schedule.run_all(
+          specs, schedule.launch_command_from_flag(_LAUNCH_COMMAND.value),
+          _PARALLEL.value, name='reproduce')
+    finally:  # Interrupted too: a long reproduction is run in several sittings.
+      record_invocation(
+          _SWEEP_DIR.value, time.time() - start,
+          sum(schedule.is_finished(s.logdir) for s in specs) - finished_before,
+          _PARALLEL.value)
     schedule.report_failures(outcome)
     failed = not outcome.ok
   report = panels.write_figure4(_SWEEP_DIR.value, _OUT.value, level_sets)

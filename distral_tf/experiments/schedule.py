@@ -138,13 +138,17 @@ def sweep_specs(sweep_dir: str, level_set: str, algorithms: Sequence[str],
                 entropy_costs: Sequence[float], learning_rates: Sequence[float],
                 seeds: Sequence[int], env_steps_per_task: int | None = None,
                 extra_args: Sequence[str] = ()) -> list[RunSpec]:
-  """Every run of the grid algorithms x entropy costs x learning rates x seeds."""
+  """Every run of the grid algorithms x entropy costs x learning rates x seeds.
+
+  Ordered by seed first: a sweep stopped part way (they are resumable, and
+  long) has every algorithm and setting at its first seeds.
+  """
   check_extra_args(extra_args)
   specs = []
-  for algorithm in algorithms:
-    for entropy_cost in entropy_costs:
-      for learning_rate in learning_rates:
-        for seed in seeds:
+  for seed in seeds:
+    for algorithm in algorithms:
+      for entropy_cost in entropy_costs:
+        for learning_rate in learning_rates:
           logdir = sweep_logdir(sweep_dir, level_set, algorithm, entropy_cost,
                                 learning_rate, seed)
           args = [f'--level_set={level_set}', f'--algorithm={algorithm}',
