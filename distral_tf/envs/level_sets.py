@@ -43,6 +43,8 @@ class LevelSet:
   # of ``tasks``, stepped together in the caller's process; None where the
   # level set has none. Used for cheap environments with --env_processes=false.
   make_batch: Callable[..., Any] | None = None
+  # Names of the actions, by index; () where the level set names none.
+  action_names: tuple[str, ...] = ()
 
   def check_env_processes(self, env_processes: bool) -> None:
     """Refuses ``--env_processes=false`` where environments need their own process."""

@@ -245,6 +245,17 @@ class MiniGridEnvironment(dm_env.Environment):
       return dm_env.truncation(reward, observation)
     return dm_env.transition(reward, observation)
 
+  def facing(self) -> str:
+    """What the cell in front of the agent holds: 'empty', 'wall', 'goal', 'lava',
+    'closed door', 'open door', 'locked door', ... (MiniGrid's object types)."""
+    cell = self._env.grid.get(*self._env.front_pos)
+    if cell is None:
+      return 'empty'
+    if cell.type == 'door':
+      return 'open door' if cell.is_open else ('locked door' if cell.is_locked
+                                               else 'closed door')
+    return cell.type
+
   def observation_spec(self) -> specs.BoundedArray:
     return specs.BoundedArray(self._renderer.shape, np.uint8, minimum=0,
                               maximum=255, name='pixels')
@@ -389,7 +400,7 @@ def make_level_set(name: str, num_tasks: int | None = None, seed: int = 0,
       for task in task_names)
   return level_sets.LevelSet(name=LEVEL_SET_NAME, tasks=tasks,
                              num_actions=NUM_ACTIONS, frames_per_step=1,
-                             observation_kind='pixels')
+                             observation_kind='pixels', action_names=ACTION_NAMES)
 
 
 def measure_frames_per_second(
