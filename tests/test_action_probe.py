@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from distral_tf.agents import algorithms
@@ -39,7 +40,8 @@ def test_facing_tells_a_closed_door_that_toggle_opens():
   assert 'wall' in seen or 'empty' in seen
 
 
-def test_stepwise_probabilities_equal_one_unroll_over_the_same_steps():
+@pytest.mark.parametrize('behaviour', ['random', 'task'])
+def test_stepwise_probabilities_equal_one_unroll_over_the_same_steps(behaviour):
   # pi_i and pi_0 evaluated step by step, each carrying its state across steps
   # and resetting it where an episode starts, equal one unroll of the network
   # over the whole sequence (eq. 6: pi_0 = softmax(h), pi_i = softmax(alpha h + f)).
@@ -49,7 +51,7 @@ def test_stepwise_probabilities_equal_one_unroll_over_the_same_steps():
                                     observation_kind='pixels', alpha=0.5, hidden_size=16)
   network.build(env.observation_spec().shape, np.uint8)
   # 200 steps: at least one episode ends (MiniGrid cuts empty_6x6 at 144 steps).
-  result = action_probe.probe(network, env, task=1, steps=200, behaviour='random',
+  result = action_probe.probe(network, env, task=1, steps=200, behaviour=behaviour,
                               rng=np.random.default_rng(0))
   assert result['first'][0] and result['first'][1:].any()
   output, _ = network.unroll(1, tf.constant(result['observations'][:, None]),
