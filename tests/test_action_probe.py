@@ -1,7 +1,9 @@
 """Tests of the action probe (distral_tf/experiments/action_probe.py) on minigrid."""
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -87,10 +89,15 @@ def test_probes_a_trained_run_and_refuses_bad_arguments(tmp_path):
   assert per_label == 200  # Every step has one label.
   for *_, probs in rows:
     assert abs(sum(float(p) for p in probs.split()) - 1) < 0.01
+  other = tmp_path / 'other'  # The run's checkpoint, a config.json of a wider network.
+  shutil.copytree(logdir, other)
+  config = json.loads((other / 'config.json').read_text())
+  (other / 'config.json').write_text(json.dumps(dict(config, hidden_size=32)))
   for args, message in (
       ([f'--logdir={logdir}', '--probe_task=lava'], "--probe_task=lava: the run's tasks"),
       ([f'--logdir={tmp_path / "none"}'], '--logdir: no '),
-      (['--probe_steps=5'], '--logdir is required')):
+      (['--probe_steps=5'], '--logdir is required'),
+      ([f'--logdir={other}'], f'--logdir: the checkpoint {other}')):
     proc = _probe_cmd(*args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(f'error: {message}'), proc.stderr

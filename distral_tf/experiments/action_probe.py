@@ -159,18 +159,27 @@ def main(argv: Sequence[str]) -> int:
   path = tf.train.latest_checkpoint(os.path.join(logdir, checkpointing.CHECKPOINT_DIR))
   if path is None:
     raise errors.UsageError(f'--logdir: no checkpoint in {logdir}')
-  envs = {t: level_set.tasks[t].make_env(_SEED.value) for t in tasks}
-  network = builders.build_network(config, setup, envs[tasks[0]].observation_spec())
-  tf.train.Checkpoint(network=network).restore(path).expect_partial(
-      ).assert_existing_objects_matched()
   action_names = level_set.action_names or tuple(str(a) for a in range(level_set.num_actions))
   print(f'{logdir}: {config.algorithm} on {level_set.name}, checkpoint {path}')
   rng = np.random.default_rng(_SEED.value)
+  network = None
   for t in tasks:
+    env = level_set.tasks[t].make_env(_SEED.value)  # One at a time (DeepMind Lab).
     try:
-      result = probe(network, envs[t], t, _STEPS.value, _BEHAVIOUR.value, rng)
+      if network is None:
+        network = builders.build_network(config, setup, env.observation_spec())
+        try:
+          tf.train.Checkpoint(network=network).restore(path).expect_partial(
+              ).assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+          reason = (str(e).splitlines() or [type(e).__name__])[0]
+          # The half-restored checkpoint warns of every value at exit: not the user's news.
+          tf.get_logger().setLevel('ERROR')
+          raise errors.UsageError(f'--logdir: the checkpoint {path} does not match the '
+                                  f'network of the run\'s config.json ({reason})') from None
+      result = probe(network, env, t, _STEPS.value, _BEHAVIOUR.value, rng)
     finally:
-      envs[t].close()
+      env.close()
     actions = ('uniformly random actions' if _BEHAVIOUR.value == 'random'
                else "actions sampled from pi_i")
     print(f'\ntask {names[t]}: {_STEPS.value:,} steps of {actions}')
