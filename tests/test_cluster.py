@@ -197,6 +197,8 @@ def test_tf_config_cluster_trains_on_ps_and_resumes_after_chief_kill(tmp_path,
   devices = [d for part in ('network', 'optimizer') for ds in placement[part].values()
              for d in ds] + placement['learning_rate'] + placement['steps_done']
   assert len(placement['network']) >= 3 * 10  # Two task columns and pi_0.
+  # The optimiser's slots, built with the learner, are in the layout (one per variable).
+  assert len(placement['optimizer']) >= len(placement['network'])
   assert all(d.startswith('/job:ps/replica:0/task:0/') for d in devices), devices
   # One RMSProp for everything: its counter saw every step of both runs.
   assert info['optimizer_iterations'] * TWO_HOST_STEP_FRAMES == 2 * budget

@@ -247,12 +247,13 @@ class ClusterTrainer:
     return stats
 
   def variable_layout(self) -> dict[str, Any]:
-    """Where the variables are and their bytes; fixed once the first step made the slots."""
+    """Where the variables are and their bytes: fixed once the learner is built
+    (``Learner.__init__`` builds the optimiser's slots), so computed once."""
     if self._variable_layout is not None:
       return self._variable_layout
     network = self.learner.network
     num_tasks = len(self.level_set.tasks)
-    layout = dict(
+    self._variable_layout = dict(
         placement=remote.placement(self.learner),
         task_variable_bytes=[sum(remote.variable_bytes(v) for v in network.task_variables(t))
                              for t in range(num_tasks)],
@@ -260,9 +261,7 @@ class ClusterTrainer:
         step_variable_bytes=sum(remote.variable_bytes(v) for v in {
             v.ref(): v for t in range(num_tasks)
             for v in network.task_variables(t)}.values()))
-    if int(self.learner.optimizer.iterations.numpy()) > 0:
-      self._variable_layout = layout   # The optimiser's slots exist from the first step on.
-    return layout
+    return self._variable_layout
 
   def write_cluster_file(self) -> None:
     """``cluster.json``: where everything is and what it did, at ``time``."""

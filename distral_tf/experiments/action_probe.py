@@ -99,9 +99,8 @@ def probe(network, env, task: int, steps: int, behaviour: str,
     out['pi_i'].append(pi_i)
     out['pi_0'].append(None if pi_0 is None else pi_0.numpy())
     out['facing'].append(facing() if facing else None)
-    p = pi_i / pi_i.sum()
     action = (rng.integers(len(pi_i)) if behaviour == 'random'
-              else rng.choice(len(pi_i), p=p))
+              else rng.choice(len(pi_i), p=pi_i / pi_i.sum()))
     timestep = env.step(int(action))
     first = False
     if timestep.last():
