@@ -7,6 +7,7 @@ import pytest
 
 from distral_tf import results
 from distral_tf.envs import two_rooms
+from distral_tf.envs import two_rooms_tasks
 from distral_tf.experiments import analysis
 from distral_tf.experiments import claims
 
@@ -105,7 +106,7 @@ def fake_run(algorithm, seed, task_finals, setting=(0.01, 1e-3), distilled=None)
 
 
 def test_a_good_run_reaches_a_fraction_of_the_two_rooms_optimum():
-  optimum = two_rooms.optimal_returns(None, ['goal_r2_c10'])['goal_r2_c10']
+  optimum = two_rooms_tasks.optimal_returns(None, ['goal_r2_c10'])['goal_r2_c10']
   runs = [fake_run('kl_ent_2col', s, {'goal_r2_c10': optimum * f})
           for s, f in enumerate((0.79, 0.81, 1.0))]
   runs += [fake_run('a3c', s, {'goal_r2_c10': -0.5}) for s in range(3)]
@@ -126,11 +127,11 @@ def test_without_a_known_optimum_good_is_relative_to_the_best_run():
 def test_two_rooms_optimal_returns_by_task_name():
   layout = two_rooms.layout_of(two_rooms.DEFAULTS)
   cell = int(layout.goal_cells[3])
-  name = two_rooms.task_name(layout, cell)
-  assert two_rooms.optimal_returns(None, [name]) == {
+  name = two_rooms_tasks.task_name(layout, cell)
+  assert two_rooms_tasks.optimal_returns(None, [name]) == {
       name: two_rooms.optimal_return(two_rooms.DEFAULTS, cell)}
   with pytest.raises(ValueError):
-    two_rooms.optimal_returns(None, ['goal_0'])
+    two_rooms_tasks.optimal_returns(None, ['goal_0'])
 
 
 def test_claims_markdown_states_every_claim_with_a_verdict():

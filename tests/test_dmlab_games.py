@@ -147,7 +147,7 @@ def test_missing_deepmind_lab_is_one_line_usage_error(monkeypatch, name):
   assert 'launch/build_dmlab.sh' in message
 
 
-_OTHER_MODULES = ('distral_tf.agents.train', 'distral_tf.envs.two_rooms',
+_OTHER_MODULES = ('distral_tf.agents.train', 'distral_tf.envs.two_rooms_tasks',
                   'distral_tf.envs.minigrid_tasks')
 
 

@@ -306,6 +306,23 @@ def test_reproduce_smoke_preset_writes_figures_table_and_doc(tmp_path):
           ) in lines
 
 
+def test_reproduce_checks_its_results_doc_before_running_anything(tmp_path):
+  env, launch = make_env(tmp_path)
+  unmarked = tmp_path / 'plain.md'
+  unmarked.write_text('# no block here\n')
+  missing = tmp_path / 'missing.md'
+  for doc, message in ((missing, f'--results_doc {missing}: No such file or directory'),
+                       (unmarked, f'--results_doc {unmarked} lacks the lines '
+                                  '<!-- results:begin -->')):
+    proc = run_module('reproduce', ['--preset=smoke', f'--sweep_dir={tmp_path / "runs"}',
+                                     f'--transfer_dir={tmp_path / "transfer"}',
+                                     f'--out={tmp_path / "out"}', f'--results_doc={doc}',
+                                     launch], env)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and 'Traceback' not in proc.stderr
+    assert not (tmp_path / 'runs').exists()  # Nothing ran.
+
+
 def test_an_interrupted_reproduction_records_its_wall_time(tmp_path):
   env, launch = make_env(tmp_path, FAKE_SLEEP=60)
   runs = tmp_path / 'runs'

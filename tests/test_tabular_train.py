@@ -151,8 +151,9 @@ def test_figure3_runs_both_agents_and_writes_its_numbers(tmp_path):
 
 def test_evaluations_do_not_change_training():
   from distral_tf.envs import two_rooms  # pylint: disable=g-import-not-at-top
+  from distral_tf.envs import two_rooms_tasks  # pylint: disable=g-import-not-at-top
   from distral_tf.tabular import agent  # pylint: disable=g-import-not-at-top
-  goals = two_rooms.draw_goals(two_rooms.DEFAULTS, 3, seed=0)
+  goals = two_rooms_tasks.draw_goals(two_rooms.DEFAULTS, 3, seed=0)
   out = []
   for episodes in (0, 3):
     rows = []

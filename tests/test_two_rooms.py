@@ -1,4 +1,5 @@
-"""Tests of the two-room grid world (distral_tf/envs/two_rooms.py)."""
+"""Tests of the two-room grid world (distral_tf/envs/two_rooms.py) and its level set
+(distral_tf/envs/two_rooms_tasks.py)."""
 
 import pickle
 
@@ -10,6 +11,7 @@ from absl import flags
 from distral_tf import errors
 from distral_tf.envs import level_sets
 from distral_tf.envs import two_rooms
+from distral_tf.envs import two_rooms_tasks
 
 STAY, UP, DOWN, LEFT, RIGHT = range(5)
 CFG = two_rooms.DEFAULTS
@@ -113,20 +115,20 @@ def test_observation_spec_and_values():
 
 
 def test_goals_lie_in_the_other_room_and_depend_on_the_seed():
-  ls = two_rooms.make_level_set('two_rooms', None, seed=3)
+  ls = two_rooms_tasks.make_level_set('two_rooms', None, seed=3)
   assert len(ls.tasks) == 8
   assert (ls.num_actions, ls.frames_per_step, ls.observation_kind) == (5, 1, 'vector')
   goals = [t.make_env.keywords['goal'] for t in ls.tasks]
   assert len(set(goals)) == 8
   assert all(1 <= r <= 5 and 9 <= c <= 13 for r, c in goals)
   assert [t.name for t in ls.tasks] == [f'goal_r{r}_c{c}' for r, c in goals]
-  again = two_rooms.make_level_set('two_rooms', None, seed=3)
+  again = two_rooms_tasks.make_level_set('two_rooms', None, seed=3)
   assert again.task_names == ls.task_names
-  other = two_rooms.make_level_set('two_rooms', None, seed=4)
+  other = two_rooms_tasks.make_level_set('two_rooms', None, seed=4)
   assert other.task_names != ls.task_names
-  assert len(two_rooms.make_level_set('two_rooms', 3, seed=0).tasks) == 3
+  assert len(two_rooms_tasks.make_level_set('two_rooms', 3, seed=0).tasks) == 3
   with pytest.raises(errors.UsageError, match=r'\[1, 25\]'):
-    two_rooms.make_level_set('two_rooms', 26, seed=0)
+    two_rooms_tasks.make_level_set('two_rooms', 26, seed=0)
   # Through the registry too, and the factories pickle.
   ls = level_sets.make_level_set('two_rooms', 2, seed=0)
   env = pickle.loads(pickle.dumps(ls.tasks[0].make_env))(7)
@@ -140,8 +142,8 @@ def test_flags_change_the_world():
     fv(['prog', '--two_rooms_step_limit=7', '--two_rooms_goal_reward=2',
         '--two_rooms_task_seed=5'])
     options = fv.flag_values_dict()  # As the entry points pass them.
-    ls = two_rooms.make_level_set('two_rooms', 4, seed=0, options=options)
-    assert ls.task_names == two_rooms.make_level_set(
+    ls = two_rooms_tasks.make_level_set('two_rooms', 4, seed=0, options=options)
+    assert ls.task_names == two_rooms_tasks.make_level_set(
         'two_rooms', 4, seed=1, options=options).task_names
     env = ls.tasks[0].make_env(0)
     ts = env.reset()
@@ -153,7 +155,7 @@ def test_flags_change_the_world():
     fv.unparse_flags()
     fv(['prog', '--two_rooms_room_size=4'])
     with pytest.raises(errors.UsageError, match='odd'):
-      two_rooms.make_level_set('two_rooms', 4, seed=0, options=fv.flag_values_dict())
+      two_rooms_tasks.make_level_set('two_rooms', 4, seed=0, options=fv.flag_values_dict())
   finally:
     fv.unparse_flags()
 
@@ -168,7 +170,7 @@ def test_seeded_starts_are_deterministic():
 
 
 def test_batch_dynamics_agree_with_the_dm_env_class():
-  goals = two_rooms.draw_goals(CFG, 8, seed=0)
+  goals = two_rooms_tasks.draw_goals(CFG, 8, seed=0)
   layout = two_rooms.layout_of(CFG)
   envs = [two_rooms.TwoRooms(i, goal=tuple(layout.cells[g]), config=CFG)
           for i, g in enumerate(goals)]

@@ -62,7 +62,7 @@ class LevelSet:
 # options)``. Each module defines its own flags; the entry points read them into
 # ``options`` (flag name -> value), which the module reads.
 LEVEL_SET_MODULES = {
-    'two_rooms': 'distral_tf.envs.two_rooms',
+    'two_rooms': 'distral_tf.envs.two_rooms_tasks',
     'minigrid': 'distral_tf.envs.minigrid_tasks',
     'miniworld': 'distral_tf.envs.miniworld_tasks',
     'mazes': 'distral_tf.dmlab.games',

@@ -187,10 +187,10 @@ def run_reference(run: analysis.Run) -> float | None:
   """The mean optimal return of ``run``'s tasks where the level set knows it."""
   if run.level_set != 'two_rooms':
     return None
-  from distral_tf.envs import two_rooms  # pylint: disable=g-import-not-at-top
+  from distral_tf.envs import two_rooms_tasks  # pylint: disable=g-import-not-at-top
   tasks = sorted({t for s in run.scores.values() for t in s.finals})
   try:
-    optimum = two_rooms.optimal_returns(run.config or None, tasks)
+    optimum = two_rooms_tasks.optimal_returns(run.config or None, tasks)
   except ValueError:
     return None
   return float(np.mean(list(optimum.values())))

@@ -281,14 +281,28 @@ def results_markdown(report: dict, plans: Sequence[SweepPlan], specs, base_dir: 
   return '\n'.join(lines) + '\n'
 
 
-def replace_block(path: str, text: str) -> None:
-  """Replaces what lies between ``BEGIN_MARK`` and ``END_MARK`` lines of ``path``."""
-  with open(path) as f:
-    doc = f.read()
+def read_results_doc(path: str) -> tuple[str, int, int]:
+  """The text of ``path`` and where its block starts and ends.
+
+  Raises ``errors.UsageError`` when the file cannot be read or lacks the
+  ``BEGIN_MARK`` / ``END_MARK`` lines (checked before a reproduction starts,
+  not after it ran for hours).
+  """
+  try:
+    with open(path) as f:
+      doc = f.read()
+  except OSError as e:
+    raise errors.UsageError(f'--results_doc {path}: {e.strerror}') from e
   start, end = doc.find(BEGIN_MARK), doc.find(END_MARK)
   if start < 0 or end < start:
     raise errors.UsageError(f'--results_doc {path} lacks the lines {BEGIN_MARK} and '
                             f'{END_MARK}')
+  return doc, start, end
+
+
+def replace_block(path: str, text: str) -> None:
+  """Replaces what lies between ``BEGIN_MARK`` and ``END_MARK`` lines of ``path``."""
+  doc, start, end = read_results_doc(path)
   doc = doc[:start + len(BEGIN_MARK)] + '\n' + text + doc[end:]
   with open(path, 'w') as f:
     f.write(doc)
@@ -298,6 +312,8 @@ def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {" ".join(argv[1:])}')
   plans = select_plans(PRESETS[_PRESET.value], _LEVEL_SETS.value)
+  if _RESULTS_DOC.value and not _PRINT_COMMANDS.value:
+    read_results_doc(_RESULTS_DOC.value)
   level_sets = [p.level_set for p in plans]
   transfers = [t for t in TRANSFERS[_PRESET.value] if t.level_set in level_sets]
   commands = [sweep_command(p, _SWEEP_DIR.value, _PARALLEL.value) for p in plans]

@@ -17,7 +17,7 @@ from absl import flags
 
 from distral_tf import errors
 from distral_tf import run_dir
-from distral_tf.envs import two_rooms
+from distral_tf.envs import two_rooms_tasks
 from distral_tf.tabular import agent
 
 _D = agent.AgentConfig()
@@ -69,7 +69,7 @@ def agent_config(fv: flags.FlagValues) -> agent.AgentConfig:
   if fv.algorithm not in agent.AGENTS:
     raise errors.UsageError(f'--algorithm={fv.algorithm} is not tabular; valid '
                             f'choices: {", ".join(agent.AGENTS)}')
-  if fv.level_set != two_rooms.LEVEL_SET_NAME:
+  if fv.level_set != two_rooms_tasks.LEVEL_SET_NAME:
     raise errors.UsageError(f'tabular agents run on --level_set=two_rooms only, '
                             f'got {fv.level_set}')
   value = {k: FAMILY_DEFAULTS[k] if getattr(fv, k) is None else getattr(fv, k)

@@ -32,6 +32,7 @@ from distral_tf import results
 from distral_tf import run_dir
 from distral_tf.envs import level_sets
 from distral_tf.envs import two_rooms
+from distral_tf.envs import two_rooms_tasks
 from distral_tf.tabular import agent
 from distral_tf.tabular import config as tabular_config
 
@@ -54,7 +55,7 @@ def run(run_config: tabular_config.TabularConfig) -> dict:
   algorithm, seed = config.agent, config.seed
   level_set = level_sets.make_level_set(run_config.level_set, run_config.num_tasks,
                                         seed, run_config.config_record)
-  env_config, goals = two_rooms.goal_cells_of(level_set)
+  env_config, goals = two_rooms_tasks.goal_cells_of(level_set)
   names = level_set.task_names
   logdir = run_config.logdir
   run_dir.prepare(logdir)
