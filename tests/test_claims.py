@@ -83,6 +83,30 @@ def test_verdicts():
   assert c.verdict == 'cannot tell'
 
 
+def test_one_seed_at_a_setting_cannot_tell_however_large_the_difference():
+  # One seed each: the bootstrap cannot vary and there is no spread.
+  one = {'left': constant(2.0, 1.0, n=1), 'right': constant(1.0, 0.5, n=1)}
+  for metric in (claims.AUC, claims.FINAL, claims.GOOD):
+    c = claims.compare('left >= right', 'task', metric, ['left'], ['right'], one,
+                       num_replicates=100)
+    assert c.verdict == 'cannot tell' and c.seeds == 1, metric
+  assert 'One seed at some setting' in claims.sentence(
+      claims.compare('left >= right', 'task', claims.AUC, ['left'], ['right'], one,
+                     num_replicates=100))
+  # A second setting with one seed is enough to withhold a verdict.
+  mixed = {'left': samples(a=[(2.0, 1.0, 1)] * 3, b=[(0.5, 0.2, 0)]),
+           'right': constant(1.0, 0.5)}
+  c = claims.compare('left >= right', 'task', claims.AUC, ['left'], ['right'], mixed,
+                     num_replicates=100)
+  assert c.seeds == 1 and c.verdict == 'cannot tell'
+  # Two seeds everywhere: the verdict is given.
+  two = {'left': constant(2.0, 1.0, n=2), 'right': constant(1.0, 0.5, n=2)}
+  c = claims.compare('left >= right', 'task', claims.AUC, ['left'], ['right'], two,
+                     num_replicates=100)
+  assert c.verdict == 'agrees' and c.seeds == 2
+  assert 'One seed' not in claims.sentence(c)
+
+
 def test_a_group_is_scored_by_its_best_member_and_missing_algorithms_are_skipped():
   data = {'x': constant(1.0, 0.0), 'y': constant(3.0, 0.0), 'z': constant(2.0, 0.0)}
   c = claims.compare('claim', 'task', claims.AUC, ['z'], ['x', 'y', 'absent'], data,

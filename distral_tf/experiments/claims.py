@@ -35,7 +35,9 @@ setting's runs).
 difference exceeds the seeds' spread (the largest standard deviation over seeds
 at the best setting among the algorithms compared); *disagrees* when the
 interval lies below 0 and minus the difference exceeds that spread; otherwise
-*cannot tell*.
+*cannot tell*. With one seed at some setting of either algorithm compared (a
+sweep part way through) there is no spread to judge by and resampling one run
+changes nothing: *cannot tell*, whatever the difference.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class Comparison:
   verdict: str
   # Members of the groups compared that have no runs on the level set.
   not_run: tuple[str, ...] = ()
+  # Fewest seeds at any setting of ``left`` and ``right``; below 2: *cannot tell*.
+  seeds: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +174,10 @@ def compare(claim: str, panel: str, metric: int, left: Sequence[str],
     stds = {a: best_setting_std(samples[a], metric) for a in left + right}
   spread = max(stds[best_left], stds[best_right])
   low, high = (float(v) for v in np.percentile(diffs, [2.5, 97.5]))
-  if low > 0 and difference > spread:
+  seeds = min(len(v) for a in (best_left, best_right) for v in samples[a].values())
+  if seeds < 2:
+    verdict = 'cannot tell'
+  elif low > 0 and difference > spread:
     verdict = 'agrees'
   elif high < 0 and -difference > spread:
     verdict = 'disagrees'
@@ -180,7 +187,7 @@ def compare(claim: str, panel: str, metric: int, left: Sequence[str],
                     right=best_right, left_value=point[best_left],
                     right_value=point[best_right], left_std=stds[best_left],
                     right_std=stds[best_right], difference=difference,
-                    ci=(low, high), spread=spread, verdict=verdict)
+                    ci=(low, high), spread=spread, verdict=verdict, seeds=seeds)
 
 
 def run_reference(run: analysis.Run) -> float | None:
@@ -311,9 +318,11 @@ def sentence(c: Comparison | Missing) -> str:
     spread = f', seeds\' spread {c.spread:.3f}'
   not_run = (f' Not run on this level set, so not in its group: '
              f'{", ".join(c.not_run)}.' if c.not_run else '')
+  one_seed = (' One seed at some setting: no spread to judge the difference by.'
+              if c.seeds < 2 else '')
   return (f'- *{c.verdict}*: {c.claim}. {what}: {numbers}; difference '
           f'{c.difference:+.3f}, 95% bootstrap interval [{c.ci[0]:+.3f}, '
-          f'{c.ci[1]:+.3f}]{spread}.{not_run}')
+          f'{c.ci[1]:+.3f}]{spread}.{not_run}{one_seed}')
 
 
 def claims_markdown(runs: Sequence[analysis.Run],
@@ -336,7 +345,8 @@ def claims_markdown(runs: Sequence[analysis.Run],
   lines.append(
       f'Verdicts: *agrees* when the 95% bootstrap interval of the difference lies '
       f'above 0 and the difference exceeds the seeds\' spread; *disagrees* when both '
-      f'hold the other way; otherwise *cannot tell*; *not run* when a side\'s '
+      f'hold the other way; otherwise *cannot tell* (always with one seed at a '
+      f'setting); *not run* when a side\'s '
       f'algorithms were not run on the level set (*no episodes yet* when they ran '
       f'without episodes of that policy). Bootstrap: {num_replicates} '
       'replicates; in each, every algorithm\'s seeds are resampled with replacement '
