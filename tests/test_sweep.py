@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -285,8 +286,9 @@ def test_reproduce_smoke_preset_writes_figures_table_and_doc(tmp_path):
   assert '| minigrid | pi_0 | kl_ent_2col |' in text
   assert '20 of 20 runs finished' in text
   assert 'recorded in `reproduce_time.json` ran' in text and '(1 invocation(s), --parallel=2)' in text
-  log = json.loads((tmp_path / 'runs' / 'reproduce_time.json').read_text())
+  log = json.loads((out / 'runs' / 'reproduce_time.json').read_text())
   assert [i["runs_completed"] for i in log["invocations"]] == [20], proc.stdout
+  assert 'run records in ' in proc.stdout and ': 0 restored, 0 recorded' in proc.stdout
   assert 'distral_tf.experiments.sweep --level_set=two_rooms' in text
   # The miniworld subset: its table rows, its claims that cannot be made, its note.
   assert ('`miniworld` runs only a3c, a3c_multitask, kl_ent_2col; not run there: '
@@ -304,6 +306,29 @@ def test_reproduce_smoke_preset_writes_figures_table_and_doc(tmp_path):
   assert ('- *not run*: KL+ent >= KL at the end of training. final return of pi_i: '
           'kl_ent_2col vs kl_2col not compared (not run on this level set: kl_2col).'
           ) in lines
+  # Each run was recorded as it finished (the sync before running recorded none).
+  records = out / 'runs'
+  recorded = sorted(os.path.relpath(d, records) for d, _, files in os.walk(records)
+                    if 'episodes.csv.xz' in files)
+  assert len(recorded) == 20 and recorded[0].startswith('reproduction' + os.sep), recorded
+  assert sum(r.startswith('transfer' + os.sep) for r in recorded) == 3, recorded
+  # A fresh checkout: no runs, only the records. Nothing runs again; same results.
+  table = (out / 'figure4_table.md').read_text()
+  starts = (tmp_path / 'state.txt').read_text().count('start')
+  shutil.rmtree(tmp_path / 'runs')
+  shutil.rmtree(tmp_path / 'transfer')
+  (out / 'figure4_table.md').unlink()
+  proc = run_module('reproduce', ['--preset=smoke', f'--sweep_dir={tmp_path / "runs"}',
+                                   f'--transfer_dir={tmp_path / "transfer"}',
+                                   f'--out={out}', f'--results_doc={doc}', '--parallel=2',
+                                   launch], env, timeout=300)
+  assert proc.returncode == 0, proc.stderr + proc.stdout
+  assert ': 20 restored, 0 recorded' in proc.stdout and '20/20 done' in proc.stdout
+  assert (tmp_path / 'state.txt').read_text().count('start') == starts
+  assert (out / 'figure4_table.md').read_text() == table
+  log = json.loads((records / 'reproduce_time.json').read_text())['invocations']
+  assert [i['runs_completed'] for i in log] == [20, 0]
+  assert '(2 invocation(s), --parallel=2)' in doc.read_text()
 
 
 def test_reproduce_checks_its_results_doc_before_running_anything(tmp_path):
@@ -338,7 +363,8 @@ def test_an_interrupted_reproduction_records_its_wall_time(tmp_path):
   proc.send_signal(signal.SIGINT)
   out, _ = proc.communicate(timeout=60)
   assert proc.returncode == 130, out
-  log = json.loads((runs / 'reproduce_time.json').read_text())['invocations']
+  log = json.loads((tmp_path / 'out' / 'runs' / 'reproduce_time.json').read_text())
+  log = log['invocations']
   assert len(log) == 1 and log[0]['runs_completed'] == 0, log
   assert 1.0 <= log[0]['seconds'] < 60
 

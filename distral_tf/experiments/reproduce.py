@@ -15,9 +15,13 @@ algorithms a level set did not run says so), the transfer figures and
 
 With ``--results_doc`` the text between the ``<!-- results:begin -->`` and
 ``<!-- results:end -->`` lines of that Markdown file is replaced by the results.
-Resumable: run the same command again after an interruption. The runs are the
-same as those of the ``sweep`` and ``transfer`` commands that
-``--print_commands`` prints.
+Resumable: run the same command again after an interruption. Each run is
+recorded as it finishes (``run_records``: its config, summary and compressed
+episodes, no checkpoints) under ``--records_dir`` (default ``<--out>/runs``),
+and recorded runs are restored before anything runs: a fresh checkout redraws
+everything from the records (``--figures_only``) and continues a reproduction
+where the records end. The runs are the same as those of the ``sweep`` and
+``transfer`` commands that ``--print_commands`` prints.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from distral_tf import errors
 from distral_tf import results
 from distral_tf.experiments import analysis
 from distral_tf.experiments import panels
+from distral_tf.experiments import run_records
 from distral_tf.experiments import schedule
 from distral_tf.experiments import transfer_runs
 
@@ -136,7 +141,7 @@ TRANSFERS: dict[str, tuple[transfer_runs.TransferPlan, ...]] = {
 }
 BEGIN_MARK = '<!-- results:begin -->'
 END_MARK = '<!-- results:end -->'
-# In --sweep_dir: the wall time of every invocation that ran runs.
+# In --records_dir: the wall time of every invocation that ran runs.
 TIME_LOG = 'reproduce_time.json'
 
 _PRESET = flags.DEFINE_enum('preset', 'cpu', list(PRESETS),
@@ -152,6 +157,9 @@ _OUT = flags.DEFINE_string('out', 'docs/reproduction',
                            'Directory for figures, table and results.md.')
 _RESULTS_DOC = flags.DEFINE_string(
     'results_doc', '', 'Markdown file whose results block is replaced (optional).')
+_RECORDS_DIR = flags.DEFINE_string(
+    'records_dir', '', 'Records of finished runs, restored before anything runs and '
+    'written as runs finish, and the invocations\' wall times; default: <--out>/runs.')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at a time.')
 _LAUNCH_COMMAND = flags.DEFINE_string(
     'launch_command', '', 'Command that trains one run given the trainer\'s flags; '
@@ -225,20 +233,20 @@ def measured_cost(specs: Sequence[schedule.RunSpec]) -> tuple[int, float, int]:
   return count, wall, frames
 
 
-def record_invocation(sweep_dir: str, seconds: float, completed: int,
+def record_invocation(records_dir: str, seconds: float, completed: int,
                       parallel: int) -> None:
-  """Appends this invocation's wall time to ``sweep_dir/TIME_LOG``."""
-  path = os.path.join(sweep_dir, TIME_LOG)
+  """Appends this invocation's wall time to ``records_dir/TIME_LOG``."""
+  path = os.path.join(records_dir, TIME_LOG)
   log = analysis.read_json(path).get('invocations', [])
   log.append(dict(seconds=round(seconds, 1), runs_completed=completed,
                   parallel=parallel))
-  os.makedirs(sweep_dir, exist_ok=True)
+  os.makedirs(records_dir, exist_ok=True)
   results.write_json(path, dict(invocations=log))
 
 
-def wall_time_sentence(sweep_dir: str) -> str:
+def wall_time_sentence(records_dir: str) -> str:
   """The command's own wall time over its invocations, from ``TIME_LOG``."""
-  log = analysis.read_json(os.path.join(sweep_dir, TIME_LOG)).get('invocations', [])
+  log = analysis.read_json(os.path.join(records_dir, TIME_LOG)).get('invocations', [])
   if not log:
     return ''
   hours = sum(float(i.get('seconds', 0.0)) for i in log) / 3600
@@ -249,7 +257,8 @@ def wall_time_sentence(sweep_dir: str) -> str:
 
 
 def results_markdown(report: dict, plans: Sequence[SweepPlan], specs, base_dir: str,
-                     commands: Sequence[str], transfer_stems: Sequence[str] = ()) -> str:
+                     commands: Sequence[str], transfer_stems: Sequence[str],
+                     records_dir: str) -> str:
   """The results section: figures (paths relative to ``base_dir``), table, cost."""
   count, wall, frames = measured_cost(specs)
   part = f' --level_sets={",".join(_LEVEL_SETS.value)}' if _LEVEL_SETS.value else ''
@@ -257,7 +266,7 @@ def results_markdown(report: dict, plans: Sequence[SweepPlan], specs, base_dir: 
            f'--preset={_PRESET.value}{part}`: {count} of {len(specs)} runs finished, '
            f'{frames:,} environment frames in {wall / 3600:.2f} hours of run wall '
            f'time ({frames / max(wall, 1e-9):,.0f} frames/s per run).'
-           f'{wall_time_sentence(_SWEEP_DIR.value)}', '']
+           f'{wall_time_sentence(records_dir)}', '']
   subsets = [f'`{p.level_set}` runs only {", ".join(p.algorithms)}; not run there: '
              f'{", ".join(p.not_run)}.' for p in plans if p.not_run]
   if subsets:
@@ -330,6 +339,10 @@ def main(argv: Sequence[str]) -> int:
   specs = [s for p in plans for s in plan_specs(p, _SWEEP_DIR.value)]
   specs += [s for t in transfers
             for s in transfer_runs.transfer_specs(t, _TRANSFER_DIR.value)]
+  records = run_records.Records(
+      _RECORDS_DIR.value or os.path.join(_OUT.value, 'runs'),
+      {_SWEEP_DIR.value: 'reproduction', _TRANSFER_DIR.value: 'transfer'})
+  print(run_records.describe(run_records.sync(specs, records), records))
   failed = False
   if not _FIGURES_ONLY.value:
     frames = (sum(p.total_frames for p in plans) +
@@ -340,10 +353,12 @@ def main(argv: Sequence[str]) -> int:
     try:
       outcome = schedule.run_all(
           specs, schedule.launch_command_from_flag(_LAUNCH_COMMAND.value),
-          _PARALLEL.value, name='reproduce')
+          _PARALLEL.value, name='reproduce',
+          on_finished=lambda spec: run_records.record(
+              spec.logdir, records.record_dir(spec.logdir)))
     finally:  # Interrupted too: a long reproduction is run in several sittings.
       record_invocation(
-          _SWEEP_DIR.value, time.time() - start,
+          records.path, time.time() - start,
           sum(schedule.is_finished(s.logdir) for s in specs) - finished_before,
           _PARALLEL.value)
     schedule.report_failures(outcome)
@@ -358,12 +373,13 @@ def main(argv: Sequence[str]) -> int:
     stems.append(stem)
   results_md = os.path.join(_OUT.value, 'results.md')
   with open(results_md, 'w') as f:
-    f.write(results_markdown(report, plans, specs, _OUT.value, commands, stems))
+    f.write(results_markdown(report, plans, specs, _OUT.value, commands, stems,
+                             records.path))
   print(f'wrote {results_md}')
   if _RESULTS_DOC.value:
     replace_block(_RESULTS_DOC.value, results_markdown(
         report, plans, specs, os.path.dirname(_RESULTS_DOC.value) or '.', commands,
-        stems))
+        stems, records.path))
     print(f'updated {_RESULTS_DOC.value}')
   return 1 if failed else 0
 

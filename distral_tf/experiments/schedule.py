@@ -224,13 +224,15 @@ def _record_failure(proc: _Process, reason: str) -> Failure:
 
 def run_all(specs: Sequence[RunSpec], launch_command: Sequence[str] | None = None,
             parallel: int = 1, poll_seconds: float = 0.2, name: str = 'runs',
-            log: Callable[[str], None] = print) -> Outcome:
+            log: Callable[[str], None] = print,
+            on_finished: Callable[[RunSpec], None] | None = None) -> Outcome:
   """Runs every unfinished spec, at most ``parallel`` at a time; see module doc.
 
   Returns the outcome; a failed run does not stop the others. Ctrl-C (or
   SIGTERM) sends SIGINT to the running commands, gives them
   ``STOP_GRACE_SECONDS`` to checkpoint and exit (they resume when started
-  again), and raises ``KeyboardInterrupt``.
+  again), and raises ``KeyboardInterrupt``. ``on_finished(spec)`` is called
+  as each run finishes.
   """
   if parallel < 1:
     raise errors.UsageError(f'--parallel must be >= 1, got {parallel}')
@@ -302,6 +304,8 @@ def run_all(specs: Sequence[RunSpec], launch_command: Sequence[str] | None = Non
           durations.append(time.time() - proc.start_time)
           if os.path.exists(os.path.join(logdir, FAILURE_FILE)):
             os.remove(os.path.join(logdir, FAILURE_FILE))
+          if on_finished is not None:
+            on_finished(proc.spec)
         elif rc == 0:
           fail(logdir, _record_failure(
               proc, f'exited 0 without writing a finished {results.SUMMARY_FILE}'))

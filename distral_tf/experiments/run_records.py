@@ -1,0 +1,138 @@
+"""Records of finished runs, kept beside the figures they produce.
+
+A long reproduction outlives the machine it started on, and its figures should
+be redrawn from the runs that made them. A run's *record* is what the figures,
+tables and claims read from its log directory, without its checkpoints:
+``config.json``, ``summary.json`` and ``episodes.csv`` (compressed with LZMA,
+about 5 bytes per episode). Records live in a directory tree (``reproduce``:
+``<--out>/runs``) that mirrors the runs' roots, one named subdirectory per root::
+
+  <records>/reproduction/minigrid/a3c/ent0.001_lr0.0005/seed0/{config.json,
+                                                             summary.json,
+                                                             episodes.csv.xz}
+
+``sync`` goes both ways: a finished run without a record is recorded, and a
+record whose run directory holds no run is restored into it, so that a fresh
+checkout skips (and draws) every recorded run. A record is written once and
+never replaced. A run that a later run needs in full (a transfer run's
+pretraining, whose checkpoint holds pi_0) is restored only when that later run
+is finished or recorded too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import lzma
+import os
+from typing import Mapping, Sequence
+
+from distral_tf import results
+from distral_tf import run_dir
+from distral_tf.experiments import schedule
+
+EPISODES_RECORD = results.EPISODES_FILE + '.xz'
+
+
+@dataclasses.dataclass(frozen=True)
+class Records:
+  """Where records live: ``path``, and the name under it of each runs' root."""
+  path: str
+  roots: Mapping[str, str]  # Local root directory -> subdirectory of ``path``.
+
+  def record_dir(self, logdir: str) -> str:
+    """The record directory of the run in ``logdir`` (under one of ``roots``)."""
+    logdir = os.path.abspath(logdir)
+    for root, name in sorted(self.roots.items(), key=lambda r: -len(r[0])):
+      rel = os.path.relpath(logdir, os.path.abspath(root))
+      if rel != os.curdir and rel != os.pardir and not rel.startswith(os.pardir + os.sep):
+        return os.path.join(self.path, name, rel)
+    raise ValueError(f'{logdir} lies under none of {", ".join(self.roots)}')
+
+
+def is_recorded(record_dir: str) -> bool:
+  """Whether ``record_dir`` holds a complete record (its summary is written last)."""
+  return (schedule.is_finished(record_dir) and
+          os.path.exists(os.path.join(record_dir, EPISODES_RECORD)))
+
+
+def holds_a_run(logdir: str) -> bool:
+  """Whether ``logdir`` holds any of a run's files (finished or not)."""
+  return any(os.path.exists(os.path.join(logdir, name)) for name in run_dir.RUN_FILES)
+
+
+def record(logdir: str, record_dir: str) -> bool:
+  """Records the finished run in ``logdir``.
+
+  Returns False (and writes nothing) for a run that is unfinished, has no
+  episodes or is recorded already.
+  """
+  episodes = os.path.join(logdir, results.EPISODES_FILE)
+  if (not schedule.is_finished(logdir) or not os.path.exists(episodes) or
+      is_recorded(record_dir)):
+    return False
+  os.makedirs(record_dir, exist_ok=True)
+  data = _read_bytes(episodes)
+  _write_bytes(os.path.join(record_dir, EPISODES_RECORD),
+               lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
+  for name in (results.CONFIG_FILE, results.SUMMARY_FILE):  # The summary last.
+    source = os.path.join(logdir, name)
+    if os.path.exists(source):
+      _write_bytes(os.path.join(record_dir, name), _read_bytes(source))
+  return True
+
+
+def restore(record_dir: str, logdir: str) -> bool:
+  """Writes the record into ``logdir``; False without a record or if a run is there."""
+  if not is_recorded(record_dir) or holds_a_run(logdir):
+    return False
+  os.makedirs(logdir, exist_ok=True)
+  with open(os.path.join(record_dir, EPISODES_RECORD), 'rb') as f:
+    _write_bytes(os.path.join(logdir, results.EPISODES_FILE), lzma.decompress(f.read()))
+  for name in (results.CONFIG_FILE, results.SUMMARY_FILE):
+    source = os.path.join(record_dir, name)
+    if os.path.exists(source):
+      _write_bytes(os.path.join(logdir, name), _read_bytes(source))
+  return True
+
+
+@dataclasses.dataclass
+class SyncCount:
+  restored: int = 0
+  recorded: int = 0
+
+
+def sync(specs: Sequence[schedule.RunSpec], records: Records) -> SyncCount:
+  """Restores recorded runs that are absent, then records finished ones; see module doc."""
+  count = SyncCount()
+  needed_by: dict[str, list[str]] = {}
+  for spec in specs:
+    for required in spec.requires:
+      needed_by.setdefault(required, []).append(spec.logdir)
+  for spec in specs:
+    later = needed_by.get(spec.logdir, [])
+    if all(schedule.is_finished(d) or is_recorded(records.record_dir(d)) for d in later):
+      count.restored += restore(records.record_dir(spec.logdir), spec.logdir)
+  for spec in specs:
+    count.recorded += record(spec.logdir, records.record_dir(spec.logdir))
+  return count
+
+
+def describe(count: SyncCount, records: Records) -> str:
+  """One line on what ``sync`` did."""
+  return (f'run records in {records.path}: {count.restored} restored, '
+          f'{count.recorded} recorded (a recorded run is not run again; move the '
+          'records away to run it again)')
+
+
+def _read_bytes(path: str) -> bytes:
+  with open(path, 'rb') as f:
+    return f.read()
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+  """Writes ``data`` to ``path`` through a temporary file (a whole file or none)."""
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    f.write(data)
+  os.replace(tmp, path)
+

@@ -1,0 +1,96 @@
+"""Records of finished runs: written once, restored only where they can stand in for the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from distral_tf import results
+from distral_tf.experiments import analysis
+from distral_tf.experiments import run_records
+from distral_tf.experiments import schedule
+
+
+def write_run(logdir, finished=True, returns=(0.1, 0.5, 0.9), checkpoint=False):
+  """A run as the trainer leaves it: config, episodes, summary (and a checkpoint)."""
+  os.makedirs(logdir, exist_ok=True)
+  writer = results.EpisodeWriter(str(logdir), 'kl_ent_2col', 0)
+  for i, r in enumerate(returns):
+    writer.write('task0', 100 * (i + 1), r, 7)
+  writer.close()
+  results.write_json(os.path.join(logdir, 'config.json'), dict(
+      algorithm='kl_ent_2col', seed=0, level_set='two_rooms', env_steps_per_task=300))
+  results.write_json(os.path.join(logdir, 'summary.json'), dict(finished=finished))
+  if checkpoint:
+    os.makedirs(os.path.join(logdir, 'checkpoints'))
+
+
+def test_a_record_restores_the_run_that_figures_read(tmp_path):
+  runs = tmp_path / 'runs'
+  logdir = runs / 'two_rooms' / 'kl_ent_2col' / 'ent0.01_lr0.001' / 'seed0'
+  write_run(logdir, returns=[0.25 * i for i in range(400)], checkpoint=True)
+  records = run_records.Records(str(tmp_path / 'records'), {str(runs): 'reproduction'})
+  record_dir = records.record_dir(str(logdir))
+  assert record_dir == str(tmp_path / 'records' / 'reproduction' / 'two_rooms' /
+                           'kl_ent_2col' / 'ent0.01_lr0.001' / 'seed0')
+  assert run_records.record(str(logdir), record_dir)
+  assert sorted(os.listdir(record_dir)) == ['config.json', 'episodes.csv.xz', 'summary.json']
+  episodes = os.path.getsize(logdir / 'episodes.csv')
+  assert os.path.getsize(os.path.join(record_dir, 'episodes.csv.xz')) < episodes / 3
+  before = analysis.load_run(str(logdir), str(runs))
+  fresh = tmp_path / 'fresh'
+  restored = fresh / 'two_rooms' / 'kl_ent_2col' / 'ent0.01_lr0.001' / 'seed0'
+  assert run_records.restore(record_dir, str(restored))
+  assert (restored / 'episodes.csv').read_bytes() == (logdir / 'episodes.csv').read_bytes()
+  assert schedule.is_finished(str(restored)) and not (restored / 'checkpoints').exists()
+  after = analysis.load_run(str(restored), str(fresh))
+  assert after.scores['task'].aucs == before.scores['task'].aucs
+  assert after.entropy_cost == 0.01 and after.learning_rate == 0.001
+
+
+def test_records_are_written_once_and_never_over_a_run(tmp_path):
+  runs = tmp_path / 'runs'
+  logdir = runs / 'a' / 'seed0'
+  records = run_records.Records(str(tmp_path / 'records'), {str(runs): 'reproduction'})
+  record_dir = records.record_dir(str(logdir))
+  write_run(logdir, finished=False)
+  assert not run_records.record(str(logdir), record_dir)  # Unfinished: no record.
+  write_run(logdir, returns=(1.0,))
+  assert run_records.record(str(logdir), record_dir)
+  write_run(logdir, returns=(2.0,))
+  assert not run_records.record(str(logdir), record_dir)  # Written once.
+  # A directory holding a run (even an unfinished one) is not overwritten.
+  other = runs / 'b' / 'seed0'
+  write_run(other, finished=False, returns=(3.0,))
+  assert not run_records.restore(record_dir, str(other))
+  assert [r['episode_return'] for r in results.read_episodes(str(other))] == [3.0]
+  assert not run_records.restore(str(tmp_path / 'nothing'), str(runs / 'c'))
+  with pytest.raises(ValueError, match='lies under none of'):
+    records.record_dir(str(tmp_path / 'elsewhere' / 'seed0'))
+
+
+def test_sync_restores_a_prerequisite_only_with_the_runs_that_need_it(tmp_path):
+  runs = tmp_path / 'transfer'
+  pretrain, prior = str(runs / 'pretrain' / 'seed0'), str(runs / 'prior' / 'seed0')
+  specs = [schedule.RunSpec(pretrain, ()), schedule.RunSpec(prior, (), (pretrain,))]
+  records = run_records.Records(str(tmp_path / 'records'), {str(runs): 'transfer'})
+  write_run(pretrain)
+  count = run_records.sync(specs, records)
+  assert (count.restored, count.recorded) == (0, 1)
+  # On a fresh machine the pretraining run's record lacks its checkpoint, which
+  # the prior run needs: it is not restored, so that it runs again.
+  shutil.rmtree(runs)
+  count = run_records.sync(specs, records)
+  assert (count.restored, count.recorded) == (0, 0) and not os.path.exists(pretrain)
+  # Once the prior run is recorded too (here: from another machine), both are restored.
+  elsewhere = str(tmp_path / 'elsewhere')
+  write_run(elsewhere)
+  assert run_records.record(elsewhere, records.record_dir(prior))
+  count = run_records.sync(specs, records)
+  assert (count.restored, count.recorded) == (2, 0)
+  assert schedule.is_finished(pretrain) and schedule.is_finished(prior)
+  with open(os.path.join(prior, 'summary.json')) as f:
+    assert json.load(f) == dict(finished=True)
