@@ -46,24 +46,25 @@ RUN_FILES = (results.CONFIG_FILE, results.EPISODES_FILE, results.SUMMARY_FILE,
 _SHOWN_DIFFERENCES = 6
 
 
-def prepare(logdir: str) -> None:
+def prepare(logdir: str, flag: str = 'logdir') -> None:
   """Creates ``logdir`` if needed and checks that a file can be written in it.
 
   Raises ``errors.UsageError`` for an empty path, a path that is a file or lies
-  under one, a directory that cannot be created or written, and a full disk.
+  under one, a directory that cannot be created or written, and a full disk;
+  its message names the path by ``--flag``.
   """
   if not logdir or not logdir.strip():
-    raise errors.UsageError('--logdir is empty; give the directory the run writes to')
+    raise errors.UsageError(f'--{flag} is empty; give the directory the run writes to')
   if os.path.exists(logdir) and not os.path.isdir(logdir):
-    raise errors.UsageError(f'--logdir={logdir} is a file, not a directory')
+    raise errors.UsageError(f'--{flag}={logdir} is a file, not a directory')
   file_above = _file_above(logdir)
   if file_above is not None:
-    raise errors.UsageError(f'--logdir={logdir} lies under {file_above}, which is a '
+    raise errors.UsageError(f'--{flag}={logdir} lies under {file_above}, which is a '
                             'file, not a directory')
   try:
     os.makedirs(logdir, exist_ok=True)
   except OSError as e:
-    raise errors.UsageError(f'cannot create --logdir={logdir}: {e.strerror}') from None
+    raise errors.UsageError(f'cannot create --{flag}={logdir}: {e.strerror}') from None
   probe = os.path.join(logdir, f'.write_check.{os.getpid()}')
   try:
     with open(probe, 'w') as f:
@@ -71,7 +72,7 @@ def prepare(logdir: str) -> None:
   except OSError as e:
     if errors.is_disk_full(e):
       raise errors.disk_full_error(logdir) from None
-    raise errors.UsageError(f'cannot write in --logdir={logdir}: {e.strerror}') from None
+    raise errors.UsageError(f'cannot write in --{flag}={logdir}: {e.strerror}') from None
   finally:
     if os.path.lexists(probe):
       os.remove(probe)

@@ -348,6 +348,19 @@ def test_reproduce_checks_its_results_doc_before_running_anything(tmp_path):
     assert not (tmp_path / 'runs').exists()  # Nothing ran.
 
 
+def test_reproduce_refuses_a_records_dir_it_cannot_write_before_running(tmp_path):
+  env, launch = make_env(tmp_path)
+  a_file = tmp_path / 'records.txt'
+  a_file.write_text('not a directory\n')
+  proc = run_module('reproduce', ['--preset=smoke', f'--sweep_dir={tmp_path / "runs"}',
+                                   f'--transfer_dir={tmp_path / "transfer"}',
+                                   f'--out={tmp_path / "out"}', f'--records_dir={a_file}',
+                                   launch], env)
+  assert proc.returncode == 2, proc.stderr
+  assert f'--records_dir={a_file} is a file, not a directory' in proc.stderr
+  assert 'Traceback' not in proc.stderr and not (tmp_path / 'runs').exists()
+
+
 def test_an_interrupted_reproduction_records_its_wall_time(tmp_path):
   env, launch = make_env(tmp_path, FAKE_SLEEP=60)
   runs = tmp_path / 'runs'

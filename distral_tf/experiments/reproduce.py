@@ -36,6 +36,7 @@ from absl import flags
 
 from distral_tf import errors
 from distral_tf import results
+from distral_tf import run_dir
 from distral_tf.experiments import analysis
 from distral_tf.experiments import panels
 from distral_tf.experiments import run_records
@@ -342,6 +343,7 @@ def main(argv: Sequence[str]) -> int:
   records = run_records.Records(
       _RECORDS_DIR.value or os.path.join(_OUT.value, 'runs'),
       {_SWEEP_DIR.value: 'reproduction', _TRANSFER_DIR.value: 'transfer'})
+  run_dir.prepare(records.path, 'records_dir')  # Fails here, before any run.
   print(run_records.describe(run_records.sync(specs, records), records))
   failed = False
   if not _FIGURES_ONLY.value:

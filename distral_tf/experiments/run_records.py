@@ -4,7 +4,7 @@ A long reproduction outlives the machine it started on, and its figures should
 be redrawn from the runs that made them. A run's *record* is what the figures,
 tables and claims read from its log directory, without its checkpoints:
 ``config.json``, ``summary.json`` and ``episodes.csv`` (compressed with LZMA,
-about 5 bytes per episode). Records live in a directory tree (``reproduce``:
+about 3 bytes per episode). Records live in a directory tree (``reproduce``:
 ``<--out>/runs``) that mirrors the runs' roots, one named subdirectory per root::
 
   <records>/reproduction/minigrid/a3c/ent0.001_lr0.0005/seed0/{config.json,
@@ -42,8 +42,10 @@ class Records:
   def record_dir(self, logdir: str) -> str:
     """The record directory of the run in ``logdir`` (under one of ``roots``)."""
     logdir = os.path.abspath(logdir)
-    for root, name in sorted(self.roots.items(), key=lambda r: -len(r[0])):
-      rel = os.path.relpath(logdir, os.path.abspath(root))
+    deepest_first = sorted(((os.path.abspath(root), name) for root, name in self.roots.items()),
+                           key=lambda r: -len(r[0]))
+    for root, name in deepest_first:
+      rel = os.path.relpath(logdir, root)
       if rel != os.curdir and rel != os.pardir and not rel.startswith(os.pardir + os.sep):
         return os.path.join(self.path, name, rel)
     raise ValueError(f'{logdir} lies under none of {", ".join(self.roots)}')
