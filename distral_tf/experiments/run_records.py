@@ -76,10 +76,7 @@ def record(logdir: str, record_dir: str) -> bool:
   data = _read_bytes(episodes)
   _write_bytes(os.path.join(record_dir, EPISODES_RECORD),
                lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
-  for name in (results.CONFIG_FILE, results.SUMMARY_FILE):  # The summary last.
-    source = os.path.join(logdir, name)
-    if os.path.exists(source):
-      _write_bytes(os.path.join(record_dir, name), _read_bytes(source))
+  _copy_json_files(logdir, record_dir)
   return True
 
 
@@ -90,10 +87,7 @@ def restore(record_dir: str, logdir: str) -> bool:
   os.makedirs(logdir, exist_ok=True)
   with open(os.path.join(record_dir, EPISODES_RECORD), 'rb') as f:
     _write_bytes(os.path.join(logdir, results.EPISODES_FILE), lzma.decompress(f.read()))
-  for name in (results.CONFIG_FILE, results.SUMMARY_FILE):
-    source = os.path.join(record_dir, name)
-    if os.path.exists(source):
-      _write_bytes(os.path.join(logdir, name), _read_bytes(source))
+  _copy_json_files(record_dir, logdir)
   return True
 
 
@@ -124,6 +118,14 @@ def describe(count: SyncCount, records: Records) -> str:
   return (f'run records in {records.path}: {count.restored} restored, '
           f'{count.recorded} recorded (a recorded run is not run again; move the '
           'records away to run it again)')
+
+
+def _copy_json_files(source_dir: str, target_dir: str) -> None:
+  """Copies ``config.json`` (if any), then ``summary.json``, which marks a whole copy."""
+  for name in (results.CONFIG_FILE, results.SUMMARY_FILE):
+    source = os.path.join(source_dir, name)
+    if os.path.exists(source):
+      _write_bytes(os.path.join(target_dir, name), _read_bytes(source))
 
 
 def _read_bytes(path: str) -> bytes:
