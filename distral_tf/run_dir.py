@@ -78,6 +78,11 @@ def prepare(logdir: str, flag: str = 'logdir') -> None:
       os.remove(probe)
 
 
+def run_files_in(logdir: str) -> list[str]:
+  """Which of ``RUN_FILES`` ``logdir`` holds: none unless it holds (part of) a run."""
+  return [name for name in RUN_FILES if os.path.lexists(os.path.join(logdir, name))]
+
+
 def _file_above(path: str) -> str | None:
   """The nearest existing ancestor of ``path`` if it is not a directory."""
   parent = os.path.dirname(os.path.abspath(path))
@@ -152,7 +157,7 @@ def check_same_run(logdir: str, now: Mapping[str, Any],
   """
   config = saved_config(logdir)
   if config is None:
-    found = [name for name in RUN_FILES if os.path.lexists(os.path.join(logdir, name))]
+    found = run_files_in(logdir)
     if found:
       raise errors.UsageError(
           f'{logdir} holds {", ".join(found)} but no {results.CONFIG_FILE}: results of '

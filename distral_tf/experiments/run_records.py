@@ -57,11 +57,6 @@ def is_recorded(record_dir: str) -> bool:
           os.path.exists(os.path.join(record_dir, EPISODES_RECORD)))
 
 
-def holds_a_run(logdir: str) -> bool:
-  """Whether ``logdir`` holds any of a run's files (finished or not)."""
-  return any(os.path.exists(os.path.join(logdir, name)) for name in run_dir.RUN_FILES)
-
-
 def record(logdir: str, record_dir: str) -> bool:
   """Records the finished run in ``logdir``.
 
@@ -82,7 +77,7 @@ def record(logdir: str, record_dir: str) -> bool:
 
 def restore(record_dir: str, logdir: str) -> bool:
   """Writes the record into ``logdir``; False without a record or if a run is there."""
-  if not is_recorded(record_dir) or holds_a_run(logdir):
+  if not is_recorded(record_dir) or run_dir.run_files_in(logdir):
     return False
   os.makedirs(logdir, exist_ok=True)
   with open(os.path.join(record_dir, EPISODES_RECORD), 'rb') as f:
