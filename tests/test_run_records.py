@@ -94,3 +94,20 @@ def test_sync_restores_a_prerequisite_only_with_the_runs_that_need_it(tmp_path):
   assert schedule.is_finished(pretrain) and schedule.is_finished(prior)
   with open(os.path.join(prior, 'summary.json')) as f:
     assert json.load(f) == dict(finished=True)
+
+
+def test_a_record_that_cannot_be_written_is_a_warning_and_comes_with_the_next_sync(
+    tmp_path, capsys):
+  runs = tmp_path / 'runs'
+  logdir = runs / 'a' / 'seed0'
+  write_run(logdir)
+  blocked = tmp_path / 'records'
+  blocked.write_text('a file where the records should go')  # As a full disk would: OSError.
+  records = run_records.Records(str(blocked), {str(runs): 'reproduction'})
+  spec = schedule.RunSpec(logdir=str(logdir), args=())
+  assert run_records.sync([spec], records) == run_records.SyncCount(0, 0)
+  assert f'could not record the run in {logdir}' in capsys.readouterr().err
+  assert schedule.is_finished(str(logdir))  # The run itself is untouched.
+  blocked.unlink()
+  assert run_records.sync([spec], records) == run_records.SyncCount(0, 1)
+  assert run_records.is_recorded(records.record_dir(str(logdir)))

@@ -356,7 +356,7 @@ def main(argv: Sequence[str]) -> int:
       outcome = schedule.run_all(
           specs, schedule.launch_command_from_flag(_LAUNCH_COMMAND.value),
           _PARALLEL.value, name='reproduce',
-          on_finished=lambda spec: run_records.record(
+          on_finished=lambda spec: run_records.record_or_warn(
               spec.logdir, records.record_dir(spec.logdir)))
     finally:  # Interrupted too: a long reproduction is run in several sittings.
       record_invocation(

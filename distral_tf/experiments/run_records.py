@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import lzma
 import os
+import sys
 from typing import Mapping, Sequence
 
 from distral_tf import results
@@ -75,6 +76,20 @@ def record(logdir: str, record_dir: str) -> bool:
   return True
 
 
+def record_or_warn(logdir: str, record_dir: str) -> bool:
+  """``record``, but a record that cannot be written (a full disk) is a warning.
+
+  The run itself is finished and stays where it is; the next ``sync`` records it.
+  """
+  try:
+    return record(logdir, record_dir)
+  except OSError as e:
+    print(f'could not record the run in {logdir} into {record_dir}: '
+          f'{e.strerror or e}; it is recorded when the command next runs',
+          file=sys.stderr)
+    return False
+
+
 def restore(record_dir: str, logdir: str) -> bool:
   """Writes the record into ``logdir``; False without a record or if a run is there."""
   if not is_recorded(record_dir) or run_dir.run_files_in(logdir):
@@ -104,7 +119,7 @@ def sync(specs: Sequence[schedule.RunSpec], records: Records) -> SyncCount:
     if all(schedule.is_finished(d) or is_recorded(records.record_dir(d)) for d in later):
       count.restored += restore(records.record_dir(spec.logdir), spec.logdir)
   for spec in specs:
-    count.recorded += record(spec.logdir, records.record_dir(spec.logdir))
+    count.recorded += record_or_warn(spec.logdir, records.record_dir(spec.logdir))
   return count
 
 
