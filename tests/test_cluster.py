@@ -16,6 +16,7 @@ import time
 import pytest
 
 from distral_tf import results
+from distral_tf.agents import checkpointing
 from distral_tf.distributed import cluster as cluster_lib
 from distral_tf.distributed import topology
 from distral_tf.distributed import trainer as trainer_lib
@@ -101,7 +102,9 @@ def _steps_done(logdir) -> int:
 
 
 def _checkpointed(logdir) -> bool:
-  return os.path.exists(os.path.join(logdir, 'checkpoints', 'checkpoint'))
+  """A checkpoint holding trained frames (not only the one taken at step 0)."""
+  rows = _json(os.path.join(logdir, checkpointing.CHECKPOINT_DIR, checkpointing.ROWS_FILE))
+  return any(r.get('env_steps', 0) > 0 for r in (rows or {}).values())
 
 
 def _pid_gone(pid: int) -> bool:

@@ -102,16 +102,16 @@ PRESETS: dict[str, tuple[SweepPlan, ...]] = {
                   env_steps_per_task=60_000, num_tasks=4, workers_per_task=16),
         SweepPlan('minigrid', (0.001, 0.01), (5e-4, 1e-3), seeds=3,
                   env_steps_per_task=200_000, num_tasks=4, workers_per_task=8),
-        # Budget: `nice -n 19 python -m distral_tf.bench --level_set=miniworld
-        # --num_tasks=4` (4 tasks x 8 workers) measured training at 495 frames/s
-        # with kl_ent_2col (rounds 485, 504) and 554 with a3c (environments alone
-        # 1,057). With a3c_multitask at a3c's speed, 2 seeds of each cost
-        # 2 x 4 x B x (2 / 554 + 1 / 495) = 0.045 B seconds for B frames per task;
-        # about 2 minutes per run of start-up (50 s for 32 environments, tracing)
-        # and evaluations leave 120 - 12 = 108 minutes: B = 6,480 / 0.045 = 144k,
-        # rounded down to 140,000 (105 minutes of training, about 2 hours in all).
+        # Budget, from the sweep's own runs two at a time (--parallel=2) on 2
+        # cores: a3c and a3c_multitask train at 1,000-1,270 frames/s each (4
+        # tasks x 8 workers); kl_ent_2col was about 10% slower than a3c in
+        # `python -m distral_tf.bench --level_set=miniworld` (495 vs 554 frames/s
+        # alone on a slower machine). Taking 1,100 and 950 frames/s, the three
+        # pairs of seeds cost 4 x B x (2 / 1,100 + 1 / 950) = 0.0115 B seconds
+        # for B frames per task; with about 2 minutes of start-up a pair, B =
+        # 480,000 is 92 + 6 minutes: about 1.7 hours for the 6 runs, within two.
         SweepPlan('miniworld', (0.01,), (5e-4,), seeds=2,
-                  env_steps_per_task=140_000, num_tasks=4, workers_per_task=8,
+                  env_steps_per_task=480_000, num_tasks=4, workers_per_task=8,
                   algorithms=MINIWORLD_ALGORITHMS),
     ),
     'smoke': (
