@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 
 import pytest
 
+from distral_tf import errors
 from distral_tf import results
+from distral_tf import run_dir
 from distral_tf.experiments import analysis
 from distral_tf.experiments import run_records
 from distral_tf.experiments import schedule
@@ -111,3 +114,32 @@ def test_a_record_that_cannot_be_written_is_a_warning_and_comes_with_the_next_sy
   blocked.unlink()
   assert run_records.sync([spec], records) == run_records.SyncCount(0, 1)
   assert run_records.is_recorded(records.record_dir(str(logdir)))
+
+
+def test_a_full_disk_while_restoring_is_one_error_and_leaves_no_half_run(tmp_path, monkeypatch):
+  runs = tmp_path / 'runs'
+  logdir = runs / 'a' / 'seed0'
+  write_run(logdir)
+  records = run_records.Records(str(tmp_path / 'records'), {str(runs): 'reproduction'})
+  record_dir = records.record_dir(str(logdir))
+  assert run_records.record(str(logdir), record_dir)
+  restored = tmp_path / 'fresh' / 'a' / 'seed0'
+  real_open, opened = open, []
+
+  def open_until_full(path, mode='r', *args, **kwargs):
+    # The episodes are written, then the disk fills while config.json is written.
+    if 'w' in mode and str(restored) in str(path):
+      opened.append(path)
+      if len(opened) == 2:
+        raise OSError(errno.ENOSPC, 'No space left on device', str(path))
+    return real_open(path, mode, *args, **kwargs)
+
+  monkeypatch.setattr('builtins.open', open_until_full)
+  with pytest.raises(errors.UsageError, match='no space left on the device'):
+    run_records.restore(record_dir, str(restored))
+  monkeypatch.undo()
+  assert len(opened) == 2
+  assert not run_dir.run_files_in(str(restored)) and os.listdir(restored) == []
+  assert run_records.restore(record_dir, str(restored))  # Space freed: restored in full.
+  assert (restored / 'episodes.csv').read_bytes() == (logdir / 'episodes.csv').read_bytes()
+  assert schedule.is_finished(str(restored))

@@ -27,6 +27,7 @@ import os
 import sys
 from typing import Mapping, Sequence
 
+from distral_tf import errors
 from distral_tf import results
 from distral_tf import run_dir
 from distral_tf.experiments import schedule
@@ -91,13 +92,25 @@ def record_or_warn(logdir: str, record_dir: str) -> bool:
 
 
 def restore(record_dir: str, logdir: str) -> bool:
-  """Writes the record into ``logdir``; False without a record or if a run is there."""
+  """Writes the record into ``logdir``; False without a record or if a run is there.
+
+  Raises:
+    errors.UsageError: the disk is full. What was written is removed, so the
+      run directory holds no run and the next ``sync`` restores it again.
+  """
   if not is_recorded(record_dir) or run_dir.run_files_in(logdir):
     return False
-  os.makedirs(logdir, exist_ok=True)
-  with open(os.path.join(record_dir, EPISODES_RECORD), 'rb') as f:
-    _write_bytes(os.path.join(logdir, results.EPISODES_FILE), lzma.decompress(f.read()))
-  _copy_json_files(record_dir, logdir)
+  try:
+    with errors.disk_full_is_usage_error(logdir):
+      os.makedirs(logdir, exist_ok=True)
+      with open(os.path.join(record_dir, EPISODES_RECORD), 'rb') as f:
+        _write_bytes(os.path.join(logdir, results.EPISODES_FILE), lzma.decompress(f.read()))
+      _copy_json_files(record_dir, logdir)
+  except BaseException:
+    for name in (results.EPISODES_FILE, results.CONFIG_FILE, results.SUMMARY_FILE):
+      if os.path.exists(os.path.join(logdir, name)):
+        os.remove(os.path.join(logdir, name))
+    raise
   return True
 
 
@@ -146,7 +159,11 @@ def _read_bytes(path: str) -> bytes:
 def _write_bytes(path: str, data: bytes) -> None:
   """Writes ``data`` to ``path`` through a temporary file (a whole file or none)."""
   tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
