@@ -285,9 +285,11 @@ def test_reproduce_smoke_preset_writes_figures_table_and_doc(tmp_path):
   assert '](reproduction/figure4_minigrid.png)' in text
   assert '| minigrid | pi_0 | kl_ent_2col |' in text
   assert '20 of 20 runs finished' in text
-  assert 'recorded in `reproduce_time.json` ran' in text and '(1 invocation(s), --parallel=2)' in text
+  assert ('recorded in `reproduce_time.json` for two_rooms, minigrid, miniworld ran' in text and
+          '(1 invocation(s), --parallel=2)' in text)
   log = json.loads((out / 'runs' / 'reproduce_time.json').read_text())
   assert [i["runs_completed"] for i in log["invocations"]] == [20], proc.stdout
+  assert log['invocations'][0]['level_sets'] == ['two_rooms', 'minigrid', 'miniworld']
   assert 'run records in ' in proc.stdout and ': 0 restored, 0 recorded' in proc.stdout
   assert 'distral_tf.experiments.sweep --level_set=two_rooms' in text
   # The miniworld subset: its table rows, its claims that cannot be made, its note.
@@ -428,6 +430,24 @@ def test_a_sweep_plan_runs_its_subset_of_the_algorithms():
     with pytest.raises(ValueError):
       reproduce.SweepPlan('two_rooms', (0.01,), (1e-3,), seeds=1, env_steps_per_task=1,
                           num_tasks=2, workers_per_task=1, algorithms=bad)
+
+
+def test_the_wall_time_sentence_counts_the_invocations_of_the_level_sets_drawn(tmp_path):
+  from distral_tf.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  records = str(tmp_path)
+  # An invocation logged before level sets were: it counts for every level set.
+  results.write_json(os.path.join(records, reproduce.TIME_LOG), dict(
+      invocations=[dict(seconds=360.0, runs_completed=1, parallel=1)]))
+  reproduce.record_invocation(records, 3600.0, 4, 2, ['minigrid'])
+  reproduce.record_invocation(records, 1800.0, 9, 2, ['two_rooms', 'minigrid'])
+  reproduce.record_invocation(records, 7200.0, 6, 2, ['miniworld'])
+  assert reproduce.wall_time_sentence(records, ['minigrid']) == (
+      ' Its invocations recorded in `reproduce_time.json` for minigrid ran 1.60 hours of '
+      'wall time in all (3 invocation(s), --parallel=1,2).')
+  assert 'for two_rooms ran 0.60 hours' in reproduce.wall_time_sentence(records, ['two_rooms'])
+  assert '3.60 hours of wall time in all (4 invocation(s)' in reproduce.wall_time_sentence(
+      records, ['two_rooms', 'miniworld', 'minigrid'])
+  assert reproduce.wall_time_sentence(str(tmp_path / 'none'), ['minigrid']) == ''
 
 
 def test_cpu_miniworld_plan_takes_every_algorithms_defaults():

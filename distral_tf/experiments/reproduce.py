@@ -235,25 +235,29 @@ def measured_cost(specs: Sequence[schedule.RunSpec]) -> tuple[int, float, int]:
 
 
 def record_invocation(records_dir: str, seconds: float, completed: int,
-                      parallel: int) -> None:
-  """Appends this invocation's wall time to ``records_dir/TIME_LOG``."""
+                      parallel: int, level_sets: Sequence[str]) -> None:
+  """Appends this invocation's wall time and level sets to ``records_dir/TIME_LOG``."""
   path = os.path.join(records_dir, TIME_LOG)
   log = analysis.read_json(path).get('invocations', [])
   log.append(dict(seconds=round(seconds, 1), runs_completed=completed,
-                  parallel=parallel))
+                  parallel=parallel, level_sets=list(level_sets)))
   os.makedirs(records_dir, exist_ok=True)
   results.write_json(path, dict(invocations=log))
 
 
-def wall_time_sentence(records_dir: str) -> str:
-  """The command's own wall time over its invocations, from ``TIME_LOG``."""
-  log = analysis.read_json(os.path.join(records_dir, TIME_LOG)).get('invocations', [])
+def wall_time_sentence(records_dir: str, level_sets: Sequence[str]) -> str:
+  """The command's own wall time over its invocations that ran any of ``level_sets``.
+
+  An invocation logged without its level sets counts for every level set.
+  """
+  log = [i for i in analysis.read_json(os.path.join(records_dir, TIME_LOG)).get(
+      'invocations', []) if set(i.get('level_sets', level_sets)) & set(level_sets)]
   if not log:
     return ''
   hours = sum(float(i.get('seconds', 0.0)) for i in log) / 3600
   parallel = sorted({int(i.get('parallel', 1)) for i in log})
-  return (f' Its invocations recorded in `{TIME_LOG}` ran {hours:.2f} hours of wall '
-          f'time in all ({len(log)} invocation(s), --parallel='
+  return (f' Its invocations recorded in `{TIME_LOG}` for {", ".join(level_sets)} ran '
+          f'{hours:.2f} hours of wall time in all ({len(log)} invocation(s), --parallel='
           f'{",".join(map(str, parallel))}).')
 
 
@@ -267,7 +271,7 @@ def results_markdown(report: dict, plans: Sequence[SweepPlan], specs, base_dir: 
            f'--preset={_PRESET.value}{part}`: {count} of {len(specs)} runs finished, '
            f'{frames:,} environment frames in {wall / 3600:.2f} hours of run wall '
            f'time ({frames / max(wall, 1e-9):,.0f} frames/s per run).'
-           f'{wall_time_sentence(records_dir)}', '']
+           f'{wall_time_sentence(records_dir, [p.level_set for p in plans])}', '']
   subsets = [f'`{p.level_set}` runs only {", ".join(p.algorithms)}; not run there: '
              f'{", ".join(p.not_run)}.' for p in plans if p.not_run]
   if subsets:
@@ -362,7 +366,7 @@ def main(argv: Sequence[str]) -> int:
       record_invocation(
           records.path, time.time() - start,
           sum(schedule.is_finished(s.logdir) for s in specs) - finished_before,
-          _PARALLEL.value)
+          _PARALLEL.value, level_sets)
     schedule.report_failures(outcome)
     failed = not outcome.ok
   report = panels.write_figure4(_SWEEP_DIR.value, _OUT.value, level_sets)
