@@ -107,9 +107,8 @@ def restore(record_dir: str, logdir: str) -> bool:
         _write_bytes(os.path.join(logdir, results.EPISODES_FILE), lzma.decompress(f.read()))
       _copy_json_files(record_dir, logdir)
   except BaseException:
-    for name in (results.EPISODES_FILE, results.CONFIG_FILE, results.SUMMARY_FILE):
-      if os.path.exists(os.path.join(logdir, name)):
-        os.remove(os.path.join(logdir, name))
+    for name in run_dir.run_files_in(logdir):  # None were there before: all are ours.
+      os.remove(os.path.join(logdir, name))
     raise
   return True
 
