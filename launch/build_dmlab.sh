@@ -1,68 +1,95 @@
 #!/usr/bin/env bash
 # Builds DeepMind Lab's Python package (deepmind_lab) from source with Bazel and
-# installs it into the project's Python environment. See docs/dmlab.md,
-# section "DeepMind Lab".
+# installs the wheel, with dm-env, into the project's Python environment.
+# See docs/dmlab.md, section "DeepMind Lab".
+#
+# Steps: check the tools and Debian packages it needs; get DeepMind Lab's
+# source (a local folder, or the pinned commit fetched by Bazel); copy it into
+# the build directory; add third_party/dmlab/overlay/ and apply
+# third_party/dmlab/patches/ to the copy; build with Bazel; write the wheel;
+# install it.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PIN_FILE="${REPO_ROOT}/third_party/dmlab/repo.bzl"
-BAZEL_VERSION_FILE="${REPO_ROOT}/third_party/dmlab/BAZEL_VERSION"
-PATCH_DIR="${REPO_ROOT}/third_party/dmlab/patches"
+DMLAB_DIR="${REPO_ROOT}/third_party/dmlab"
+PIN_FILE="${DMLAB_DIR}/repo.bzl"
+PATCH_DIR="${DMLAB_DIR}/patches"
+OVERLAY_DIR="${DMLAB_DIR}/overlay"
 BUILD_TARGET="//python/pip_package:build_pip_package"
-WANT_BAZEL="$(tr -d '[:space:]' < "${BAZEL_VERSION_FILE}")"
-# Archives DeepMind Lab's WORKSPACE builds with a BUILD file it supplies
-# (build_file): --override_repository with a plain source folder, which has no
-# BUILD file, cannot replace them.
-OWN_BUILD_FILE_REPOS=" eigen_archive glib_archive jpeg_archive libxml_archive \
-png_archive zlib_archive lua_archive six_archive funcsigs_archive enum34_archive \
-dm_env_archive tree_archive pybind11_archive "
+WANT_BAZEL="$(tr -d '[:space:]' < "${DMLAB_DIR}/BAZEL_VERSION")"
+WANT_MAJOR="${WANT_BAZEL%%.*}"
+
+# Repositories of DeepMind Lab's WORKSPACE that the patched WORKSPACE takes
+# from the system's -dev packages (name:package).
+SYSTEM_REPOS=" eigen_archive:libeigen3-dev glib_archive:libglib2.0-dev \
+jpeg_archive:libjpeg-dev libxml_archive:libxml2-dev lua_archive:liblua5.1-0-dev \
+zlib_archive:zlib1g-dev png_archive:libpng-dev "
+# Archives it builds with a BUILD file of its own (build_file):
+# --override_repository with a plain source folder cannot replace them.
+OWN_BUILD_FILE_REPOS=" six_archive funcsigs_archive enum34_archive dm_env_archive \
+tree_archive pybind11_archive "
 
 usage() {
   cat <<EOF
 Usage: launch/build_dmlab.sh [options] [bazel flags...] [-- bazel flags...]
 
-Fetches DeepMind Lab at the commit pinned in third_party/dmlab/repo.bzl, copies
-its source into the build directory, applies third_party/dmlab/patches/*.patch
-(pinned dependency releases, fixes for current compilers and libraries),
-builds its pip package with Bazel (${BUILD_TARGET}),
-and installs the wheel into the Python environment that runs distral_tf.
+Builds DeepMind Lab at the commit pinned in third_party/dmlab/repo.bzl: copies
+its source into the build directory, adds third_party/dmlab/overlay/ (BUILD
+files for system libraries), applies third_party/dmlab/patches/*.patch (pinned
+releases with checksums, Eigen, GLib, libjpeg, libxml2, libpng, zlib and Lua
+from the system's -dev packages, a fix for current libxml2 headers), builds its
+pip package with Bazel (${BUILD_TARGET}) and installs the wheel and
+dm-env into the Python environment that runs distral_tf.
 
 Options:
   --python=PATH      Python of the project's environment (default: python3 on PATH).
                      DeepMind Lab is compiled against its headers and NumPy.
-  --source_dir=DIR   build a copy of this local DeepMind Lab source instead of
-                     fetching the pinned archive (DIR itself is not changed).
+  --source_dir=DIR   build a copy of this local DeepMind Lab source (a checkout
+                     of the pinned commit) instead of fetching it; DIR itself
+                     is not changed.
   --build_dir=DIR    where the source is copied and built
                      (default: \${XDG_CACHE_HOME:-~/.cache}/distral_tf/dmlab_build).
   --wheel_dir=DIR    where the wheel is written (default: BUILD_DIR/wheel).
   --no_install       build the wheel, do not install it.
   --dry_run          run the checks, print the commands, run none of them.
   --skip_bazel_version_check
-                     go on with a Bazel that is not ${WANT_BAZEL%%.*}.x, or whose version
-                     cannot be told (Debian's Bazel prints 'bazel no_version').
+                     go on with a Bazel that is not ${WANT_MAJOR}.x, or whose version
+                     cannot be told. Debian's bazel-bootstrap prints
+                     'bazel no_version'; it is accepted without this flag when
+                     dpkg says it is bazel-bootstrap ${WANT_MAJOR}.x.
   -h, --help         this text.
 
-Every other argument (and everything after --) goes to Bazel, for the fetch and
-for the build. Offline, point Bazel at local copies (and --source_dir at
-DeepMind Lab's source):
-  --override_repository=com_google_absl=/src/abseil-cpp
-                     for repositories that bring their own BUILD files
-                     (abseil, googletest, bazel-skylib);
+Bazel flags, written --flag=value, go to Bazel's build. These may be given
+among the options above: --jobs, --override_repository, --distdir,
+--repository_cache, --repo_env, --disk_cache, --config, --copt, --cxxopt,
+--linkopt, --define, --local_cpu_resources, --local_ram_resources,
+--verbose_failures, --keep_going; any other Bazel flag goes after --. Those
+about repositories (--override_repository, --distdir, --repository_cache,
+--repo_env) also go to the fetch.
+Offline, give Bazel local copies of what it would download:
+  --source_dir=/src/lab
+                     DeepMind Lab itself;
+  --override_repository=NAME=/src/FOLDER
+                     repositories with their own BUILD files, checked out at
+                     the pinned releases: com_google_absl (abseil-cpp
+                     20230125.3), com_google_googletest (release-1.12.1),
+                     bazel_skylib (1.3.0), platforms (0.0.6), and Bazel ${WANT_BAZEL}'s
+                     own rules_cc (b1c40e1de81913a3c40e5948f78719c28152486d)
+                     and rules_java (7cf3cefd652008d0a64a419c34c13bdca6c8f178);
   --distdir=/src/archives
-                     for archives DeepMind Lab builds with BUILD files it
-                     supplies (glib, libxml, jpeg, png, zlib, lua, eigen, ...),
-                     which --override_repository cannot replace. Name each
-                     file as the last part of its URL in DeepMind Lab's
-                     WORKSPACE; Bazel takes only archives whose sha256 is
-                     given there.
-Needs Bazel ${WANT_BAZEL} (with Bazelisk installed as bazel, the script asks it
-for that version), a C++17 compiler, patch, and the packages in docs/dmlab.md.
+                     a directory with six-1.15.0.tar.gz (PyPI's sdist), which
+                     DeepMind Lab builds with a BUILD file of its own.
+Needs Bazel ${WANT_BAZEL} (Debian: apt-get install bazel-bootstrap; with Bazelisk
+installed as bazel, the script asks it for ${WANT_BAZEL}), and the Debian/Ubuntu
+packages it names when they are missing.
 EOF
 }
 
 die() { echo "build_dmlab.sh: error: $*" >&2; exit 1; }
 usage_error() { echo "build_dmlab.sh: error: $*" >&2; exit 2; }
 note() { echo "build_dmlab.sh: $*" >&2; }
+
+# -- arguments -------------------------------------------------------------------
 
 PYTHON="python3"
 SOURCE_DIR=""
@@ -76,37 +103,60 @@ BAZEL_FLAGS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
-    --python=*) PYTHON="${1#*=}" ;;
-    --source_dir=*) SOURCE_DIR="${1#*=}" ;;
-    --build_dir=*) BUILD_DIR="${1#*=}" ;;
-    --wheel_dir=*) WHEEL_DIR="${1#*=}" ;;
+    --python=?*) PYTHON="${1#*=}" ;;
+    --source_dir=?*) SOURCE_DIR="${1#*=}" ;;
+    --build_dir=?*) BUILD_DIR="${1#*=}" ;;
+    --wheel_dir=?*) WHEEL_DIR="${1#*=}" ;;
     --no_install) INSTALL=0 ;;
     --dry_run) DRY_RUN=1 ;;
     --skip_bazel_version_check) CHECK_BAZEL_VERSION=0 ;;
-    --python|--source_dir|--build_dir|--wheel_dir) usage_error "write $1=VALUE" ;;
+    --python|--source_dir|--build_dir|--wheel_dir|--python=|--source_dir=|--build_dir=|--wheel_dir=)
+      usage_error "write ${1%=}=VALUE" ;;
     --) shift; BAZEL_FLAGS+=("$@"); break ;;
-    -*) BAZEL_FLAGS+=("$1") ;;
+    # Bazel flags the script knows; any other Bazel flag goes after --.
+    --override_repository=*|--distdir=*|--repository_cache=*|--repo_env=*|--jobs=*|\
+    --local_cpu_resources=*|--local_ram_resources=*|--disk_cache=*|--config=*|\
+    --copt=*|--cxxopt=*|--linkopt=*|--define=*|--verbose_failures|--keep_going)
+      BAZEL_FLAGS+=("$1") ;;
+    --override_repository|--distdir|--repository_cache|--repo_env|--jobs)
+      usage_error "write $1=VALUE" ;;
+    -*) usage_error "unknown option '$1' (see --help; other Bazel flags go after --)" ;;
     *) usage_error "unexpected argument '$1' (see --help)" ;;
   esac
   shift
 done
 WHEEL_DIR="${WHEEL_DIR:-${BUILD_DIR}/wheel}"
 
+# Bazel flags: all go to the build; those about repositories also to the fetch
+# ('bazel sync' refuses build flags such as --jobs).
+SYNC_FLAGS=()
 for flag in ${BAZEL_FLAGS[@]+"${BAZEL_FLAGS[@]}"}; do
-  if [[ "${flag}" == --override_repository=* ]]; then
-    name="${flag#--override_repository=}"
-    name="${name%%=*}"
-    if [[ "${OWN_BUILD_FILE_REPOS}" == *" ${name} "* ]]; then
-      usage_error "--override_repository cannot replace ${name}: DeepMind Lab \
+  case "${flag}" in
+    --override_repository=*)
+      mapping="${flag#--override_repository=}"
+      name="${mapping%%=*}"
+      [[ "${mapping}" == *=?* ]] || usage_error "write --override_repository=NAME=/path/to/folder"
+      if [[ "${SYSTEM_REPOS}" == *" ${name}:"* ]]; then
+        package="${SYSTEM_REPOS#* ${name}:}"
+        usage_error "${name} comes from the system (${package%% *}), not from a \
+folder: drop --override_repository=${name}=..."
+      elif [[ "${OWN_BUILD_FILE_REPOS}" == *" ${name} "* ]]; then
+        usage_error "--override_repository cannot replace ${name}: DeepMind Lab \
 builds it from its archive with a BUILD file it supplies. Put the archive (named \
 as the last part of its URL in DeepMind Lab's WORKSPACE) in a directory DIR and \
 pass --distdir=DIR instead."
-    fi
-  fi
+      fi
+      SYNC_FLAGS+=("${flag}") ;;
+    --distdir=*|--repository_cache=*|--repo_env=*) SYNC_FLAGS+=("${flag}") ;;
+  esac
 done
 
 DMLAB_COMMIT="$(sed -n 's/^DMLAB_COMMIT = "\([0-9a-f]\{40\}\)"$/\1/p' "${PIN_FILE}")"
 [[ -n "${DMLAB_COMMIT}" ]] || die "no DMLAB_COMMIT found in ${PIN_FILE}"
+
+if [[ -n "${SOURCE_DIR}" && ! -f "${SOURCE_DIR}/WORKSPACE" ]]; then
+  usage_error "--source_dir=${SOURCE_DIR} is not DeepMind Lab's source (no WORKSPACE in it)"
+fi
 
 # Runs a command, or prints it under --dry_run.
 run() {
@@ -132,8 +182,8 @@ copy_source() {
   done
 }
 
-# Applies every patch of PATCH_DIR to the source copy $1; one already in the
-# source is left alone.
+# Applies every patch of PATCH_DIR, in name order, to the source copy $1; one
+# already in the source is left alone.
 apply_patches() {
   local dir="$1" patch_file
   for patch_file in "${PATCH_DIR}"/*.patch; do
@@ -147,15 +197,19 @@ apply_patches() {
   done
 }
 
-# -- checks, before anything long starts ---------------------------------------
+# Seconds each step took, printed at the end.
+TIMES=()
+STEP_START="${SECONDS}"
+step_done() {
+  TIMES+=("$1 $((SECONDS - STEP_START))")
+  STEP_START="${SECONDS}"
+}
 
-if [[ -n "${SOURCE_DIR}" && ! -f "${SOURCE_DIR}/WORKSPACE" ]]; then
-  die "--source_dir=${SOURCE_DIR} is not DeepMind Lab's source (no WORKSPACE)"
-fi
+# -- Bazel and its version ------------------------------------------------------
 
 BAZEL="${BAZEL:-bazel}"
-command -v "${BAZEL}" >/dev/null 2>&1 || die "bazel not found on PATH. Install \
-Bazel ${WANT_BAZEL} (or Bazelisk, which fetches it): https://bazel.build/install"
+command -v "${BAZEL}" >/dev/null 2>&1 || die "bazel not found on PATH. Install Bazel \
+${WANT_BAZEL}: apt-get install bazel-bootstrap (Debian 12), or Bazelisk as 'bazel'"
 BAZEL_CMD=("${BAZEL}")
 BAZEL_FILE="$(readlink -f "$(command -v "${BAZEL}")")"
 if [[ "${BAZEL_FILE##*/}" == bazelisk* ]]; then
@@ -164,24 +218,36 @@ if [[ "${BAZEL_FILE##*/}" == bazelisk* ]]; then
 fi
 BAZEL_VERSION_LINE="$("${BAZEL_CMD[@]}" --version 2>/dev/null | head -n 1 || true)"
 HAVE_BAZEL="$(sed -n 's/^bazel \([0-9][0-9.]*\).*/\1/p' <<<"${BAZEL_VERSION_LINE}")"
+if [[ -z "${HAVE_BAZEL}" && "${BAZEL_VERSION_LINE}" == "bazel no_version" ]]; then
+  # Debian's bazel-bootstrap prints no version; dpkg knows it.
+  if [[ "$(dpkg-query -S "${BAZEL_FILE}" 2>/dev/null)" == bazel-bootstrap:* ]]; then
+    DEBIAN_VERSION="$(dpkg-query -W -f='${Version}' bazel-bootstrap 2>/dev/null || true)"
+    if [[ "${DEBIAN_VERSION}" =~ ^([0-9]+\.[0-9.]*[0-9]) ]]; then
+      HAVE_BAZEL="${BASH_REMATCH[1]}"
+      note "Bazel is Debian's bazel-bootstrap ${DEBIAN_VERSION}"
+    fi
+  fi
+fi
 if [[ -z "${HAVE_BAZEL}" ]]; then
   if [[ "${CHECK_BAZEL_VERSION}" == 1 ]]; then
     die "cannot tell the Bazel version ('${BAZEL} --version' said: \
-'${BAZEL_VERSION_LINE}'). If it is Bazel ${WANT_BAZEL%%.*}.x (Debian's packaged Bazel \
-prints 'bazel no_version'), pass --skip_bazel_version_check."
+'${BAZEL_VERSION_LINE}'). If it is Bazel ${WANT_MAJOR}.x, pass --skip_bazel_version_check."
   fi
   note "warning: cannot tell the Bazel version ('${BAZEL_VERSION_LINE}'); going on as asked."
   HAVE_BAZEL="of unknown version"
-elif [[ "${HAVE_BAZEL%%.*}" != "${WANT_BAZEL%%.*}" ]]; then
+elif [[ "${HAVE_BAZEL%%.*}" != "${WANT_MAJOR}" ]]; then
   if [[ "${CHECK_BAZEL_VERSION}" == 1 ]]; then
-    die "Bazel ${HAVE_BAZEL} found; DeepMind Lab's WORKSPACE build needs Bazel \
-${WANT_BAZEL%%.*}.x (${WANT_BAZEL} tested). With Bazelisk: USE_BAZEL_VERSION=${WANT_BAZEL}."
+    die "Bazel ${HAVE_BAZEL} found; this build needs Bazel ${WANT_MAJOR}.x (${WANT_BAZEL} \
+tested): apt-get install bazel-bootstrap (Debian 12), or Bazelisk with USE_BAZEL_VERSION=${WANT_BAZEL}"
   fi
-  note "warning: Bazel ${HAVE_BAZEL} is not ${WANT_BAZEL%%.*}.x; going on as asked."
+  note "warning: Bazel ${HAVE_BAZEL} is not ${WANT_MAJOR}.x; going on as asked."
 fi
 
-command -v "${PYTHON}" >/dev/null 2>&1 || die "Python '${PYTHON}' not found (--python=PATH)"
+# -- Python ------------------------------------------------------------------------
+
+command -v "${PYTHON}" >/dev/null 2>&1 || usage_error "Python '${PYTHON}' not found (--python=PATH)"
 PYTHON="$(command -v "${PYTHON}")"
+# Prints "ok EXECUTABLE INCLUDE_DIR NUMPY_VERSION", or what is missing.
 PY_CHECK='
 import sys
 missing = []
@@ -204,25 +270,55 @@ PY_INFO="$("${PYTHON}" -c "${PY_CHECK}" 2>&1 | tail -n 1 || true)"
 [[ "${PY_INFO}" == ok* ]] || die "${PY_INFO#error: }"
 read -r _ PYTHON PY_INCLUDE NUMPY_VERSION <<<"${PY_INFO}"
 
-MISSING=()
-have_header() {  # have_header NAME PACKAGE DIR...
-  local name="$1" package="$2"; shift 2
-  local dir
-  for dir in "$@"; do [[ -f "${dir}/${name}" ]] && return 0; done
-  MISSING+=("${name} (${package})")
+# -- Debian/Ubuntu packages ----------------------------------------------------------
+
+# have PACKAGE PATH_PATTERN...: notes PACKAGE as missing unless a path exists.
+MISSING_PACKAGES=()
+have() {
+  local package="$1" pattern
+  shift
+  for pattern in "$@"; do
+    compgen -G "${pattern}" >/dev/null && return 0
+  done
+  MISSING_PACKAGES+=("${package}")
 }
-have_header Python.h python3-dev "${PY_INCLUDE}"
-have_header GL/osmesa.h libosmesa6-dev /usr/include /usr/local/include
-have_header SDL2/SDL.h libsdl2-dev /usr/include /usr/local/include
-have_header ffi.h libffi-dev /usr/include /usr/include/x86_64-linux-gnu \
-  /usr/include/aarch64-linux-gnu /usr/local/include
-command -v msgfmt >/dev/null 2>&1 || MISSING+=("msgfmt (gettext)")
-command -v patch >/dev/null 2>&1 || MISSING+=("patch (patch)")
-command -v "${CXX:-g++}" >/dev/null 2>&1 || command -v c++ >/dev/null 2>&1 \
-  || MISSING+=("a C++17 compiler (g++)")
-if [[ ${#MISSING[@]} -gt 0 ]]; then
-  MESSAGE="missing: ${MISSING[*]}. On Debian/Ubuntu: apt-get install build-essential \
-libosmesa6-dev libsdl2-dev libffi-dev gettext patch python3-dev"
+# have_command PACKAGE COMMAND...: notes PACKAGE as missing unless all are on PATH.
+have_command() {
+  local package="$1" name
+  shift
+  for name in "$@"; do
+    command -v "${name}" >/dev/null 2>&1 || { MISSING_PACKAGES+=("${package}"); return 0; }
+  done
+}
+have_command build-essential gcc g++
+have_command patch patch
+have_command zip zip  # DeepMind Lab's genrules pack its assets with zip.
+# Bazel fetches DeepMind Lab with git unless given --source_dir.
+[[ -n "${SOURCE_DIR}" ]] || have_command git git
+# The system Python's headers come with python3-dev; a Python of its own
+# (pyenv, conda) has them beside it.
+if [[ ! -f "${PY_INCLUDE}/Python.h" ]]; then
+  if [[ "${PY_INCLUDE}" == /usr/include/* ]]; then
+    MISSING_PACKAGES+=(python3-dev)
+  else
+    die "${PY_INCLUDE}/Python.h not found: the Python at ${PYTHON} has no headers"
+  fi
+fi
+have libosmesa6-dev /usr/include/GL/osmesa.h
+have libsdl2-dev /usr/include/SDL2/SDL.h
+# The seven libraries the patched WORKSPACE takes from /usr.
+have libeigen3-dev /usr/include/eigen3/Eigen/Core
+have libglib2.0-dev /usr/include/glib-2.0/glib.h
+have libglib2.0-dev '/usr/lib/*/glib-2.0/include/glibconfig.h'
+have libjpeg-dev /usr/include/jpeglib.h
+have libxml2-dev /usr/include/libxml2/libxml/tree.h
+have liblua5.1-0-dev /usr/include/lua5.1/lua.h
+have zlib1g-dev /usr/include/zlib.h
+have libpng-dev /usr/include/png.h
+if [[ ${#MISSING_PACKAGES[@]} -gt 0 ]]; then
+  PACKAGES="$(printf '%s\n' "${MISSING_PACKAGES[@]}" | sort -u | tr '\n' ' ')"
+  MESSAGE="missing Debian/Ubuntu packages; install them with: \
+apt-get install ${PACKAGES% }"
   if [[ "${DRY_RUN}" == 1 ]]; then
     note "warning: ${MESSAGE}"
   else
@@ -232,6 +328,7 @@ fi
 
 note "DeepMind Lab ${DMLAB_COMMIT}, Bazel ${HAVE_BAZEL}, Python ${PYTHON} \
 (NumPy ${NUMPY_VERSION})"
+step_done checks
 
 # -- source ----------------------------------------------------------------------
 
@@ -257,7 +354,7 @@ if [[ -n "${SOURCE_DIR}" ]]; then
 else
   # Fetch @org_deepmind_lab as declared by this repository's WORKSPACE.
   run cd "${REPO_ROOT}"
-  run "${BAZEL_CMD[@]}" sync --only=org_deepmind_lab ${BAZEL_FLAGS[@]+"${BAZEL_FLAGS[@]}"}
+  run "${BAZEL_CMD[@]}" sync --only=org_deepmind_lab ${SYNC_FLAGS[@]+"${SYNC_FLAGS[@]}"}
   if [[ "${DRY_RUN}" == 1 ]]; then
     SOURCE='$(bazel info output_base)/external/org_deepmind_lab'
   else
@@ -268,33 +365,51 @@ fi
 LAB_DIR="${BUILD_DIR}/lab-${DMLAB_COMMIT}"
 run rm -rf "${LAB_DIR}"
 run copy_source "${SOURCE}" "${LAB_DIR}"
+# The BUILD files of the system libraries, at the paths the patched WORKSPACE names.
+run cp -R "${OVERLAY_DIR}/." "${LAB_DIR}/"
 apply_patches "${LAB_DIR}"
+step_done source
 
 # -- build, package, install -----------------------------------------------------------
 
+# --nosandbox_debug: Debian's /etc/bazel/bazelrc turns sandbox debugging on,
+# which prints pages of sandbox traces for every action and keeps every
+# action's sandbox on disk.
 run cd "${LAB_DIR}"
 run "${BAZEL_CMD[@]}" build -c opt --cxxopt=-std=c++17 --python_version=PY3 \
-  ${BAZEL_FLAGS[@]+"${BAZEL_FLAGS[@]}"} "${BUILD_TARGET}"
+  --nosandbox_debug ${BAZEL_FLAGS[@]+"${BAZEL_FLAGS[@]}"} "${BUILD_TARGET}"
+step_done build
 run rm -rf "${WHEEL_DIR}"
 run env PYTHON_BIN_PATH="${PYTHON}" ./bazel-bin/python/pip_package/build_pip_package \
   "${WHEEL_DIR}"
+# The Bazel server of this build directory is not needed any more.
+run "${BAZEL_CMD[@]}" shutdown
+WHEEL="${WHEEL_DIR}/deepmind_lab-*.whl"
+if [[ "${DRY_RUN}" == 0 ]]; then
+  WHEELS=("${WHEEL_DIR}"/deepmind_lab-*.whl)
+  [[ ${#WHEELS[@]} -eq 1 && -f "${WHEELS[0]}" ]] || die "expected one wheel in ${WHEEL_DIR}"
+  WHEEL="${WHEELS[0]}"
+fi
+step_done wheel
 if [[ "${INSTALL}" == 1 ]]; then
-  WHEEL="${WHEEL_DIR}/*.whl"
-  if [[ "${DRY_RUN}" == 0 ]]; then
-    WHEELS=("${WHEEL_DIR}"/*.whl)
-    [[ ${#WHEELS[@]} -eq 1 && -f "${WHEELS[0]}" ]] || die "expected one wheel in ${WHEEL_DIR}"
-    WHEEL="${WHEELS[0]}"
-  fi
-  # No dependency reinstalls: NumPy stays the version it was compiled against.
+  # The wheel first without dependencies, then what it lacks: NumPy stays the
+  # version it was compiled against. DeepMind Lab's __init__ imports dm_env,
+  # which its setup.py does not ask for.
   run "${PYTHON}" -m pip install --force-reinstall --no-deps "${WHEEL}"
-  run "${PYTHON}" -m pip install "${WHEEL}"
+  run "${PYTHON}" -m pip install "${WHEEL}" dm-env
   run cd /
   run "${PYTHON}" -c "import deepmind_lab; print('deepmind_lab:', deepmind_lab.__file__)"
+  step_done install
 fi
+
 if [[ "${DRY_RUN}" == 1 ]]; then
   note "dry run: the commands above were not run"
-elif [[ "${INSTALL}" == 1 ]]; then
-  note "done: deepmind_lab is installed for ${PYTHON}"
+  exit 0
+fi
+TIMES_TEXT="$(printf '%s, ' "${TIMES[@]}")"
+note "seconds per step: ${TIMES_TEXT%, }"
+if [[ "${INSTALL}" == 1 ]]; then
+  note "done: deepmind_lab is installed for ${PYTHON} (wheel: ${WHEEL})"
 else
-  note "done: the wheel is in ${WHEEL_DIR}"
+  note "done: the wheel is ${WHEEL}; install it with: ${PYTHON} -m pip install ${WHEEL} dm-env"
 fi

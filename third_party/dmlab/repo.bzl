@@ -1,29 +1,29 @@
 """DeepMind Lab's source at the commit this project is measured and tested with.
 
 `dmlab_repository()` declares it as the external repository `@org_deepmind_lab`;
-launch/build_dmlab.sh fetches it (`bazel sync --only=org_deepmind_lab`), copies
-it into its build directory, applies `patches/*.patch` there (releases of
-abseil-cpp, googletest and bazel-skylib pinned with checksums in DeepMind Lab's
-WORKSPACE, which names branch heads; fixes for current libxml2 headers and for
-linking libpng) and builds its Python package with that patched WORKSPACE.
-
-Offline: pass the script `--source_dir=/path/to/lab` (a local copy of the
-source at this commit), or set DMLAB_SHA256 and put the archive
-`<commit>.tar.gz` in a directory given as `--distdir`.
+launch/build_dmlab.sh fetches it (`bazel sync --only=org_deepmind_lab`) unless
+given a local copy (`--source_dir`), copies it into its build directory, adds
+`overlay/` and applies `patches/*.patch` there, and builds its Python package
+with that patched WORKSPACE.
 """
 
-load("@bazel_tools//tools/build_defs/repo:http.bzl", "http_archive")
+load("@bazel_tools//tools/build_defs/repo:git.bzl", "git_repository")
 
 DMLAB_COMMIT = "b1db91af5b4d2f3a24466f4632a3e5e1b0829cca"
 
-# SHA-256 of the GitHub archive of DMLAB_COMMIT. Empty: not checked (Bazel then
-# prints the archive's hash, to be recorded here; --distdir needs it).
-DMLAB_SHA256 = ""
+# The commit's date, as `git log -1 --date=raw --format=%cd COMMIT` prints it:
+# git then fetches only the history since that date.
+DMLAB_COMMIT_DATE = "1672845546 +0000"
 
 def dmlab_repository(name = "org_deepmind_lab"):
-    http_archive(
+    # A git checkout of DMLAB_COMMIT, which git verifies by the commit's hash.
+    # No SHA-256 of GitHub's archive of the commit is recorded: the copy of
+    # the repository this build was checked with lacked some large assets, so
+    # the archive could not be rebuilt from it. Offline, give the script a
+    # checkout with --source_dir.
+    git_repository(
         name = name,
-        urls = ["https://github.com/google-deepmind/lab/archive/%s.tar.gz" % DMLAB_COMMIT],
-        strip_prefix = "lab-" + DMLAB_COMMIT,
-        sha256 = DMLAB_SHA256,
+        remote = "https://github.com/google-deepmind/lab.git",
+        commit = DMLAB_COMMIT,
+        shallow_since = DMLAB_COMMIT_DATE,
     )
