@@ -8,6 +8,7 @@ stderr and exit status 2 (``errors.UsageError``), never a traceback.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from typing import Iterator, Sequence, Union
@@ -62,7 +63,19 @@ def default_logdir(level_set: str, algorithm: str, seed: int) -> str:
 
 
 def validate_common(fv: flags.FlagValues) -> None:
-  """Checks flags shared by every trainer; raises ``errors.UsageError``."""
+  """Checks flags shared by every trainer; raises ``errors.UsageError``.
+
+  Every float flag of this package must be finite: none takes infinity or NaN
+  as a meaning (``--learning_rate=inf`` would train on NaN, ``--entropy_cost=inf``
+  divide by it).
+  """
+  for module, module_flags in fv.flags_by_module_dict().items():
+    if not module.startswith(run_dir.PROJECT_PACKAGE):
+      continue
+    for flag in module_flags:
+      if isinstance(flag.value, float) and not math.isfinite(flag.value):
+        raise errors.UsageError(f'--{flag.name} must be a finite number, got '
+                                f'{flag.value}')
   if fv.algorithm in TABULAR_ALGORITHMS and fv.level_set != 'two_rooms':
     raise errors.UsageError(
         f'--algorithm={fv.algorithm} is tabular and runs on --level_set=two_rooms '
@@ -89,9 +102,11 @@ def check_before_training(fv: flags.FlagValues) -> tuple[RunConfig, list[str]]:
   Sets ``--logdir`` when not given, then reads the flags once into the
   trainer's configuration: for a deep algorithm with its level set's
   defaults merged (``fv`` otherwise left as it is), so that it compares with
-  a saved run's ``config.json``. Creates the log directory. Returns the
-  configuration and notes for the first lines of the run (the defaults chosen
-  for this machine). Raises ``errors.UsageError``.
+  a saved run's ``config.json``. Creates the log directory and holds it for
+  this process (``run_dir.hold``; ``run`` gives it up when the run ends), then
+  checks that it holds no other run. Returns the configuration and notes for
+  the first lines of the run (the defaults chosen for this machine). Raises
+  ``errors.UsageError``.
   """
   validate_common(fv)
   if fv.logdir is None:
@@ -103,8 +118,26 @@ def check_before_training(fv: flags.FlagValues) -> tuple[RunConfig, list[str]]:
     config, notes = agents_config.from_flags(fv)
     may_differ = run_dir.RESUMABLE_FLAGS
   run_dir.prepare(config.logdir)
-  run_dir.check_same_run(config.logdir, config.run_flags, may_differ)
+  if _writes_logdir(config):
+    run_dir.hold(config.logdir)  # Until ``run`` ends (or this process does).
+  try:
+    run_dir.check_same_run(config.logdir, config.run_flags, may_differ)
+  except BaseException:
+    run_dir.release(config.logdir)
+    raise
   return config, notes
+
+
+def _writes_logdir(config: RunConfig) -> bool:
+  """Whether this process writes the log directory: all but a cluster's servers.
+
+  ``--cluster=tf_config`` on a ps or worker host serves and writes nothing;
+  several of them may share a machine and a ``--logdir`` with the chief.
+  """
+  if getattr(config, 'cluster', '') != 'tf_config':
+    return True
+  from distral_tf.distributed import topology  # pylint: disable=g-import-not-at-top
+  return topology.read_tf_config()[1].job == 'chief'
 
 
 def run(fv: flags.FlagValues = FLAGS) -> dict:
@@ -113,21 +146,26 @@ def run(fv: flags.FlagValues = FLAGS) -> dict:
   The tabular trainer (``tabular/train.py``); for a deep algorithm the local
   trainer (``agents/train.py``) or, with ``--cluster``, the cluster trainer
   (``distributed/cluster.py``). Each takes the configuration, not the flags.
+  The log directory is this process's from the checks to the end of the run
+  (``run_dir.hold``): a second process given it is refused.
   """
   config, notes = check_before_training(fv)
-  if isinstance(config, tabular_config.TabularConfig):
-    from distral_tf.tabular import train  # pylint: disable=g-import-not-at-top
-    return train.run(config)
-  # pylint: disable=g-import-not-at-top
-  with _native_stderr_hidden():
-    if config.cluster:
-      from distral_tf.distributed import cluster as trainer
-    else:
-      from distral_tf.agents import train as trainer
-  # pylint: enable=g-import-not-at-top
-  for note in notes:
-    print(note, flush=True)
-  return trainer.run(config)
+  try:
+    if isinstance(config, tabular_config.TabularConfig):
+      from distral_tf.tabular import train  # pylint: disable=g-import-not-at-top
+      return train.run(config)
+    # pylint: disable=g-import-not-at-top
+    with _native_stderr_hidden():
+      if config.cluster:
+        from distral_tf.distributed import cluster as trainer
+      else:
+        from distral_tf.agents import train as trainer
+    # pylint: enable=g-import-not-at-top
+    for note in notes:
+      print(note, flush=True)
+    return trainer.run(config)
+  finally:
+    run_dir.release(config.logdir)
 
 
 @contextlib.contextmanager

@@ -12,17 +12,47 @@ Ctrl-C at any moment prints one line and exits with status 130 (during
 training, after saving a checkpoint).
 TensorFlow's own start-up and INFO lines are hidden unless ``--verbosity=0``
 (or ``TF_CPP_MIN_LOG_LEVEL``) asks for them.
+
+Once the command has said how it ended, a Ctrl-C (or SIGTERM) that comes while
+the interpreter exits ends the process at once and quietly: raised as
+``KeyboardInterrupt`` inside an exit handler (logging's, multiprocessing's,
+matplotlib's, ``concurrent.futures``'), it would print that handler's
+traceback after the line. A stop during start-up leaves the same way, without
+the exit handlers: nothing of the run is open yet, and Python may otherwise end
+with SIGINT's own status instead of 130 (seen with the interrupt raised while
+TensorFlow loads).
 """
 
 import os
+import signal
 import sys
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _leave_at_once(signum, frame) -> None:
+  """A signal while the process exits: exit now, with 128 + its number."""
+  del frame
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, RuntimeError, ValueError):  # Closed, or cut in a write.
+      pass
+  os._exit(128 + signum)  # pylint: disable=protected-access
+
+
+def _exit_quietly_on_signals() -> None:
+  for s in _STOP_SIGNALS:
+    signal.signal(s, _leave_at_once)
 
 
 def _stopped_during_start_up() -> None:
   """Ctrl-C before the trainer's own handler is in place: one line, status 130."""
+  _exit_quietly_on_signals()
   print('Stopped during start-up, before training began. Run the same command to '
         'start again.', file=sys.stderr, flush=True)
-  sys.exit(130)
+  sys.stdout.flush()
+  os._exit(130)  # pylint: disable=protected-access
 
 
 try:  # Ctrl-C may come while these load.
@@ -46,3 +76,5 @@ if __name__ == '__main__':
     app.run(main, flags_parser=cli.parse_flags)
   except KeyboardInterrupt:  # While TensorFlow loads, before the trainer's handler.
     _stopped_during_start_up()
+  finally:  # The command has ended (and said so): the interpreter exits next.
+    _exit_quietly_on_signals()

@@ -292,3 +292,36 @@ def test_local_cluster_resumes_after_a_killed_parameter_server(tmp_path):
   assert summary['finished']
   assert summary['agent_steps'] == summary['total_env_steps'] == budget
   _assert_consistent_episodes(logdir, budget)
+
+
+def test_chief_exits_soon_after_its_table_when_a_worker_host_is_gone(tmp_path,
+                                                                    processes):
+  """A worker server killed for good (TF_CONFIG: nobody restarts it): the run
+  finishes on the other worker and the chief exits within seconds of its table."""
+  cluster = topology.local_cluster_def(topology.LocalRequest(1, 2))
+  servers = {}
+  for role in cluster.server_roles():
+    servers[role] = processes.start(
+        [sys.executable, '-m', 'distral_tf.distributed.server', '--exit_with_parent'],
+        _env(TF_CONFIG=topology.tf_config_json(cluster, role)),
+        tmp_path / f'{role.job}{role.index}.log')
+  logdir, budget = str(tmp_path / 'run'), 1500
+  chief = processes.start(
+      _train_args(logdir, 'tf_config', 'a3c', budget),
+      _env(TF_CONFIG=topology.tf_config_json(cluster, topology.Role('chief', 0))),
+      tmp_path / 'chief.log')
+  _wait_for(lambda: _steps_done(logdir) >= 4, '4 steps', alive=chief)
+  servers[topology.Role('worker', 1)].kill()
+  _wait_for(lambda: 'pi_i final' in _log(logdir, 'chief.log'), 'the table',
+            alive=chief)
+  try:
+    status = chief.wait(timeout=30)
+  except subprocess.TimeoutExpired:
+    status = None
+  log = _log(logdir, 'chief.log')
+  assert status == 0, f'the chief did not exit 30 s after its table: {log[-3000:]}'
+  summary = _json(os.path.join(logdir, results.SUMMARY_FILE))
+  assert summary['finished']
+  assert summary['total_env_steps'] == 2 * budget
+  # Steps of the lost worker were rescheduled on the other one.
+  assert summary['cluster']['steps'][0] > summary['cluster']['steps'][1]

@@ -182,6 +182,36 @@ def test_trainer_reports_cluster_errors_in_one_line(tmp_path, listening_port):
   proc = _run('distral_tf.launch', '--cluster=tf_config', *common, env=env)
   line = _one_error_line(proc)
   assert f'cannot reach ps 0 (127.0.0.1:{ports[1]}), worker 0' in line
+  # While it waits, the chief says what for (here once: it gives up after 1 s).
+  assert (f'waiting for ps 0 (127.0.0.1:{ports[1]}), worker 0 (127.0.0.1:{ports[2]}), '
+          f'worker 1 (127.0.0.1:{ports[3]}) to accept connections: 0 s of at most 1 s'
+          ) in proc.stdout
   proc = _run('distral_tf.launch', '--cluster=mesos', *common)
   assert 'tf_config' in _one_error_line(proc)
   assert not (tmp_path / 'run' / 'summary.json').exists()
+
+
+def test_waiting_for_servers_is_reported_until_they_answer():
+  """A line naming what is waited for, then again every report_secs, then none."""
+  ports = topology.pick_free_ports(3)
+  cluster = topology.ClusterDef(f'127.0.0.1:{ports[0]}', (f'127.0.0.1:{ports[1]}',),
+                                (f'127.0.0.1:{ports[2]}',))
+  lines = []
+  with pytest.raises(errors.UsageError, match='cannot reach ps 0'):
+    topology.wait_reachable(cluster, cluster.server_roles()[:1], timeout=1.0,
+                            poll_secs=0.05, report=lines.append, report_secs=0.3)
+  assert 3 <= len(lines) <= 5, lines
+  assert all(l.startswith(f'waiting for ps 0 (127.0.0.1:{ports[1]}) to accept '
+                          'connections: ') and l.endswith(' s of at most 1 s')
+             for l in lines)
+  # The server comes up while the chief waits: the lines stop, the wait ends.
+  server = socket.socket()
+  lines.clear()
+  try:
+    server.bind(('127.0.0.1', ports[1]))
+    server.listen()
+    topology.wait_reachable(cluster, cluster.server_roles()[:1], timeout=5.0,
+                            report=lines.append)
+  finally:
+    server.close()
+  assert lines == []

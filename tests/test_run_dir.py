@@ -2,6 +2,10 @@
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from absl import flags
@@ -12,6 +16,7 @@ from distral_tf import results
 from distral_tf import run_dir
 from distral_tf.agents import config as agents_config
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEEP = ['--level_set=two_rooms', '--algorithm=kl_ent_2col', '--num_tasks=2']
 
 
@@ -168,3 +173,79 @@ def test_deep_trainer_resume_check_compares_every_flag(tmp_path, fv):
       builders.check_resumable(other)
   saved = json.loads((tmp_path / results.CONFIG_FILE).read_text())
   assert saved['seed'] == 0
+
+
+def test_a_config_without_the_runs_flags_is_refused(tmp_path, fv):
+  """An emptied config.json must not let another run resume these results."""
+  _save_deep_run(str(tmp_path), fv(*DEEP, f'--logdir={tmp_path}'))
+  results.EpisodeWriter(str(tmp_path), 'kl_ent_2col', 0).close()
+  (tmp_path / results.CONFIG_FILE).write_text('{}')
+  other = _deep_run_flags(fv(*DEEP, '--seed=5', '--learning_rate=0.1',
+                             f'--logdir={tmp_path}'))
+  with pytest.raises(errors.UsageError, match='lacks the flags of a run') as raised:
+    run_dir.check_same_run(str(tmp_path), other, run_dir.RESUMABLE_FLAGS)
+  assert 'level_set, algorithm, seed' in str(raised.value)
+  # A config saved before a flag was added still resumes.
+  saved = dict(_deep_run_flags(fv(*DEEP, f'--logdir={tmp_path}')))
+  del saved['lstm_skip']
+  results.write_json(str(tmp_path / results.CONFIG_FILE), saved)
+  assert run_dir.check_same_run(str(tmp_path), _deep_run_flags(
+      fv(*DEEP, f'--logdir={tmp_path}')), run_dir.RESUMABLE_FLAGS)
+
+
+def _immutable(path) -> bool:
+  """``chattr +i path``; False where the tool or the file system refuses it."""
+  if shutil.which('chattr') is None:
+    return False
+  return subprocess.run(['chattr', '+i', str(path)], capture_output=True).returncode == 0
+
+
+def test_prepare_refuses_a_checkpoint_directory_that_takes_no_files(tmp_path):
+  """As root, permissions do not stop writes: the directory is made immutable."""
+  checkpoints = tmp_path / 'checkpoints'
+  checkpoints.mkdir()
+  if not _immutable(checkpoints):
+    pytest.skip('chattr +i is not available here')
+  try:
+    with pytest.raises(errors.UsageError) as raised:
+      run_dir.prepare(str(tmp_path))
+  finally:
+    subprocess.run(['chattr', '-i', str(checkpoints)], check=True)
+  assert f'cannot write in --logdir={tmp_path}: its checkpoints/' in str(raised.value)
+  assert os.listdir(checkpoints) == []
+  run_dir.prepare(str(tmp_path))
+
+
+HOLDER = textwrap.dedent('''
+    import sys, time
+    from distral_tf import run_dir
+    run_dir.hold(sys.argv[1])
+    print('held', flush=True)
+    time.sleep(120)
+    ''')
+
+
+def test_a_directory_is_held_until_its_process_ends(tmp_path):
+  """A second process is refused, told who holds it; the lock dies with its holder."""
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  holder = subprocess.Popen([sys.executable, '-c', HOLDER, str(tmp_path), '--marker'],
+                            stdout=subprocess.PIPE, text=True, env=env)
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+    with pytest.raises(run_dir.DirectoryInUse) as raised:
+      run_dir.hold(str(tmp_path))
+    message = str(raised.value)
+    assert message.startswith(f'--logdir={tmp_path} is in use by pid {holder.pid} on ')
+    assert '--marker' in message and '\n' not in message
+  finally:
+    holder.kill()  # SIGKILL: nothing of the holder's runs after it.
+    holder.wait()
+  run_dir.hold(str(tmp_path))
+  run_dir.hold(str(tmp_path))  # Again in the same process: already ours.
+  lock = tmp_path / run_dir.LOCK_FILE
+  assert json.loads(lock.read_text())['pid'] == os.getpid()
+  run_dir.release(str(tmp_path))
+  assert not lock.exists()
+  with run_dir.held({'out': str(tmp_path / 'new')}):
+    assert (tmp_path / 'new' / run_dir.LOCK_FILE).exists()
+  assert not (tmp_path / 'new' / run_dir.LOCK_FILE).exists()

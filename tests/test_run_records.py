@@ -143,3 +143,36 @@ def test_a_full_disk_while_restoring_is_one_error_and_leaves_no_half_run(tmp_pat
   assert run_records.restore(record_dir, str(restored))  # Space freed: restored in full.
   assert (restored / 'episodes.csv').read_bytes() == (logdir / 'episodes.csv').read_bytes()
   assert schedule.is_finished(str(restored))
+
+
+def test_a_record_that_does_not_read_is_named_in_a_warning_and_left_out(tmp_path, capsys):
+  """Half of an episodes.csv.xz, or a summary.json that is not JSON: the other
+  records are restored and drawn as before."""
+  runs = tmp_path / 'runs'
+  names = ('cut', 'garbled', 'whole')
+  specs = [schedule.RunSpec(logdir=str(runs / name / 'seed0'), args=()) for name in names]
+  records = run_records.Records(str(tmp_path / 'records'), {str(runs): 'reproduction'})
+  for spec in specs:
+    write_run(spec.logdir, returns=[0.01 * i for i in range(300)])
+  assert run_records.sync(specs, records) == run_records.SyncCount(0, 3)
+  cut = tmp_path / 'records' / 'reproduction' / 'cut' / 'seed0'
+  xz = cut / run_records.EPISODES_RECORD
+  xz.write_bytes(xz.read_bytes()[:xz.stat().st_size // 2])
+  garbled = tmp_path / 'records' / 'reproduction' / 'garbled' / 'seed0'
+  (garbled / 'summary.json').write_text('{"finished": tru')
+  shutil.rmtree(runs)  # A fresh checkout.
+  capsys.readouterr()
+
+  count = run_records.sync(specs, records)
+  assert count == run_records.SyncCount(restored=1, recorded=0)
+  warnings = capsys.readouterr().err.strip().splitlines()
+  assert len(warnings) == 2, warnings
+  assert warnings[0].startswith(f'warning: the run record {cut} is left out: '
+                                'episodes.csv.xz does not decompress')
+  assert warnings[1].startswith(f'warning: the run record {garbled} is left out: '
+                                'its summary.json does not read')
+  assert schedule.is_finished(specs[2].logdir)
+  for spec in specs[:2]:  # Left as they were: no run there, to be run again.
+    assert not os.path.exists(spec.logdir) or not run_dir.run_files_in(spec.logdir)
+  runs_read, _ = analysis.discover_runs(str(runs))
+  assert [r.logdir for r in runs_read] == [specs[2].logdir]

@@ -30,10 +30,14 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import traceback
+from typing import NoReturn
 
 import tensorflow as tf
+from absl import logging
 
 from distral_tf import errors
+from distral_tf import run_dir
 from distral_tf.agents import builders
 from distral_tf.agents import config as config_lib
 from distral_tf.agents import run_loop
@@ -48,25 +52,60 @@ SERVER_LOG_DIR = 'cluster'
 CONNECT_TIMEOUT_ENV = 'DISTRAL_CONNECT_TIMEOUT_SECS'
 CONNECT_TIMEOUT_SECS = 300.0
 CLUSTER_FAILURE_EXIT_CODE = 75
+# The coordinator of this process's run, kept for the process's life: its
+# destructor waits for every lost worker to come back (``_leave``), so it must
+# never run, not even in a garbage collection.
+_CONNECTED: list = []
 
 
 def run(config: config_lib.DeepConfig) -> dict:
   """Trains (or serves) in cluster mode: ``cli``'s choice when ``--cluster`` is set.
 
-  A lost ps task ends the process with ``CLUSTER_FAILURE_EXIT_CODE`` once the
-  launcher's servers are stopped; the TensorFlow runtime is not finalised then
-  (it would wait on the lost task).
+  Once the chief has connected to the cluster, the process ends here, the
+  launcher's servers stopped, without finalising the TensorFlow runtime
+  (``_leave``): status 0 after the run's table, 130 after Ctrl-C (a checkpoint
+  saved), ``CLUSTER_FAILURE_EXIT_CODE`` when a ps task was lost, 2 after a
+  ``errors.UsageError`` (one line) and 1 after any other error (its traceback).
   """
   setup = builders.make_setup(config)
   try:
     summary, interrupted = _run(config, setup)
   except trainer_lib.ClusterFailure as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(CLUSTER_FAILURE_EXIT_CODE)  # pylint: disable=protected-access
+    _leave(config, CLUSTER_FAILURE_EXIT_CODE)
+  except errors.UsageError as e:  # As ``errors.exit_on_usage_error`` reports it.
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    _leave(config, errors.USAGE_EXIT_CODE)
+  except Exception:  # pylint: disable=broad-except
+    traceback.print_exc()
+    _leave(config, 1)
+  if not summary:  # A ps or worker task's server (``tf_config``) ended on its own.
+    return summary
   if interrupted:
-    run_loop.exit_interrupted(config.logdir, 130)
-  return summary
+    try:
+      run_loop.exit_interrupted(config.logdir, 130)
+    except SystemExit as e:  # Its line is printed; the exit is ours.
+      _leave(config, int(e.code))
+  _leave(config, 0)
+
+
+def _leave(config: config_lib.DeepConfig, status: int) -> NoReturn:
+  """Ends the chief's process at once, its output flushed, with ``status``.
+
+  Finalising the runtime can wait forever once a task is gone: when a worker
+  is lost (killed for good, or stopped by the launcher before the
+  coordinator took its restart back), the coordinator's failure-handling
+  thread holds its lock while it waits for that worker to answer, and the
+  coordinator's destructor, run as the interpreter exits (or when a garbage
+  collection frees it: ``_CONNECTED`` keeps it), waits for that lock.
+  Everything the run writes is closed or flushed by then (episodes, summary,
+  checkpoint; the TensorBoard writer is closed when the run loop returns).
+  """
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  run_dir.release(config.logdir)
+  os._exit(status)  # pylint: disable=protected-access
 
 
 def _run(config: config_lib.DeepConfig,
@@ -98,8 +137,10 @@ def _run(config: config_lib.DeepConfig,
 def _run_chief(config: config_lib.DeepConfig, setup: builders.Setup, cluster,
                launcher) -> tuple[dict, bool]:
   builders.write_config(config)
-  topology.wait_reachable(cluster, cluster.server_roles(), _connect_timeout())
+  topology.wait_reachable(cluster, cluster.server_roles(), _connect_timeout(),
+                          report=lambda line: print(line, flush=True))
   strategy, coordinator = remote.connect(cluster)
+  _CONNECTED.append(coordinator)
   tf.random.set_seed(config.seed)
   trainer = trainer_lib.ClusterTrainer(config, setup, cluster, strategy, coordinator,
                                        launcher)

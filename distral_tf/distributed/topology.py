@@ -40,6 +40,8 @@ LOCAL_SERVERS_PER_CORE = 4
 MIN_LOCAL_SERVERS = 8
 # The chief serves its actor hosts on its own port + this.
 ACTOR_PORT_OFFSET = 1
+# Seconds between the lines of a chief waiting for its servers (``wait_reachable``).
+WAIT_REPORT_SECS = 30.0
 CLUSTER_FLAG_HELP = ('--cluster takes "local:ps=N,workers=M[,port=P]" (a loopback '
                      'cluster started by this command) or "tf_config" (roles from '
                      'the TF_CONFIG environment variable)')
@@ -295,14 +297,21 @@ def is_reachable(address: str, timeout: float = 1.0) -> bool:
 
 def wait_reachable(cluster: ClusterDef, roles: Sequence[Role], timeout: float,
                    still_starting: Callable[[], None] | None = None,
-                   poll_secs: float = 0.25) -> None:
+                   poll_secs: float = 0.25,
+                   report: Callable[[str], None] | None = None,
+                   report_secs: float = WAIT_REPORT_SECS) -> None:
   """Waits until every task of ``roles`` accepts connections.
 
   ``still_starting`` is called between polls (the local launcher raises there
-  when a server process exits). Raises ``errors.UsageError`` naming the tasks
-  still unreachable after ``timeout`` seconds.
+  when a server process exits). ``report``, if given, is called with a line
+  naming the tasks (and addresses) still waited for and the seconds waited so
+  far: at the first poll that finds one unreachable, then every
+  ``report_secs``. Raises ``errors.UsageError`` naming the tasks still
+  unreachable after ``timeout`` seconds.
   """
-  deadline = time.monotonic() + timeout
+  start = time.monotonic()
+  deadline = start + timeout
+  next_report = start
   pending = list(roles)
   while True:
     pending = [r for r in pending if not is_reachable(cluster.address(r))]
@@ -310,11 +319,16 @@ def wait_reachable(cluster: ClusterDef, roles: Sequence[Role], timeout: float,
       return
     if still_starting is not None:
       still_starting()
-    if time.monotonic() > deadline:
+    now = time.monotonic()
+    if now > deadline:
       raise errors.UsageError(
           f'cannot reach {describe(cluster, pending)} after {timeout:.0f} s; start '
           '"python -m distral_tf.distributed.server" there with the same '
           f'{TF_CONFIG_VAR} "cluster" (see docs/cluster.md) and check the firewall')
+    if report is not None and now >= next_report:
+      report(f'waiting for {describe(cluster, pending)} to accept connections: '
+             f'{now - start:.0f} s of at most {timeout:.0f} s')
+      next_report = now + report_secs
     time.sleep(poll_secs)
 
 

@@ -94,23 +94,42 @@ def record_or_warn(logdir: str, record_dir: str) -> bool:
 def restore(record_dir: str, logdir: str) -> bool:
   """Writes the record into ``logdir``; False without a record or if a run is there.
 
+  A record that does not read (its ``summary.json`` or its compressed
+  episodes damaged) is left out with a one-line warning on stderr naming it:
+  False, and ``logdir`` is left as it was.
+
   Raises:
     errors.UsageError: the disk is full. What was written is removed, so the
       run directory holds no run and the next ``sync`` restores it again.
   """
-  if not is_recorded(record_dir) or run_dir.run_files_in(logdir):
+  if run_dir.run_files_in(logdir):
+    return False
+  if not is_recorded(record_dir):
+    if os.path.exists(os.path.join(record_dir, results.SUMMARY_FILE)):
+      _warn_unreadable(record_dir, f'its {results.SUMMARY_FILE} does not read as a '
+                       'finished run')
+    return False
+  path = os.path.join(record_dir, EPISODES_RECORD)
+  try:
+    episodes = lzma.decompress(_read_bytes(path))
+  except (lzma.LZMAError, EOFError) as e:
+    _warn_unreadable(record_dir, f'{EPISODES_RECORD} does not decompress ({e})')
     return False
   try:
     with errors.disk_full_is_usage_error(logdir):
       os.makedirs(logdir, exist_ok=True)
-      with open(os.path.join(record_dir, EPISODES_RECORD), 'rb') as f:
-        _write_bytes(os.path.join(logdir, results.EPISODES_FILE), lzma.decompress(f.read()))
+      _write_bytes(os.path.join(logdir, results.EPISODES_FILE), episodes)
       _copy_json_files(record_dir, logdir)
   except BaseException:
     for name in run_dir.run_files_in(logdir):  # None were there before: all are ours.
       os.remove(os.path.join(logdir, name))
     raise
   return True
+
+
+def _warn_unreadable(record_dir: str, why: str) -> None:
+  print(f'warning: the run record {record_dir} is left out: {why}; move it away '
+        'to run and record that run again', file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass

@@ -12,14 +12,22 @@ A run is one ``python -m distral_tf.launch ... --logdir=DIR`` command (a
   ``launch_stdout.log`` / ``launch_stderr.log`` in the run's log directory
   (appended to, so resumed attempts keep their history) and a failure writes
   ``failure.txt`` there with the exit status and the tail of stderr;
-* prints a progress line whenever the counts change.
+* prints a progress line whenever the counts change;
+* takes its runs with it when it dies, however it dies (``_child_setup``):
+  each gets SIGTERM, saves a checkpoint and stops, so that the next attempt
+  does not meet them still running (each run also holds its log directory,
+  ``run_dir.hold``, and refuses to share it).
 
 The grid of a hyperparameter sweep (``sweep_specs``) lives here too, so that the
-sweep, transfer and reproduction commands share one way of laying out runs.
+sweep, transfer and reproduction commands share one way of laying out runs. A
+sweep's algorithms are the entries of ``analysis`` (the paper's seven and their
+variants, e.g. ``kl_ent_2col_adaptive``): each has its own directories and is
+launched with its algorithm and switches.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -36,6 +44,7 @@ from absl import flags
 
 from distral_tf import errors
 from distral_tf import results
+from distral_tf.experiments import analysis
 
 LAUNCH_MODULE = 'distral_tf.launch'
 STDOUT_LOG = 'launch_stdout.log'
@@ -58,9 +67,54 @@ SWEEP_FLAGS = ('level_set', 'algorithm', 'seed', 'logdir', 'learning_rate',
                'entropy_cost', 'env_steps_per_task')
 
 
-def _default_sigint() -> None:
-  """In a child before exec: SIGINT back to its default disposition."""
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
+# Linux's prctl option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+# Sent to a run whose scheduler died: the trainer saves a checkpoint on SIGTERM
+# and exits, as it does when a batch system stops it.
+PARENT_DEATH_SIGNAL = signal.SIGTERM
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+  """libc's ``prctl``, loaded before any child is forked (None off Linux)."""
+  if not sys.platform.startswith('linux'):
+    return None
+  try:
+    return ctypes.CDLL(None, use_errno=True).prctl
+  except (OSError, AttributeError):
+    return None
+
+
+_PRCTL = _libc_prctl()
+
+
+def _child_setup(parent_pid: int) -> Callable[[], None]:
+  """What a run's child does between fork and exec (``Popen(preexec_fn=...)``).
+
+  SIGINT goes back to its default disposition: a scheduler started in the
+  background by a shell ignores it, and the run would inherit that.
+
+  The run dies with its scheduler. Runs are started in sessions of their own
+  (so that a Ctrl-C reaches the scheduler alone, which interrupts each run
+  once), so nothing else would stop them when the scheduler is killed
+  (``kill -9``, the out-of-memory killer): they would go on training beside
+  the runs of the next attempt. The kernel's parent-death signal
+  (``prctl(PR_SET_PDEATHSIG)``) is chosen over a process group with a
+  watchdog because it needs no process or thread of ours to survive the
+  scheduler: the kernel sends ``PARENT_DEATH_SIGNAL`` when the parent exits,
+  however it exits. The signal fires when the *thread* that started the child
+  ends, so ``run_all`` starts every run from the thread that calls it and
+  waits in. A parent that died between fork and this call is caught by
+  comparing the parent's pid.
+  """
+
+  def setup() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if _PRCTL is not None:
+      _PRCTL(_PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
+      if os.getppid() != parent_pid:  # The scheduler died before the call.
+        os.kill(os.getpid(), PARENT_DEATH_SIGNAL)
+
+  return setup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,13 +170,18 @@ def setting_name(entropy_cost: float, learning_rate: float) -> str:
 
 def sweep_logdir(sweep_dir: str, level_set: str, algorithm: str,
                  entropy_cost: float, learning_rate: float, seed: int) -> str:
+  """``<sweep_dir>/<level_set>/<algorithm>/ent<E>_lr<LR>/seed<S>`` (an entry's name)."""
   return os.path.join(sweep_dir, level_set, algorithm,
                       setting_name(entropy_cost, learning_rate), f'seed{seed}')
 
 
 def check_extra_args(extra_args: Sequence[str],
                      reserved: Iterable[str] = SWEEP_FLAGS) -> None:
-  """Extra trainer flags must look like ``--name[=value]`` and not be set by us."""
+  """Extra trainer flags must look like ``--name[=value]`` and not be set by us.
+
+  Nor may they be a switch that makes an entry (``analysis.SWITCHES``): those
+  runs are that entry's, named as the algorithm, in its own directories.
+  """
   reserved = set(reserved)
   for arg in extra_args:
     if not arg.startswith('--'):
@@ -132,6 +191,12 @@ def check_extra_args(extra_args: Sequence[str],
     if name in reserved or (name.startswith('no') and name[2:] in reserved):
       raise errors.UsageError(
           f'--{name} is set by this command for every run; use its own flag instead')
+    switch = name[2:] if name.startswith('no') and name[2:] in analysis.SWITCHES else name
+    if switch in analysis.SWITCHES:
+      entries = [e.name for e in analysis.VARIANTS if switch in e.switches]
+      raise errors.UsageError(
+          f'--{name}: runs with --{switch} are those of {", ".join(entries)}; name that '
+          'as the algorithm instead')
 
 
 def sweep_specs(sweep_dir: str, level_set: str, algorithms: Sequence[str],
@@ -140,6 +205,8 @@ def sweep_specs(sweep_dir: str, level_set: str, algorithms: Sequence[str],
                 extra_args: Sequence[str] = ()) -> list[RunSpec]:
   """Every run of the grid algorithms x entropy costs x learning rates x seeds.
 
+  ``algorithms`` are entries (``analysis.ENTRIES``): a run goes to the entry's
+  directory and gets its algorithm and switches (``analysis.launch_args``).
   Ordered by seed first: a sweep stopped part way (they are resumable, and
   long) has every algorithm and setting at its first seeds.
   """
@@ -151,7 +218,7 @@ def sweep_specs(sweep_dir: str, level_set: str, algorithms: Sequence[str],
         for learning_rate in learning_rates:
           logdir = sweep_logdir(sweep_dir, level_set, algorithm, entropy_cost,
                                 learning_rate, seed)
-          args = [f'--level_set={level_set}', f'--algorithm={algorithm}',
+          args = [f'--level_set={level_set}', *analysis.launch_args(algorithm),
                   f'--seed={seed}', f'--entropy_cost={format_value(entropy_cost)}',
                   f'--learning_rate={format_value(learning_rate)}']
           if env_steps_per_task is not None:
@@ -185,11 +252,10 @@ class _Process:
     self.stderr_offset = self._err.tell()
     # A session of its own: Ctrl-C reaches the scheduler only, which then
     # interrupts each run exactly once (the trainer checkpoints on SIGINT).
-    # SIGINT is restored to its default in the run: a scheduler started in the
-    # background by a shell ignores it, and the run would inherit that.
+    # The run dies with the scheduler (``_child_setup``).
     self.popen = subprocess.Popen(self.command, stdout=self._out, stderr=self._err,
                                   stdin=subprocess.DEVNULL, start_new_session=True,
-                                  preexec_fn=_default_sigint)
+                                  preexec_fn=_child_setup(os.getpid()))
 
   def close(self) -> None:
     self._out.close()
