@@ -9,21 +9,30 @@ processes (and the same ``--env_niceness``): (1) environment-only frames/s,
 every environment stepped with random actions in parallel, nothing else
 running; (2) training frames/s of the deep trainer (``--algorithm``, default
 KL+ent_2col) after start-up: from the first progress line (after
-``--bench_warmup_seconds``) at which every environment has stepped, with the
-evaluation of pi_0 outside that window. The measurements
+``--bench_warmup_seconds``) at which every environment has stepped, without
+evaluations of pi_0 (``--eval_share=0``: they cost at most that share of the
+frames in a run). The measurements
 alternate, environment-only first and last, ``--bench_rounds`` training ones
 between them, because a shared machine's speed drifts by 10-20% from one
 half-minute to the next. Flags not given take the trainer's defaults for the
-level set (e.g. 8 workers per task). The last line is ``ratio: X`` = mean
-training / mean environment-only frames/s. With ``--bench_network`` it times
-the network alone: one batched inference step of all environments and one
-learner step on an unroll of them (``network_ms``).
+level set (e.g. 8 workers per task). Then where the CPU went while training,
+in milliseconds of CPU per training frame by part of the trainer
+(``agents/cpu_use.py``: environment step and render, moving observations
+between processes, inference, learning, the actors' bookkeeping, the
+evaluator, the main thread, TensorFlow's threads, idle cores), the mean of
+the rounds, and the speed the environments and the network alone would allow
+on these cores. The last line is ``ratio: X`` = mean training / mean
+environment-only frames/s. With ``--bench_network`` it times the network
+alone: one batched inference step of all environments and one learner step on
+an unroll of them (``network_ms``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -33,6 +42,7 @@ from absl import flags
 from distral_tf import cli
 from distral_tf import errors
 from distral_tf.agents import config as config_lib
+from distral_tf.agents import cpu_use
 from distral_tf.envs import batch as batch_lib
 from distral_tf.envs import level_sets
 
@@ -51,29 +61,44 @@ NEVER = 10**12  # A budget (frames per task) that no measurement reaches.
 
 def env_only_fps(level_set: level_sets.LevelSet, workers_per_task: int, seed: int,
                  seconds: float, use_processes: bool = True, niceness: int = 0,
-                 actor_threads: int = 1) -> float:
+                 actor_threads: int = 1) -> tuple[float, dict[str, float]]:
   """Frames/s of all environments stepped with uniform random actions.
 
   The same batches as the trainer's actor threads (``envs.batch``), stepped
   one after another here: processes step in parallel, an in-process batch
   (the grid world) in numpy, environments without processes one by one.
+  Also returns where the CPU went (``cpu_use.breakdown``; the stepping loop
+  is the main thread).
   """
   batches = []
   try:
     batches = batch_lib.make_env_batches(level_set, seed, workers_per_task, actor_threads,
                                          use_processes, niceness)
     sizes = [len(batch.reset()) for batch, _ in batches]
+    accounting = cpu_use.Accounting(
+        [], [], [env for batch, _ in batches for env in getattr(batch, 'envs', [])], [],
+        None, threading.get_native_id())
     rng = np.random.default_rng(seed)
     steps = 0
+    before = accounting.snapshot()
     start = time.time()
     while time.time() - start < seconds:
       for (batch, _), n in zip(batches, sizes):
         batch.step(rng.integers(level_set.num_actions, size=n))
         steps += n
-    return steps * level_set.frames_per_step / (time.time() - start)
+    elapsed = time.time() - start
+    frames = steps * level_set.frames_per_step
+    return frames / elapsed, cpu_use.breakdown(before, accounting.snapshot(), frames)
   finally:
     for batch, _ in batches:
       batch.close()
+
+
+def env_cpu_line(ms_per_frame: dict[str, float]) -> str:
+  """Where environment-only stepping spent the cores, in ms per frame."""
+  parts = ((cpu_use.ENV_STEP, 'step and render'), (cpu_use.ENV_IPC, 'their processes\' IPC'),
+           (cpu_use.MAIN, 'stepping loop'), (cpu_use.IDLE, 'idle'))
+  return ', '.join(f'{ms_per_frame.get(k, 0.0):.3f} {name}' for k, name in parts)
 
 
 def training_fps(argv: list[str], seconds: float, warmup: float) -> dict:
@@ -86,9 +111,9 @@ def training_fps(argv: list[str], seconds: float, warmup: float) -> dict:
     errors.UsageError: no such line came before the end of the run.
   """
   with tempfile.TemporaryDirectory() as logdir:
-    # pi_0 is evaluated once, at the start (in the warm-up), never in the window.
+    # pi_0 is never evaluated: evaluations are only due at the end (share 0).
     summary = cli.run_from_args(argv + [
-        f'--logdir={logdir}', f'--env_steps_per_task={NEVER}', f'--eval_interval={NEVER}',
+        f'--logdir={logdir}', f'--env_steps_per_task={NEVER}', '--eval_share=0',
         f'--max_seconds={warmup + seconds}', f'--log_interval_secs={warmup}',
         f'--checkpoint_secs={10 * (warmup + seconds)}'])
   if not math.isfinite(summary['steady_frames_per_second']):
@@ -147,6 +172,29 @@ def network_ms(config: config_lib.DeepConfig, seconds: float) -> tuple[float, fl
   return inference, update
 
 
+def print_breakdown(breakdowns: list[dict[str, float]], env_fps: float) -> None:
+  """The mean CPU breakdown of the training rounds, and what it allows.
+
+  The limit counts only what training cannot do without: the environments'
+  own step and render, and the network's work (TensorFlow's threads and the
+  inference and gradient-step calls); on these cores, fully used, those alone
+  would allow ``cores / (their ms per frame)`` frames/s.
+  """
+  parts = sorted({k for b in breakdowns for k in b})
+  if not parts:
+    return
+  mean = {k: float(np.mean([b.get(k, 0.0) for b in breakdowns])) for k in parts}
+  print(f'CPU per training frame, mean of {len(breakdowns)} rounds:')
+  print('\n'.join(cpu_use.format_table(mean)))
+  needed = sum(mean.get(k, 0.0) for k in (cpu_use.ENV_STEP, cpu_use.TF_THREADS,
+                                           cpu_use.INFERENCE, cpu_use.LEARNING))
+  cores = os.cpu_count() or 1
+  if needed > 0:
+    limit = 1e3 * cores / needed
+    print(f'environments (step and render) and network alone: {needed:.3f} ms per frame; '
+          f'on {cores} cores at most {limit:,.0f} frames/s (ratio {limit / env_fps:.3f})')
+
+
 def main(argv):
   del argv
   fv = FLAGS
@@ -179,8 +227,8 @@ def main(argv):
     print(f'mean inference ms: {inference:.2f}\nmean learner ms: {update:.1f}')
     return
   measure_envs = lambda: env_only_fps(level_set, config.workers_per_task, config.seed,
-                                     fv.bench_seconds, config.env_processes,
-                                     config.env_niceness, config.actor_threads)
+                                      fv.bench_seconds, config.env_processes,
+                                      config.env_niceness, config.actor_threads)
   argv = [f'--level_set={config.level_set}', f'--algorithm={config.algorithm}',
           f'--seed={config.seed}', f'--workers_per_task={config.workers_per_task}',
           f'--actor_threads={config.actor_threads}',
@@ -191,20 +239,29 @@ def main(argv):
           f'--lstm_skip={str(config.lstm_skip).lower()}']
   if fv.num_tasks:
     argv.append(f'--num_tasks={fv.num_tasks}')
-  env_rates = [measure_envs()]
-  print(f'environment-only frames/s: {env_rates[-1]:,.0f}', flush=True)
-  train_rates = []
+  env_rates, env_cpu = [], []
+
+  def measure_envs_and_report() -> None:
+    fps, cpu = measure_envs()
+    env_rates.append(fps)
+    env_cpu.append(cpu)
+    print(f'environment-only frames/s: {fps:,.0f}  (ms of CPU per frame: '
+          f'{env_cpu_line(cpu)})', flush=True)
+
+  measure_envs_and_report()
+  train_rates, breakdowns = [], []
   for r in range(fv.bench_rounds):
     summary = training_fps(argv, fv.bench_seconds, fv.bench_warmup_seconds)
     train_rates.append(summary['steady_frames_per_second'])
+    breakdowns.append(summary['cpu_ms_per_frame'])
     print(f'round {r + 1}: training frames/s ({fv.algorithm}): {train_rates[-1]:,.0f}  '
           f'(mean policy lag {summary["mean_policy_lag"]:.2f} updates)', flush=True)
-    env_rates.append(measure_envs())
-    print(f'environment-only frames/s: {env_rates[-1]:,.0f}  (round {r + 1} ratio '
-          f'{train_rates[-1] / np.mean(env_rates[-2:]):.3f})', flush=True)
+    measure_envs_and_report()
+    print(f'round {r + 1} ratio {train_rates[-1] / np.mean(env_rates[-2:]):.3f}', flush=True)
   # The machine's speed drifts: every training measurement lies between two
   # environment-only ones, and the ratio compares the means of all of them.
   env_fps, train_fps = float(np.mean(env_rates)), float(np.mean(train_rates))
+  print_breakdown(breakdowns, env_fps)
   print(f'mean environment-only frames/s: {env_fps:,.0f}  '
         f'(range {min(env_rates):,.0f}-{max(env_rates):,.0f})')
   print(f'mean training frames/s ({fv.algorithm}): {train_fps:,.0f}')
@@ -212,4 +269,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TensorFlow's start-up lines.
   app.run(errors.exit_on_usage_error(main), flags_parser=cli.parse_flags)

@@ -16,7 +16,10 @@ does with it:
   channel 0) and the frame count (pixels [0, 0:4] of channel 1);
 * "procedural" levels (``explore_*``, ``lasertag_*``) compile a map per seed
   and our own ``distral_maze`` script one map per layout, going through
-  ``level_cache.fetch``/``write`` on reset like the real module;
+  ``level_cache.fetch``/``write`` on reset like the real module; a map is a
+  ``.pk3`` (zip) archive holding ``maps/<key>.bsp`` (``pk3_bytes``), and a
+  fetched map that is not the one compiled ends the process with status 1
+  and the real module's message (``Didn't find map``);
 * ``doubleCrashAtFrame=N`` kills the process (``os._exit``) when a frame
   count reaches N, ``doubleCrashAtReset=N`` at the process's N-th reset; with
   ``doubleCrashMarker=PATH`` it does so only once per marker file.
@@ -36,10 +39,12 @@ script's uses of them without running it.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import sys
 import tempfile
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -60,6 +65,17 @@ MAP_COMPILE_MARK = b'compiled map for '
 
 # Every Lab built in this process, for tests to inspect.
 INSTANCES: list['Lab'] = []
+
+
+def pk3_bytes(name: str, data: bytes) -> bytes:
+  """A ``.pk3`` as DeepMind Lab compiles one: a zip holding ``maps/<name>.bsp``.
+
+  Always the same bytes for the same arguments (fixed member date).
+  """
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, 'w', zipfile.ZIP_DEFLATED) as archive:
+    archive.writestr(zipfile.ZipInfo(f'maps/{name}.bsp', (2000, 1, 1, 0, 0, 0)), data)
+  return buffer.getvalue()
 
 
 def decode_seed(observation: np.ndarray) -> int:
@@ -150,13 +166,14 @@ class Lab:
     key = _map_key(self.level, self._seed, self.config)
     if key is None:
       return
-    expected = MAP_COMPILE_MARK + key.encode()
+    expected = pk3_bytes(key, MAP_COMPILE_MARK + key.encode())
     with tempfile.TemporaryDirectory() as tmp:
       pk3 = os.path.join(tmp, key + '.pk3')
       if self.level_cache is not None and self.level_cache.fetch(key, pk3):
         with open(pk3, 'rb') as f:
-          if f.read() != expected:
-            raise RuntimeError(f'level cache returned a corrupt map for {key}')
+          if f.read() != expected:  # As the engine does: the process ends.
+            print(f"Didn't find map '{key}'", file=sys.stderr, flush=True)
+            os._exit(1)  # pylint: disable=protected-access
         self.maps_fetched += 1
         return
       with open(pk3, 'wb') as f:

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from distral_tf import bench
+from distral_tf.agents import cpu_use
 from distral_tf.envs import level_sets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +45,15 @@ def test_short_run_prints_both_rates_and_their_ratio_last():
   assert '1 tasks x 2 workers = 2 environments stepped in the actor threads' in proc.stdout
   ratio = float(re.fullmatch(r'ratio: (\d+\.\d+)', lines[-1]).group(1))
   assert abs(ratio - train_fps / env_fps) < 0.01 + 0.002 * ratio
+  # Where the CPU went while training: every part, adding up to the cores' time.
+  table = {line[:58].strip(): float(line[58:].split()[0]) for line in lines
+           if line[:58].strip() in cpu_use.PARTS + ('all cores',)}
+  assert set(table) == set(cpu_use.PARTS) | {'all cores'}
+  assert abs(sum(table[p] for p in cpu_use.PARTS) - table['all cores']) < 0.01
+  assert table[cpu_use.LEARNING] > 0 and table[cpu_use.INFERENCE] > 0
+  assert 'environments (step and render) and network alone' in proc.stdout
+  # TensorFlow's start-up lines are not shown.
+  assert 'cuInit' not in proc.stderr and 'oneDNN' not in proc.stderr
 
 
 def test_tabular_algorithm_is_a_one_line_usage_error():
@@ -71,10 +81,11 @@ def test_a_run_too_short_for_a_steady_window_is_a_one_line_error():
 
 def test_env_only_counts_frames_of_every_environment():
   level_set = level_sets.make_level_set('two_rooms', 2)
-  fps = bench.env_only_fps(level_set, workers_per_task=2, seed=0, seconds=0.5,
-                           use_processes=False)
+  fps, cpu = bench.env_only_fps(level_set, workers_per_task=2, seed=0, seconds=0.5,
+                                use_processes=False)
   # In-thread grid-world steps take microseconds: thousands of frames a second.
   assert np.isfinite(fps) and fps > 1000
+  assert cpu[cpu_use.MAIN] > 0  # The stepping loop, here the environments too.
 
 
 def test_network_mode_times_inference_and_learner_steps_of_the_trainers_sizes():

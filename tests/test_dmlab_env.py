@@ -17,6 +17,11 @@ from tests.dmlab_double import lab_double_fixture  # noqa: F401  pylint: disable
 NO_CACHE = env_lib.EnvConfig(level_cache_dir=None)
 
 
+
+def _cached(cache_dir):
+  """The files of a level cache directory but its lock files' folder."""
+  return [n for n in os.listdir(cache_dir) if n != cache_lib.LOCK_DIR]
+
 def _env(level='nav_maze_static_01', seed=0, config=NO_CACHE,
          action_set=env_lib.DEFAULT_ACTION_SET, **settings):
   return env_lib.DmLabEnv(level, seed, config=config, action_set=action_set,
@@ -224,7 +229,7 @@ def test_procedural_maps_are_compiled_once_across_environments(lab_double, tmp_p
     first_seeds.append(dmlab_double.decode_seed(first.reset().observation))
   assert first.lab.maps_compiled == 3 and first.lab.maps_fetched == 0
   assert first.lab.level_cache.writes == 3
-  assert len(os.listdir(tmp_path / 'cache')) == 3
+  assert len(_cached(tmp_path / 'cache')) == 3
   # Another worker with the same seed meets the same maps: all cache hits.
   second = env_lib.DmLabEnv(level, 3, config=config)
   for _ in range(3):
@@ -253,15 +258,15 @@ def test_cache_off_compiles_every_time(lab_double):
 def test_cache_fetch_and_write(tmp_path):
   cache = cache_lib.LevelCache(str(tmp_path / 'c'))
   src, dst = tmp_path / 'src.pk3', tmp_path / 'dst.pk3'
-  src.write_bytes(b'map one')
+  src.write_bytes(dmlab_double.pk3_bytes('m', b'map one'))
   assert not cache.fetch('abc123', str(dst)) and not dst.exists()
   cache.write('abc123', str(src))
-  src.write_bytes(b'map two')
+  src.write_bytes(dmlab_double.pk3_bytes('m', b'map two'))
   cache.write('abc123', str(src))  # The first writer wins; no rewrite.
   assert cache.fetch('abc123', str(dst))
-  assert dst.read_bytes() == b'map one'
+  assert dst.read_bytes() == dmlab_double.pk3_bytes('m', b'map one')
   assert (cache.hits, cache.misses, cache.writes) == (1, 1, 1)
-  assert os.listdir(tmp_path / 'c') == ['abc123.pk3']  # No temporary files left.
+  assert _cached(tmp_path / 'c') == ['abc123.pk3']  # No temporary files left.
 
 
 def test_cache_keys_that_are_not_file_names_are_hashed(tmp_path):
@@ -274,7 +279,7 @@ def test_cache_keys_that_are_not_file_names_are_hashed(tmp_path):
 def test_cache_write_failure_is_not_fatal(tmp_path):
   cache = cache_lib.LevelCache(str(tmp_path / 'c'))
   cache.write('k', str(tmp_path / 'missing.pk3'))  # Source missing: a warning.
-  assert cache.writes == 0 and os.listdir(tmp_path / 'c') == []
+  assert cache.writes == 0 and _cached(tmp_path / 'c') == []
 
 
 def test_a_map_being_written_stays_invisible_until_complete(tmp_path):
@@ -284,17 +289,18 @@ def test_a_map_being_written_stays_invisible_until_complete(tmp_path):
   dst = tmp_path / 'dst.pk3'
   writer = threading.Thread(target=cache.write, args=('k1', str(source)))
   writer.start()
+  pk3 = dmlab_double.pk3_bytes('m', b'x' * 4096 + b'y' * 4096)
   with open(source, 'wb') as f:
-    f.write(b'x' * 4096)
+    f.write(pk3[:4096])
     f.flush()
     time.sleep(0.2)  # The writer has copied the first half by now.
     assert not cache.fetch('k1', str(dst))
     assert not os.path.exists(cache.path('k1'))
-    f.write(b'y' * 4096)
+    f.write(pk3[4096:])
   writer.join(timeout=10)
   assert cache.fetch('k1', str(dst))
-  assert dst.read_bytes() == b'x' * 4096 + b'y' * 4096
-  assert os.listdir(tmp_path / 'c') == ['k1.pk3']
+  assert dst.read_bytes() == pk3
+  assert _cached(tmp_path / 'c') == ['k1.pk3']
 
 
 def test_an_unusable_cache_directory_costs_recompilation_not_the_run(tmp_path):

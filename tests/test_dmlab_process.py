@@ -21,6 +21,11 @@ DOUBLE = 'tests.dmlab_double'
 NO_CACHE = env_lib.EnvConfig(level_cache_dir=None)
 
 
+
+def _cached(cache_dir):
+  """The files of a level cache directory but its lock files' folder."""
+  return [n for n in os.listdir(cache_dir) if n != cache_lib.LOCK_DIR]
+
 def _factory(level='lt_chasm', config=NO_CACHE, **settings):
   return functools.partial(env_lib.make_env, level=level, config=config,
                            settings=tuple((k, str(v)) for k, v in settings.items()),
@@ -89,26 +94,52 @@ def test_procedural_maps_compile_once_for_all_processes(tmp_path):
   first.reset()
   first.reset()
   first.close()
-  maps = sorted(os.listdir(tmp_path / 'cache'))
+  maps = sorted(_cached(tmp_path / 'cache'))
   assert len(maps) == 2
   mtimes = [os.stat(tmp_path / 'cache' / m).st_mtime_ns for m in maps]
   second = process.EnvProcess(make, seed=5)
   second.reset()
   second.reset()
   second.close()
-  assert sorted(os.listdir(tmp_path / 'cache')) == maps
+  assert sorted(_cached(tmp_path / 'cache')) == maps
   assert [os.stat(tmp_path / 'cache' / m).st_mtime_ns for m in maps] == mtimes
+
+
+def test_a_damaged_map_in_the_cache_is_compiled_again_not_fatal(tmp_path):
+  """Random bytes over a cached map (which the engine cannot load: it exits)."""
+  config = env_lib.EnvConfig(level_cache_dir=str(tmp_path / 'cache'))
+  make = _factory('contributed/dmlab30/lasertag_one_opponent_small', config)
+  first = process.EnvProcess(make, seed=5)
+  first.reset()
+  first.close()
+  [name] = _cached(tmp_path / 'cache')
+  cached = tmp_path / 'cache' / name
+  good = cached.read_bytes()
+  cached.write_bytes(os.urandom(len(good)))
+  second = process.EnvProcess(make, seed=5)
+  try:
+    second.reset()
+    assert second.restarts == 0  # The map was compiled, not loaded from the cache.
+  finally:
+    second.close()
+  assert cached.read_bytes() == good  # Stored anew.
+  assert cache_lib.map_problem(str(cached)) is None
 
 
 _PAYLOAD = 1 << 18
 _KEYS = [f'key{i:02d}' for i in range(8)]
 
 
+def _pk3(writer_id: int) -> bytes:
+  """Writer ``writer_id``'s map: a .pk3 of ``_PAYLOAD`` bytes of its id."""
+  return dmlab_double.pk3_bytes('m', bytes([writer_id]) * _PAYLOAD)
+
+
 def _writer(cache_dir, work_dir, writer_id, start):
   cache = cache_lib.LevelCache(cache_dir)
   src = os.path.join(work_dir, f'src{writer_id}.bin')
   with open(src, 'wb') as f:
-    f.write(bytes([writer_id]) * _PAYLOAD)
+    f.write(_pk3(writer_id))
   start.wait()
   for key in _KEYS:
     cache.write(key, src)
@@ -127,7 +158,7 @@ def _reader(cache_dir, work_dir, reader_id, start, reads, failures):
         counts[key] += 1
         with open(dst, 'rb') as f:
           data = f.read()
-        if len(data) != _PAYLOAD or len(set(data)) != 1:
+        if data not in [_pk3(w) for w in (1, 2, 3, 4)]:
           failures.value += 1
   reads.value += sum(counts.values())
 
@@ -151,8 +182,8 @@ def test_concurrent_writers_and_readers_never_see_a_partial_map(tmp_path):
   assert [p.exitcode for p in procs] == [0] * len(procs)
   assert failures.value == 0
   assert reads.value >= 2 * 3 * len(_KEYS)
-  assert sorted(os.listdir(cache_dir)) == [k + '.pk3' for k in _KEYS]
+  assert sorted(_cached(cache_dir)) == [k + '.pk3' for k in _KEYS]
   for key in _KEYS:
     with open(os.path.join(cache_dir, key + '.pk3'), 'rb') as f:
       data = f.read()
-    assert len(data) == _PAYLOAD and len(set(data)) == 1 and data[0] in (1, 2, 3, 4)
+    assert data in [_pk3(w) for w in (1, 2, 3, 4)]

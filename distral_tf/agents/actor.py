@@ -19,13 +19,13 @@ from __future__ import annotations
 import collections
 import queue as queue_lib
 import threading
-import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from distral_tf.agents import cpu_use
 from distral_tf.agents import learner as learner_lib
 
 tfd = tfp.distributions
@@ -93,6 +93,11 @@ class Progress:
       self.frames[task] += n
       return int(self.frames[task])
 
+  def add_step(self, frames: np.ndarray) -> None:
+    """Adds ``frames[t]`` to every task t's frames (one actor step)."""
+    with self.lock:
+      self.frames += frames
+
   def task_done(self, task: int) -> bool:
     with self.lock:
       return self.frames[task] >= self.budget
@@ -132,7 +137,28 @@ class EpisodeRecorder:
       self._writer.flush()
 
 
-def make_act_fn(network, task_sizes: Sequence[int]) -> Callable:
+class FixedShapeFunction:
+  """A ``tf.function`` called always with arguments of the first call's shapes.
+
+  The first call traces it for those shapes; later calls go to that concrete
+  function directly, skipping ``tf.function``'s matching of every call's
+  arguments against its traces (about 0.3 ms of CPU a call on 2-core machines
+  of the kind the project measures on, which an actor pays at every step).
+  """
+
+  def __init__(self, function):
+    self._function = function
+    self._concrete = None
+
+  def __call__(self, *args):
+    args = tf.nest.map_structure(tf.convert_to_tensor, args)
+    if self._concrete is None:
+      self._concrete = self._function.get_concrete_function(
+          *tf.nest.map_structure(lambda x: tf.TensorSpec(x.shape, x.dtype), args))
+    return self._concrete(*args)
+
+
+def make_act_fn(network, task_sizes: Sequence[int]) -> FixedShapeFunction:
   """One batched inference step of every task's pi_i over a block of environments.
 
   The environments are ordered by task: ``task_sizes[t]`` consecutive ones
@@ -151,10 +177,10 @@ def make_act_fn(network, task_sizes: Sequence[int]) -> Callable:
     actions = tfd.Categorical(logits=logits, dtype=tf.int32).sample()
     return actions, logits, output.values[0], state
 
-  return act
+  return FixedShapeFunction(act)
 
 
-def make_pi0_act_fn(network) -> Callable:
+def make_pi0_act_fn(network) -> FixedShapeFunction:
   """One batched inference step of the distilled policy pi_0."""
 
   @tf.function
@@ -163,7 +189,7 @@ def make_pi0_act_fn(network) -> Callable:
                                        state)
     return tfd.Categorical(logits=logits[0], dtype=tf.int32).sample(), state
 
-  return act
+  return FixedShapeFunction(act)
 
 
 class Actor:
@@ -199,9 +225,11 @@ class Actor:
       self._blocks[task] = (int(idx[0]), int(idx[-1]) + 1)
     # Environments per task index, for the learner (``Learner.train_step``).
     self.task_sizes = tuple(int(np.sum(self._tasks == t)) for t in range(num_tasks))
+    self._step_frames = np.asarray(self.task_sizes, np.int64) * frames_per_step
     self.error: BaseException | None = None
     self.done = False
     self.stepped = False  # Every environment has stepped once (start-up is over).
+    self.clock = cpu_use.ThreadClock()
 
   def run(self, stop: threading.Event) -> None:
     try:
@@ -211,6 +239,11 @@ class Actor:
       stop.set()
     finally:
       self.done = True
+
+  @property
+  def environments(self) -> list:
+    """Its single environments (none for a level set's own vectorised batch)."""
+    return list(getattr(self._envs, 'envs', []))
 
   def _done(self) -> bool:
     return all(self._progress.task_done(t) for t in self._blocks)
@@ -225,35 +258,37 @@ class Actor:
     return False
 
   def _run(self, stop: threading.Event) -> None:
+    clock = self.clock
+    clock.start()
     observations = self._envs.reset()
     n = len(observations)
     first = np.ones(n, dtype=bool)
     state = self._network.initial_state(n)
     returns = np.zeros(n)
     lengths = np.zeros(n, dtype=np.int64)
-    no_first = tf.zeros(n, tf.bool)
+    no_first = np.zeros(n, bool)
+    clock.mark('observations')
     while not stop.is_set() and not self._done():
       initial_state = state
       updates_before = self._progress.updates
       obs_buf, first_buf = [observations], [first]
       act_buf, logit_buf, rew_buf, disc_buf, final_buf = [], [], [], [], []
       for _ in range(self._unroll_length):
-        actions, logits, values, state = self._act(
-            tf.constant(observations), tf.constant(first), state)
-        actions = actions.numpy()
+        actions, logits, values, state = self._act(observations, first, state)
+        actions, logits = np.asarray(actions), np.asarray(logits)
+        clock.mark('inference')
         step = self._envs.step(actions)
+        clock.mark('observations')
         self.stepped = True
-        for task, (a, b) in self._blocks.items():
-          self._progress.add_frames(task, (b - a) * self._frames_per_step)
+        self._progress.add_step(self._step_frames)
         final_values = np.zeros(n, np.float32)
         cut = step.cut
         if cut.any():
           # The value of each cut episode's final observation, from its state.
-          _, _, values_after, _ = self._act(
-              tf.constant(step.final_observations), no_first, state)
-          final_values[cut] = values_after.numpy()[cut]
+          _, _, values_after, _ = self._act(step.final_observations, no_first, state)
+          final_values[cut] = np.asarray(values_after)[cut]
         if step.lost.any():  # Lost step: bootstrap from where it started.
-          final_values[step.lost] = values.numpy()[step.lost]
+          final_values[step.lost] = np.asarray(values)[step.lost]
           with self._progress.lock:
             self._progress.interrupted_episodes += int(step.lost.sum())
         returns += step.rewards
@@ -266,16 +301,18 @@ class Actor:
         obs_buf.append(observations)
         first_buf.append(first)
         act_buf.append(actions.astype(np.int32))
-        logit_buf.append(logits.numpy())
+        logit_buf.append(logits)
         rew_buf.append(step.rewards)
         disc_buf.append(step.discounts)
         final_buf.append(final_values)
+        clock.mark('other')
       obs, fst, act, rew, disc, logit, final = (
           tf.constant(np.stack(buf)) for buf in (obs_buf, first_buf, act_buf, rew_buf,
                                                  disc_buf, logit_buf, final_buf))
       batch = learner_lib.Unroll(
           observations=obs, first=fst, actions=act, rewards=rew, discounts=disc,
           initial_state=initial_state, behaviour_logits=logit, final_values=final)
+      clock.mark('other')
       if not self._put((self.task_sizes, batch, updates_before), stop):
         return
 
@@ -295,8 +332,11 @@ class LearnerThread:
     self._actors_done = actors_done
     self._max_policy_lag = max_policy_lag
     self.error: BaseException | None = None
+    self.clock = cpu_use.ThreadClock()
 
   def run(self, stop: threading.Event) -> None:
+    clock = self.clock
+    clock.start()
     try:
       while not stop.is_set():
         try:
@@ -305,6 +345,8 @@ class LearnerThread:
           if self._actors_done():
             return
           continue
+        finally:
+          clock.mark('other')
         with self._progress.lock:
           lag = self._progress.updates - updates_before
         if self._max_policy_lag and lag > self._max_policy_lag:
@@ -313,89 +355,9 @@ class LearnerThread:
           continue
         metrics = {k: float(v) for k, v in self._learner.train_step(task_sizes,
                                                                      batch).items()}
+        clock.mark('learning')
         learner_lib.check_finite(metrics, self._progress.updates + 1)
         self._progress.add_update(task_sizes, lag, metrics)
     except BaseException as e:  # pylint: disable=broad-except
       self.error = e
       stop.set()
-
-
-class Evaluator:
-  """Evaluates pi_0 on every task at intervals of frames (rows ``policy=distilled``).
-
-  An evaluation runs when the slowest task reaches ``next_eval`` frames; the
-  next one is due at the following multiple of ``interval`` (points passed
-  while evaluating are skipped, never made up). Once every task reached its
-  budget, one last evaluation runs if one is due, with one episode per task;
-  an evaluation still running then is abandoned (its unfinished episode
-  unrecorded), so the end of a run waits for at most one episode per task.
-  """
-
-  def __init__(self, envs: Sequence[Any], act_fn: Callable, network,
-               progress: Progress, recorder: EpisodeRecorder, interval: int,
-               episodes: int, next_eval: int = 0):
-    self._envs = list(envs)  # One per task.
-    self._act = act_fn
-    self._network = network
-    self._progress = progress
-    self._recorder = recorder
-    self._interval = interval
-    self._episodes = episodes
-    self.next_eval = next_eval
-    self.error: BaseException | None = None
-
-  def run(self, stop: threading.Event) -> None:
-    try:
-      while not stop.is_set():
-        with self._progress.lock:
-          reached = int(self._progress.frames.min())
-        done = self._progress.all_done()
-        if reached >= self.next_eval:
-          # Advanced first: a checkpoint taken during the evaluation must not
-          # have it run again on resume (its rows are already in the results).
-          self.next_eval = (reached // self._interval + 1) * self._interval
-          self.evaluate(stop, episodes=1 if done else self._episodes, final=done)
-        elif done:
-          return
-        else:
-          time.sleep(0.2)
-    except BaseException as e:  # pylint: disable=broad-except
-      self.error = e
-      stop.set()
-
-  def evaluate(self, stop: threading.Event, episodes: int, final: bool = False) -> None:
-    """``episodes`` of pi_0 per task; a non-final one ends when training does."""
-
-    def cut() -> bool:
-      return stop.is_set() or (not final and self._progress.all_done())
-
-    for task, env in enumerate(self._envs):
-      with self._progress.lock:
-        steps = int(self._progress.frames[task])
-      for _ in range(episodes):
-        if cut():
-          return
-        episode_return, length = self._episode(env, cut)
-        if np.isnan(episode_return):
-          continue
-        self._recorder.record(task, episode_return, length, policy='distilled',
-                              env_steps=steps)
-
-  def _episode(self, env, cut: Callable[[], bool]) -> tuple[float, int]:
-    """One episode of pi_0; NaN return if a crash or ``cut()`` cut it short."""
-    ts = env.reset()
-    state = self._network.pi0_initial_state(1)
-    first = np.ones(1, dtype=bool)
-    total, length = 0.0, 0
-    while not cut():
-      action, state = self._act(tf.constant(ts.observation[None]), tf.constant(first),
-                                state)
-      ts = env.step(int(action.numpy()[0]))
-      first = np.zeros(1, dtype=bool)
-      if ts.first():  # Interrupted by a crash; the episode is not recorded.
-        return float('nan'), length
-      total += ts.reward
-      length += 1
-      if ts.last():
-        return total, length
-    return float('nan'), length

@@ -34,6 +34,7 @@ import tensorflow as tf
 import tree
 
 from distral_tf.agents import algorithms
+from distral_tf.agents import lstm as lstm_lib
 
 HIDDEN_SIZE = 256          # fc and LSTM width (paper, B.2).
 VECTOR_TORSO_SIZE = 64     # hidden layer of the vector-observation torso.
@@ -135,12 +136,15 @@ class Column(snt.Module):
     frames = tf.reshape(observations, [-1] + observations.shape[2:].as_list())
     embedded = tf.reshape(self._embed(frames), [t, b, self._hidden_size])
     keep = 1.0 - tf.cast(first, tf.float32)[:, :, None]  # [T, B, 1]
-    inputs = (embedded, keep)
     if observations.shape[0] is not None:
-      # Static T: an unrolled graph is faster than a loop on CPU.
-      core_out, state = snt.static_unroll(self._core, inputs, state)
+      # Static T: an unrolled graph with the gradient written out
+      # (``agents/lstm.py``) is faster than a loop on CPU. It reads the LSTM's
+      # variables, created by its first call (where stepping it would).
+      if not hasattr(self._lstm, 'b'):  # Its bias, the last variable it creates.
+        self._lstm(embedded[0], state)
+      core_out, state = lstm_lib.unroll(self._lstm, embedded, keep, state)
     else:
-      core_out, state = snt.dynamic_unroll(self._core, inputs, state)
+      core_out, state = snt.dynamic_unroll(self._core, (embedded, keep), state)
     if self._lstm_skip:
       core_out = core_out + embedded  # The read-outs see fc(x_t) directly too.
     flat = tf.reshape(core_out, [t * b, self._hidden_size])

@@ -27,6 +27,8 @@ from distral_tf import plotting
 from distral_tf import results
 from distral_tf.agents import actor as actor_lib
 from distral_tf.agents import config as config_lib
+from distral_tf.agents import cpu_use
+from distral_tf.agents import evaluator as evaluator_lib
 
 # Seconds between two looks of the loop at its threads and clocks.
 TICK_SECS = 0.2
@@ -40,8 +42,11 @@ def _format_duration(seconds: float) -> str:
       f'{seconds // 60}m{seconds % 60:02d}s')
 
 
-def progress_line(progress: actor_lib.Progress, fps: float) -> str:
-  """Frames done of the budget, frames/s, recent returns, policy lag and ETA."""
+def progress_line(progress: actor_lib.Progress, fps: float, evaluating: str = '') -> str:
+  """Frames done of the budget, frames/s, recent returns, policy lag and ETA.
+
+  ``evaluating``: what the evaluator of pi_0 is doing, if anything.
+  """
   with progress.lock:
     frames = int(progress.frames.sum())
     total = progress.budget * len(progress.task_names)
@@ -57,7 +62,8 @@ def progress_line(progress: actor_lib.Progress, fps: float) -> str:
           f'fps {fps:,.0f}  return pi_i {returns}')
   if pi0_ret:
     line += f'  pi_0 {np.mean(pi0_ret):.3f}'
-  return line + f'  lag {lag:.1f}  ETA {_format_duration(eta)}'
+  line += f'  lag {lag:.1f}  ETA {_format_duration(eta)}'
+  return line + (f'  ({evaluating})' if evaluating else '')
 
 
 def write_summaries(writer, progress: actor_lib.Progress, fps: float,
@@ -99,6 +105,18 @@ def exit_interrupted(logdir: str, status: int) -> None:
   sys.exit(status)
 
 
+def _accounting(workers: Sequence) -> cpu_use.Accounting:
+  """Reads the CPU use of the trainer's threads and environments (``cpu_use``)."""
+  actors = [w for w in workers if isinstance(w, actor_lib.Actor)]
+  evaluator = [w for w in workers if isinstance(w, evaluator_lib.Evaluator)]
+  return cpu_use.Accounting(
+      [a.clock for a in actors],
+      [w.clock for w in workers if isinstance(w, actor_lib.LearnerThread)],
+      [env for a in actors for env in a.environments],
+      evaluator[0].environments if evaluator else [],
+      evaluator[0].clock if evaluator else None, threading.get_native_id())
+
+
 class RunLoop:
   """Counters, episode log, progress lines, summaries and cadence of one run.
 
@@ -119,6 +137,9 @@ class RunLoop:
     self.wall_before = wall_time
     self.start_time = time.time()
     self.steady_start: tuple[float, int] | None = None
+    # CPU use by part (``cpu_use``) and frames at the steady start and when
+    # training stopped.
+    self._cpu_window: list[tuple[dict[str, float], int]] = []
 
   def start_clock(self) -> None:
     """Training starts now: ``--max_seconds`` and the wall time count from here."""
@@ -160,7 +181,10 @@ class RunLoop:
     summary_writer = tf.summary.create_file_writer(
         os.path.join(config.logdir, 'tensorboard'))
     training = [th for th, w in zip(threads, workers)
-                if not isinstance(w, actor_lib.Evaluator)]
+                if not isinstance(w, evaluator_lib.Evaluator)]
+    evaluators = [w for w in workers if isinstance(w, evaluator_lib.Evaluator)]
+    evaluating = lambda: evaluators[0].status() if evaluators else ''
+    accounting = _accounting(workers)
     last_log = last_ckpt = time.time()
     last_frames = self.frames
     try:
@@ -171,9 +195,10 @@ class RunLoop:
         if now - last_log >= config.log_interval_secs:
           frames = self.frames
           fps = (frames - last_frames) / (now - last_log)
-          print(progress_line(self.progress, fps), flush=True)
+          print(progress_line(self.progress, fps, evaluating()), flush=True)
           if self.steady_start is None and steady():
             self.steady_start = (now, frames)
+            self._cpu_window = [(accounting.snapshot(), frames)]
           write_summaries(summary_writer, self.progress, fps,
                           float(learner.learning_rate.numpy()), scalars())
           self.recorder.flush()
@@ -185,13 +210,28 @@ class RunLoop:
           last_ckpt = now
         if config.max_seconds and now - self.start_time >= config.max_seconds:
           break
+      if self._cpu_window:
+        self._cpu_window.append((accounting.snapshot(), self.frames))
       if not stop.is_set() and self.progress.all_done():
-        for th in threads:  # The evaluator's last evaluation: one episode per task.
+        # The evaluator's last evaluation: one episode per task, side by side.
+        last_log = time.time()
+        for th in threads:
           while th.is_alive():
             th.join(TICK_SECS)
+            if time.time() - last_log >= config.log_interval_secs and evaluating():
+              print(f'Training done; {evaluating()}', flush=True)
+              last_log = time.time()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (``interruption``'s handler).
       return True
     return False
+
+  def cpu_ms_per_frame(self) -> dict[str, float]:
+    """Milliseconds of CPU per training frame by part (``cpu_use``) over the
+    steady window, to where training stopped; {} without a steady window."""
+    if len(self._cpu_window) < 2:
+      return {}
+    (before, start), (after, end) = self._cpu_window[0], self._cpu_window[-1]
+    return cpu_use.breakdown(before, after, end - start)
 
   def steady_fps(self, end: float) -> float:
     """Frames/s from the steady start to ``end``; NaN before any progress line."""
@@ -216,7 +256,8 @@ class RunLoop:
         updates=int(self.progress.updates), **(counts or {}),
         **self.progress.lag_stats(),
         interrupted_episodes=int(self.progress.interrupted_episodes),
-        steady_frames_per_second=self.steady_fps(end), **(extra or {}))
+        steady_frames_per_second=self.steady_fps(end),
+        cpu_ms_per_frame=self.cpu_ms_per_frame(), **(extra or {}))
     plotting.plot_run(config.logdir, rows, config.env_steps_per_task,
                       f'{config.algorithm} on {self.level_set_name}')
     print(results.format_summary_table(summary), flush=True)

@@ -45,6 +45,12 @@ RENDERERS = ('software', 'hardware')
 DEFAULT_RENDERER = 'software'
 # Seeds passed to Lab.reset are drawn from [0, MAX_EPISODE_SEED).
 MAX_EPISODE_SEED = 2**31 - 1
+# The software renderer (Mesa's llvmpipe) splits every frame among threads of
+# its own, one per core by default. A 96x72 frame is too small to share: one
+# DeepMind Lab process renders 12-20% more frames/s drawing it in its own thread
+# (docs/dmlab.md, "Where the CPU goes"), and the cores are left to the other
+# processes. A value the user set is kept.
+RENDER_THREADS_VARIABLE = 'LP_NUM_THREADS'
 
 # DeepMind Lab's 7 action components, in the order of Lab.action_spec().
 ACTION_COMPONENTS = ('LOOK_LEFT_RIGHT_PIXELS_PER_FRAME',
@@ -147,6 +153,8 @@ class DmLabEnv(dm_env.Environment):
     """
     self._level = level
     self._config = config
+    # Read by the renderer when Lab creates its context, below.
+    os.environ.setdefault(RENDER_THREADS_VARIABLE, '0')
     lab = import_lab_module(lab_module)
     lab_config = {'height': str(config.height), 'width': str(config.width)}
     for key, value in (settings or {}).items():
@@ -156,6 +164,7 @@ class DmLabEnv(dm_env.Environment):
       level_cache = cache_lib.LevelCache(os.path.expanduser(config.level_cache_dir))
     self._lab = lab.Lab(level, [OBSERVATION_NAME], config=lab_config,
                         renderer=config.renderer, level_cache=level_cache)
+    self._level_cache = level_cache
     self._rng = np.random.default_rng([int(seed), *(int(s) for s in seed_salt)])
     self._actions = tuple(lab_action(i, action_set)
                           for i in range(num_actions(action_set)))
@@ -171,6 +180,12 @@ class DmLabEnv(dm_env.Environment):
   def lab(self):
     """The underlying ``deepmind_lab.Lab``."""
     return self._lab
+
+  def level_cache_counts(self) -> tuple[int, int, int, int] | None:
+    """The level cache's (hits, misses, writes, waits for another worker); None
+    without a cache."""
+    cache = self._level_cache
+    return None if cache is None else (cache.hits, cache.misses, cache.writes, cache.waited)
 
   @property
   def episode_seed(self) -> int | None:

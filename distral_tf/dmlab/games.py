@@ -172,7 +172,8 @@ def build_level_set(name: str,
   return level_sets.LevelSet(
       name=name, tasks=tuple(tasks), num_actions=env_lib.num_actions(action_set),
       frames_per_step=config.action_repeat, observation_kind='pixels',
-      normalise_by_a3c=name in NORMALISED_BY_A3C)
+      normalise_by_a3c=name in NORMALISED_BY_A3C,
+      action_names=env_lib.action_names(action_set))
 
 
 def make_level_set(name: str, num_tasks: int | None = None, seed: int = 0,

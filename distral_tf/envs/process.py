@@ -26,6 +26,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import traceback
 from typing import Any, Callable, Sequence
 
@@ -66,14 +67,15 @@ class _ProcessHung(_ProcessDied):
     self.reason = reason
 
 
-def _pack(timestep: dm_env.TimeStep) -> tuple:
+def _pack(timestep: dm_env.TimeStep, cpu: tuple[float, float]) -> tuple:
+  """A time step and the child's CPU seconds so far: (in the environment, in all)."""
   return (int(timestep.step_type), timestep.reward, timestep.discount,
-          timestep.observation)
+          timestep.observation, cpu)
 
 
-def _unpack(packed: tuple) -> dm_env.TimeStep:
-  step_type, reward, discount, observation = packed
-  return dm_env.TimeStep(dm_env.StepType(step_type), reward, discount, observation)
+def _unpack(packed: tuple) -> tuple[dm_env.TimeStep, tuple[float, float]]:
+  step_type, reward, discount, observation, cpu = packed
+  return dm_env.TimeStep(dm_env.StepType(step_type), reward, discount, observation), cpu
 
 
 def child_main(fd: int, niceness: int = 0) -> None:
@@ -108,6 +110,7 @@ def _serve(conn: multiprocessing.connection.Connection,
     conn.close()
     return
   conn.send(('ok', (env.observation_spec(), env.action_spec())))
+  env_cpu = 0.0  # CPU seconds spent inside the environment's step and reset.
   while True:
     try:
       method, arg = conn.recv()
@@ -116,10 +119,12 @@ def _serve(conn: multiprocessing.connection.Connection,
     if method == 'close':
       break
     try:
-      if method == 'step':
-        result = _pack(env.step(arg))
-      elif method == 'reset':
-        result = _pack(env.reset())
+      if method in ('step', 'reset'):
+        before = time.process_time()
+        timestep = env.step(arg) if method == 'step' else env.reset()
+        now = time.process_time()
+        env_cpu += now - before
+        result = _pack(timestep, (env_cpu, now))
       else:
         result = getattr(env, method)(*arg)
       conn.send(('ok', result))
@@ -155,6 +160,10 @@ class EnvProcess:
     self._process = None
     self._conn = None
     self._pending = None  # 'step' or 'reset' while a call is in flight.
+    # CPU seconds of the process (in the environment, in all) at its last
+    # answer, and those of the processes it replaced.
+    self._cpu = (0.0, 0.0)
+    self._cpu_before = (0.0, 0.0)
     self._launch()
     if _wait:
       self._handshake()
@@ -224,6 +233,8 @@ class EnvProcess:
                    'times in a row while restarting; giving up')
 
   def _kill(self) -> None:
+    self._cpu_before = self.cpu_seconds()
+    self._cpu = (0.0, 0.0)
     if self._process is not None and self._process.poll() is None:
       self._process.kill()
     if self._process is not None:
@@ -234,6 +245,11 @@ class EnvProcess:
   @property
   def pid(self) -> int:
     return self._process.pid
+
+  def cpu_seconds(self) -> tuple[float, float]:
+    """CPU seconds of this environment's processes so far, as of their last answer:
+    (inside the environment's step and reset, in all)."""
+    return (self._cpu_before[0] + self._cpu[0], self._cpu_before[1] + self._cpu[1])
 
   # -- dm_env-like interface --------------------------------------------------
 
@@ -277,11 +293,21 @@ class EnvProcess:
     status, payload = self._recv(self.step_timeout, 'answer')
     if status == 'error':
       raise EnvError(f'{self.name}: environment raised:\n{payload}')
-    return _unpack(payload)
+    timestep, self._cpu = _unpack(payload)
+    return timestep
 
   def reset(self) -> dm_env.TimeStep:
     self.send_reset()
     return self.receive()
+
+  def call(self, method: str, *args) -> Any:
+    """The environment's ``method(*args)``, run in its process (no call in flight)."""
+    assert self._pending is None, 'a call is already in flight'
+    self._conn.send((method, args))
+    status, payload = self._recv(self.step_timeout, 'answer')
+    if status == 'error':
+      raise EnvError(f'{self.name}: environment raised:\n{payload}')
+    return payload
 
   def step(self, action: Any) -> dm_env.TimeStep:
     self.send_step(action)
