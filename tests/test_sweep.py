@@ -479,3 +479,113 @@ def test_transfer_runs_of_a_chosen_setting_have_their_own_directory():
   assert '--entropy_cost=0.05' in specs[0].args
   assert not any(a.startswith('--learning_rate') for a in specs[0].args)
   assert '--tasks=0,1,2' in specs[0].args and '--tasks=3' in specs[1].args
+
+
+def _children(pid: int) -> list[int]:
+  """The processes ``pid`` started that are still its children (Linux)."""
+  try:
+    with open(f'/proc/{pid}/task/{pid}/children') as f:
+      return [int(p) for p in f.read().split()]
+  except OSError:
+    return []
+
+
+def _gone(pid: int) -> bool:
+  """Whether ``pid`` has exited (a zombie waiting for its new parent counts)."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(') ', 1)[1].startswith(('Z', 'X'))
+  except OSError:
+    return True
+
+
+def _start_two_runs(tmp_path, env, args) -> tuple[subprocess.Popen, list[int]]:
+  """A sweep of two runs at once, and its runs' pids once both have started."""
+  proc = subprocess.Popen([sys.executable, '-m', 'distral_tf.experiments.sweep', *args],
+                          cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+  state = tmp_path / 'state.txt'
+  deadline = time.time() + 60
+  runs = []
+  while time.time() < deadline:
+    runs = _children(proc.pid)
+    if len(runs) == 2 and state.exists() and state.read_text().count('start') == 2:
+      return proc, runs
+    time.sleep(0.1)
+  proc.kill()
+  raise AssertionError('the sweep did not start its two runs')
+
+
+def _two_run_sweep(tmp_path, sleep: float) -> tuple[dict, list[str]]:
+  env, launch = make_env(tmp_path, FAKE_SLEEP=sleep)
+  return env, ['--level_set=mazes', '--algorithms=a3c', f'--sweep_dir={tmp_path / "sweep"}',
+               '--entropy_costs=0.01', '--learning_rates=0.001,0.003', '--seeds=1',
+               '--parallel=2', launch]
+
+
+def test_runs_die_with_a_killed_sweep(tmp_path):
+  env, args = _two_run_sweep(tmp_path, sleep=120)
+  proc, runs = _start_two_runs(tmp_path, env, args)
+  try:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while not all(_gone(p) for p in runs) and time.time() < deadline:
+      time.sleep(0.1)
+    assert all(_gone(p) for p in runs), 'runs outlived their killed sweep'
+  finally:
+    for pid in runs:
+      if not _gone(pid):
+        os.kill(pid, signal.SIGKILL)
+  # Run again, the sweep finishes both runs.
+  env['FAKE_SLEEP'] = '0'
+  again = run_module('sweep', args, env)
+  assert again.returncode == 0, again.stderr
+  assert '2 finished now' in again.stdout
+
+
+def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
+  env, args = _two_run_sweep(tmp_path, sleep=120)
+  proc, runs = _start_two_runs(tmp_path, env, args)
+  try:
+    second = run_module('sweep', args, env)
+    assert second.returncode == 2, second.stderr
+    line = second.stderr.strip()
+    sweep = tmp_path / 'sweep'
+    assert line.startswith(f'error: --sweep_dir={sweep} is in use by pid {proc.pid} on ')
+    assert '\n' not in line and 'distral_tf.experiments.sweep' in line
+    assert sorted(_children(proc.pid)) == sorted(runs)  # Its runs go on.
+  finally:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for pid in runs:
+      if not _gone(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_second_reproduction_on_the_same_directories_is_refused(tmp_path):
+  env, launch = make_env(tmp_path, FAKE_SLEEP=60)
+  args = ['--preset=smoke', f'--sweep_dir={tmp_path / "runs"}',
+          f'--transfer_dir={tmp_path / "transfer"}', f'--out={tmp_path / "out"}', launch]
+  first = subprocess.Popen([sys.executable, '-m', 'distral_tf.experiments.reproduce',
+                            *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+  try:
+    deadline = time.time() + 60
+    while not (tmp_path / 'state.txt').exists() and time.time() < deadline:
+      assert first.poll() is None
+      time.sleep(0.1)
+    second = run_module('reproduce', args, env)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.startswith(
+        f'error: --out={tmp_path / "out"} is in use by pid {first.pid} on ')
+    assert len(second.stderr.strip().splitlines()) == 1
+    # Another --out, but the same runs: refused too.
+    other = [a for a in args if not a.startswith('--out=')] + [
+        f'--out={tmp_path / "out2"}']
+    third = run_module('reproduce', other, env)
+    assert third.returncode == 2
+    assert f'--sweep_dir={tmp_path / "runs"} is in use by pid {first.pid}' in third.stderr
+  finally:
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()

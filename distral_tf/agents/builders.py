@@ -26,6 +26,7 @@ from distral_tf.agents import actor as actor_lib
 from distral_tf.agents import algorithms
 from distral_tf.agents import checkpointing
 from distral_tf.agents import config as config_lib
+from distral_tf.agents import evaluator as evaluator_lib
 from distral_tf.agents import learner as learner_lib
 from distral_tf.agents import networks
 from distral_tf.envs import batch as batch_lib
@@ -122,7 +123,10 @@ def build_agent(config: config_lib.DeepConfig, setup: Setup,
       value_cost=config.value_cost, value_l2_cost=config.value_l2_cost,
       regulariser_gradient=config.regulariser_gradient,
       off_policy_correction=config.off_policy_correction,
-      lr_schedule=config.lr_schedule)
+      lr_schedule=config.lr_schedule, adaptive_costs=config.adaptive_costs,
+      cost_bound=algorithms.regulariser_bound(setup.coeffs.alpha, config.target_entropy,
+                                              level_set.num_actions),
+      cost_learning_rate=config.cost_learning_rate)
   return learner_lib.Learner(network, setup.algorithm, setup.coeffs, learner_config)
 
 
@@ -236,7 +240,8 @@ def make_workers(config: config_lib.DeepConfig, setup: Setup, env_batches, netwo
     eval_envs = start_envs(level_set, config, [
         (t, batch_lib.env_seed(config.seed, t, 10_000), f'{task.name}/eval')
         for t, task in enumerate(level_set.tasks)])
-    workers.append(actor_lib.Evaluator(
+    workers.append(evaluator_lib.Evaluator(
         eval_envs, actor_lib.make_pi0_act_fn(network), network, progress, recorder,
-        interval, config.eval_episodes, next_eval))
+        interval, config.eval_episodes, next_eval, level_set.frames_per_step,
+        config.eval_share))
   return workers, eval_envs

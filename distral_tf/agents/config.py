@@ -71,12 +71,19 @@ class DeepConfig:
   lstm_skip: bool = True           # read-outs see LSTM output + fc output (paper: no)
   eval_interval: int = 0           # frames per task between pi_0 evaluations; 0: 20 per run
   eval_episodes: int = 1
+  eval_share: float = 0.05         # evaluation frames per training frame while training runs
   checkpoint_secs: float = 120.0
   log_interval_secs: float = 10.0
   max_seconds: float = 0.0         # stop (with a checkpoint) after this long; 0: no limit
   tasks: tuple[int, ...] = ()      # indices of the level set's tasks to train on; () = all
   prior_logdir: str = ''
   cluster: str = ''
+  # Adaptive costs (docs/agents.md, "Adaptive costs"): a cost tau_i = 1/beta_i per
+  # task, starting at --entropy_cost, moved after every gradient step by the dual
+  # step of the constraint H(pi_i) - alpha/(1-alpha) KL(pi_i||pi_0) >= kappa log A.
+  adaptive_costs: bool = False
+  target_entropy: float = 0.25     # kappa, a fraction of the largest entropy log A
+  cost_learning_rate: float = 0.1  # eta of the dual step on log tau_i, per gradient step
   # What ``config.json`` records: every flag's value (``config_record``), and
   # those that make up the run, compared when it resumes (``run_dir``).
   config_record: Mapping[str, Any] = dataclasses.field(
@@ -102,16 +109,24 @@ ENVS_PER_CORE = 4
 
 
 def machine_workers_per_task(num_tasks: int, cores: int | None = None,
-                             memory_bytes: float | None = None) -> int:
-  """Workers per task whose environment processes fit this machine.
+                             memory_bytes: float | None = None,
+                             env_bytes: float = ENV_PROCESS_BYTES,
+                             memory_share: float = 0.5,
+                             envs_per_core: int | None = ENVS_PER_CORE) -> int:
+  """Workers per task whose environments fit this machine.
 
-  At most ``ENVS_PER_CORE`` processes per core and half the memory at
-  ``ENV_PROCESS_BYTES`` each, shared by ``num_tasks`` tasks; at least one.
+  At most ``envs_per_core`` environments per core (no limit when None) and
+  ``memory_share`` of the memory (``memory_bytes``, default the machine's
+  physical memory) at ``env_bytes`` each, shared by ``num_tasks`` tasks; at
+  least one. The defaults choose DeepMind Lab's workers: processes of
+  ``ENV_PROCESS_BYTES``, ``ENVS_PER_CORE`` per core, half the memory.
   """
   cores = cores or os.cpu_count() or 1
   if memory_bytes is None:
     memory_bytes = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-  total = min(ENVS_PER_CORE * cores, int(0.5 * memory_bytes / ENV_PROCESS_BYTES))
+  total = int(memory_share * memory_bytes / env_bytes)
+  if envs_per_core is not None:
+    total = min(envs_per_core * cores, total)
   return max(1, total // num_tasks)
 
 
@@ -216,6 +231,10 @@ flags.DEFINE_integer('eval_interval', DEFAULTS.eval_interval,
                      '0: 20 evaluations per run.')
 flags.DEFINE_integer('eval_episodes', DEFAULTS.eval_episodes,
                      'Episodes per task and evaluation of pi_0.')
+flags.DEFINE_float('eval_share', DEFAULTS.eval_share,
+                   'Evaluations of pi_0 step at most this share of the training frames '
+                   'while training runs, and the last one (one episode per task) at '
+                   'most this share of all the run\'s training frames; 0: never.')
 flags.DEFINE_float('checkpoint_secs', DEFAULTS.checkpoint_secs,
                    'Seconds between checkpoints (also saved at the end and on Ctrl-C).')
 flags.DEFINE_float('log_interval_secs', DEFAULTS.log_interval_secs,
@@ -228,6 +247,19 @@ flags.DEFINE_list('tasks', [], 'Indices of the level set\'s tasks to train on; '
 flags.DEFINE_string('prior_logdir', '',
                     'Log directory of a finished run whose pi_0 (distilled network, or '
                     'shared column for 2col) initialises this run\'s and stays fixed.')
+flags.DEFINE_boolean('adaptive_costs', DEFAULTS.adaptive_costs,
+                     'Distral algorithms with an entropy term (alpha < 1): give every task '
+                     'its own cost 1/beta (starting at --entropy_cost), the Lagrange '
+                     'multiplier of a lower bound on its policy\'s entropy less '
+                     'alpha/(1-alpha) times its KL to pi_0 (--target_entropy), tuned '
+                     'after every gradient step (docs/agents.md, "Adaptive costs").')
+flags.DEFINE_float('target_entropy', DEFAULTS.target_entropy,
+                   'With --adaptive_costs: the bound, as a fraction in (0, 1) of the '
+                   'largest entropy log(number of actions), that the entropy of each '
+                   'task policy less alpha/(1-alpha) times its KL to pi_0 is held to.')
+flags.DEFINE_float('cost_learning_rate', DEFAULTS.cost_learning_rate,
+                   'With --adaptive_costs: the step size of log(1/beta) per gradient '
+                   'step and unit of constraint violation (nats per step).')
 flags.DEFINE_string('cluster', '',
                     'Cluster mode: "local:ps=1,workers=2" starts a loopback cluster; '
                     '"tf_config" takes the roles from TF_CONFIG.')
@@ -305,6 +337,9 @@ def from_flags(fv: flags.FlagValues) -> tuple[DeepConfig, list[str]]:
   defaults, notes = level_set_defaults(fv)
   record = dict(fv.flag_values_dict(), **defaults)
   _check(record)
+  if not 0 <= record['eval_share'] < float('inf'):
+    raise errors.UsageError(f'--eval_share must be a number >= 0, got {record["eval_share"]}')
+  _check_adaptive_costs(record)
   fields = {f.name for f in dataclasses.fields(DeepConfig)} - {
       'tasks', 'config_record', 'run_flags'}
   config = DeepConfig(
@@ -316,7 +351,15 @@ def from_flags(fv: flags.FlagValues) -> tuple[DeepConfig, list[str]]:
 
 
 def _check(values: Mapping[str, Any]) -> None:
-  """Raises ``errors.UsageError`` for a value of a deep trainer's flag out of range."""
+  """Raises ``errors.UsageError`` for a value of a deep trainer's flag out of range.
+
+  Besides each value's own range: no float is infinite or NaN; an unroll is
+  short enough for the learner to build its step over it and fits in the
+  budget; the environments fit the machine's memory.
+  """
+  for name, value in values.items():
+    if isinstance(value, float) and not -float('inf') < value < float('inf'):
+      raise errors.UsageError(f'--{name} must be a finite number, got {value}')
   for name in ('workers_per_task', 'actor_threads', 'learner_threads', 'unroll_length',
                'hidden_size', 'rmsprop_decay',
                'rmsprop_epsilon', 'grad_clip_norm', 'eval_episodes',
@@ -337,3 +380,95 @@ def _check(values: Mapping[str, Any]) -> None:
         f'({values["workers_per_task"]})')
   if values['cluster']:
     topology.parse_cluster_flag(values['cluster'])
+  # The learner's step is built over every step of an unroll (the network
+  # unrolled in its graph): on 2 busy cores a run of one unroll took 50 s more
+  # at 100 steps than at 20 and 4 minutes more at 200 (the cost grows faster
+  # than the steps); at 1,000 a run had not made its first update after 5
+  # minutes, its actors done (progress at 100%, 0 frames/s).
+  max_unroll_length = 100
+  if values['unroll_length'] > max_unroll_length:
+    raise errors.UsageError(
+        f'--unroll_length must be at most {max_unroll_length} (the learner\'s step '
+        'is built over every step of an unroll, which takes minutes beyond it; the '
+        f'paper uses 20), got {values["unroll_length"]}')
+  # Actors look at the budget between unrolls only: a worker's unroll (a frame
+  # or more per step) must fit in the budget.
+  budget = values['env_steps_per_task']
+  if budget is not None and values['unroll_length'] > budget:
+    raise errors.UsageError(
+        f'--unroll_length={values["unroll_length"]} is more than --env_steps_per_task='
+        f'{budget}: one unroll of a worker takes {values["unroll_length"]} steps of a '
+        'frame or more each, and must fit in the budget')
+  # The environments must fit the memory. One costs its process, if it has one
+  # (resident sizes measured: DeepMind Lab about 200 MB, ENV_PROCESS_BYTES
+  # planned; MiniWorld 210 MB; MiniGrid 64 MB; the grid world 38 MB), and, in
+  # the trainer, its share of the unrolls acted and learned from: per step
+  # about 14 kB for the grid world's vectors (measured: 0.28 MB per environment
+  # at 20 steps), planned at 100 kB for pixels (the frame as floats and the
+  # convolutions' activations kept for the gradient). With
+  # --cluster=tf_config the environments run on other machines, not checked.
+  if values['cluster'].strip() == 'tf_config':
+    return
+  level_set = values['level_set']
+  process_bytes = {'two_rooms': 38e6, 'minigrid': 64e6, 'miniworld': 210e6}.get(
+      level_set, ENV_PROCESS_BYTES)
+  step_bytes = 14e3 if level_set == 'two_rooms' else 100e3
+  env_bytes = (process_bytes if values['env_processes'] else 0.0) + (
+      values['unroll_length'] * step_bytes)
+  memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  available = memory - 1e9  # The trainer itself (TensorFlow, the networks): ~1 GB.
+  workers = values['workers_per_task']
+  num_tasks = len(values['tasks'] or ()) or values['num_tasks']
+  if num_tasks is None:  # The level set's own number.
+    from distral_tf.envs import level_sets  # pylint: disable=g-import-not-at-top
+    try:
+      num_tasks = len(level_sets.make_level_set(level_set, None, values['seed'],
+                                                values).tasks)
+    except errors.UsageError:  # A package missing: the trainer says so; one task
+      num_tasks = 1            # at least.
+  if workers * num_tasks * env_bytes <= available:
+    return
+  fit = machine_workers_per_task(num_tasks, memory_bytes=available, env_bytes=env_bytes,
+                                 memory_share=1.0, envs_per_core=None)
+  what = 'its process and ' if values['env_processes'] else ''
+  raise errors.UsageError(
+      f'--workers_per_task={workers} does not fit this machine\'s memory: an '
+      f'environment of {level_set} takes about {env_bytes / 1e6:,.1f} MB ({what}its '
+      f'unrolls of {values["unroll_length"]} steps), {workers:,} for each of '
+      f'{num_tasks} task(s) about {workers * num_tasks * env_bytes / 1e9:,.1f} GB, '
+      f'and this machine has {memory / 1e9:,.1f} GB; at most {fit:,} per task fit')
+
+
+def _check_adaptive_costs(values: Mapping[str, Any]) -> None:
+  """Raises ``errors.UsageError`` for adaptive costs the run cannot have.
+
+  The target entropy and the rate must be in range; ``--adaptive_costs``
+  needs a Distral algorithm whose regularised reward has an entropy term
+  (alpha < 1: with alpha = 1 the bound is KL(pi_i || pi_0) <= 0, which only
+  pi_i = pi_0 meets, and the costs would only grow) and an initial cost in
+  ``algorithms.ADAPTIVE_COST_RANGE``.
+  """
+  if not 0 < values['target_entropy'] < 1:
+    raise errors.UsageError(
+        f'--target_entropy must be in (0, 1) (a fraction of the largest entropy), '
+        f'got {values["target_entropy"]}')
+  _positive('cost_learning_rate', values['cost_learning_rate'])
+  if not values['adaptive_costs']:
+    return
+  algorithm = algorithms.ALGORITHMS.get(values['algorithm'])
+  if algorithm is None or algorithm.entropy_bonus:
+    raise errors.UsageError(
+        f'--adaptive_costs tunes the KL and entropy costs of the regularised reward '
+        f'of the Distral algorithms (kl_ent_1col, kl_ent_2col; kl_1col, kl_2col with '
+        f'--alpha < 1); {values["algorithm"]} has none')
+  alpha = algorithm.alpha if values['alpha'] is None else values['alpha']
+  if alpha >= 1:
+    raise errors.UsageError(
+        f'--adaptive_costs needs an entropy term (alpha < 1); with alpha = 1 '
+        f'({values["algorithm"]}) its bound KL(pi_i || pi_0) <= 0 holds only at '
+        'pi_i = pi_0 and the costs would only grow: use kl_ent_* or give --alpha < 1')
+  low, high = algorithms.ADAPTIVE_COST_RANGE
+  if not low <= values['entropy_cost'] <= high:
+    raise errors.UsageError(
+        f'--entropy_cost (the initial cost with --adaptive_costs) must be in '
+        f'[{low:g}, {high:g}], got {values["entropy_cost"]}')

@@ -18,11 +18,19 @@ of ``grad_clip_norm`` at that scale; RMSProp (tf_keras) keeps the mean square
 ``lr * g / sqrt(v + epsilon)``: epsilon sits inside the square root, so it must
 be small against the squared gradients (about 1e-6 to 1e-8 here) or RMSProp
 degenerates into plain gradient descent with a tiny rate.
+
+Adaptive costs (``LearnerConfig.adaptive_costs``; docs/agents.md, "Adaptive
+costs"): each task i has its own cost ``tau_i = 1/beta_i`` (``entropy_costs``,
+a variable checkpointed with the learner), which its loss takes (eqs. 9'-10')
+and which the dual step (D) moves after every gradient step, from the step's
+measured KL and entropy of the task: ``log tau_i <- clip(log tau_i +
+eta (alpha KL_i - (1 - alpha) H_i - epsilon))``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -90,6 +98,20 @@ def check_finite_weights(variables: Sequence[tf.Variable]) -> None:
                    'from the last checkpoint')
 
 
+def dual_step(costs: tf.Tensor, regularisers: tf.Tensor, bound: float,
+              rate: float) -> tf.Tensor:
+  """The dual step (D) of docs/agents.md on the costs ``tau_i = 1/beta_i``.
+
+  ``log tau_i <- log tau_i + rate * (C_i - bound)``, clipped to
+  ``algorithms.ADAPTIVE_COST_RANGE``, where ``C_i = regularisers[i]`` is the
+  measured per-step regulariser ``alpha KL(pi_i || pi_0) - (1 - alpha) H(pi_i)``
+  of task i and ``bound`` is epsilon of constraint (C). No gradient.
+  """
+  low, high = algorithms.ADAPTIVE_COST_RANGE
+  log_costs = tf.math.log(costs) + rate * (tf.stop_gradient(regularisers) - bound)
+  return tf.exp(tf.clip_by_value(log_costs, math.log(low), math.log(high)))
+
+
 def split_metrics(metrics: dict[str, float]) -> tuple[dict[str, float],
                                                       dict[int, dict[str, float]]]:
   """``train_step``'s metrics as (global ones, per task: ``{metric: value}``)."""
@@ -120,6 +142,13 @@ class LearnerConfig:
   off_policy_correction: str = config_lib.DEFAULTS.off_policy_correction
   # 'linear' (annealed to 0) or 'constant'.
   lr_schedule: str = config_lib.DEFAULTS.lr_schedule
+  # Adaptive costs (docs/agents.md, "Adaptive costs"): a cost tau_i per task,
+  # starting at the fixed one and moved by the dual step (D) on the bound
+  # epsilon of constraint (C) (``algorithms.regulariser_bound`` of
+  # --target_entropy) at the rate eta (--cost_learning_rate).
+  adaptive_costs: bool = config_lib.DEFAULTS.adaptive_costs
+  cost_bound: float | None = None
+  cost_learning_rate: float = config_lib.DEFAULTS.cost_learning_rate
 
 
 class Learner:
@@ -150,6 +179,13 @@ class Learner:
     self.steps_done = tf.Variable(0, dtype=tf.int64, trainable=False,
                                   name='steps_done')
     self.optimizer.build(variables)
+    # The costs tau_i of the tasks (adaptive costs only; None: the fixed ones).
+    self.entropy_costs: tf.Variable | None = None
+    if config.adaptive_costs:
+      self._check_adaptive_costs(algorithm, coeffs, config)
+      self.entropy_costs = tf.Variable(
+          tf.fill([network.num_tasks], 1.0 / coeffs.beta), trainable=False,
+          name='entropy_costs')
     self._frozen: set[Any] = set()
     self._value_l2_cost = config.value_l2_cost  # 0 once pi_0 is a fixed prior.
     self._lock = threading.Lock()
@@ -158,6 +194,20 @@ class Learner:
   @property
   def network(self) -> networks.DistralNetwork:
     return self._network
+
+  @staticmethod
+  def _check_adaptive_costs(algorithm: algorithms.Algorithm,
+                            coeffs: algorithms.Coefficients,
+                            config: LearnerConfig) -> None:
+    if algorithm.entropy_bonus:
+      raise ValueError(f'adaptive costs need the regularised reward of a Distral '
+                       f'algorithm, not {algorithm.name}')
+    if config.cost_bound is None:
+      raise ValueError('adaptive costs need cost_bound (algorithms.regulariser_bound)')
+    low, high = algorithms.ADAPTIVE_COST_RANGE
+    if not low <= 1.0 / coeffs.beta <= high:
+      raise ValueError(f'the initial cost {1.0 / coeffs.beta} is outside '
+                       f'{algorithms.ADAPTIVE_COST_RANGE}')
 
   def freeze(self, variables: Sequence[tf.Variable]) -> None:
     """Excludes ``variables`` from every later update (e.g. a fixed prior pi_0)."""
@@ -188,9 +238,13 @@ class Learner:
     (summed over time, averaged over its columns); the total is their sum,
     computed in one pass of the network (``DistralNetwork.unroll_tasks``).
 
+    With adaptive costs each task's loss takes its cost tau_t
+    (``entropy_costs``, eqs. 9'-10' of docs/agents.md).
+
     Returns:
       The total and the metrics: ``total`` and, per task t present,
-      ``'<metric>/<t>'`` for every metric of ``losses.distral_loss``.
+      ``'<metric>/<t>'`` for every metric of ``losses.distral_loss``, and with
+      adaptive costs ``'entropy_cost/<t>'``, the cost tau_t the loss took.
     """
     if len(task_sizes) != self._network.num_tasks:
       raise ValueError(f'task_sizes needs one entry per task '
@@ -199,6 +253,10 @@ class Learner:
                                            batch.initial_state)
     # Each task's columns weigh 1/(their number): the sum of the tasks' losses.
     weights = tf.concat([tf.fill([n], 1.0 / n) for n in task_sizes if n], axis=0)
+    costs = column_costs = None
+    if self.entropy_costs is not None:
+      costs = tf.identity(self.entropy_costs)  # Read once: the costs of this step.
+      column_costs = tf.repeat(costs, list(task_sizes))
     total, _, columns = losses.distral_loss(
         output, batch.actions, batch.rewards, batch.discounts, self._coeffs,
         self._algorithm, gamma=self._config.discount,
@@ -208,13 +266,15 @@ class Learner:
         episode_ends=batch.first[1:], final_values=batch.final_values,
         behaviour_logits=batch.behaviour_logits,
         off_policy_correction=self._config.off_policy_correction,
-        column_weights=weights, return_columns=True)
+        column_weights=weights, column_costs=column_costs, return_columns=True)
     metrics, offset = {'total': total}, 0
     for task, n in enumerate(task_sizes):
       if n:
         for key, value in columns.items():
           mean = tf.reduce_mean(value[offset:offset + n])
           metrics[f'{key}/{task}'] = tf.sqrt(mean) if key == 'value_error' else mean
+        if costs is not None:
+          metrics[f'entropy_cost/{task}'] = costs[task]
         offset += n
     return total, metrics
 
@@ -247,7 +307,11 @@ class Learner:
 
   def apply(self, grads: list[tf.Tensor], variables: list[tf.Variable],
             batch: Unroll, metrics: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """The second half of ``update``: RMSProp step, step counter, annealing."""
+    """The second half of ``update``: RMSProp step, step counter, annealing.
+
+    With adaptive costs, also the dual step (D) on the costs of the tasks
+    ``metrics`` has (``adapt_costs``).
+    """
     metrics['learning_rate'] = tf.identity(self.learning_rate)
     self.optimizer.apply_gradients(zip(grads, variables))
     num_steps = tf.size(batch.actions, out_type=tf.int64)
@@ -256,7 +320,39 @@ class Learner:
       fraction = tf.cast(steps, tf.float32) / float(self._config.total_steps)
       self.learning_rate.assign(
           self._config.learning_rate * tf.maximum(0.0, 1.0 - fraction))
+    if self.entropy_costs is not None:
+      self.adapt_costs(metrics)
     return metrics
+
+  def adapt_costs(self, metrics: dict[str, tf.Tensor]) -> None:
+    """The dual step (D) on ``entropy_costs``, from a step's metrics per task.
+
+    For every task t with ``'kl/<t>'`` and ``'entropy/<t>'`` in ``metrics``
+    (per-step averages over the task's unroll), ``C_t = alpha kl - (1 -
+    alpha) entropy`` and ``tau_t <- dual_step(tau_t, C_t)``; the other
+    tasks' costs stay.
+    """
+    alpha = self._coeffs.alpha
+    present, regularisers = [], []
+    for task in range(self._network.num_tasks):
+      kl, entropy = metrics.get(f'kl/{task}'), metrics.get(f'entropy/{task}')
+      present.append(kl is not None and entropy is not None)
+      regularisers.append(alpha * kl - (1.0 - alpha) * entropy if present[-1]
+                          else tf.zeros([], self.entropy_costs.dtype))
+    if not any(present):
+      return
+    costs = tf.identity(self.entropy_costs)
+    stepped = dual_step(costs, tf.stack(regularisers), self._config.cost_bound,
+                        self._config.cost_learning_rate)
+    self.entropy_costs.assign(tf.where(tf.constant(present), stepped, costs))
+
+  def cost_summary(self, task_names: Sequence[str]) -> dict[str, Any]:
+    """For ``summary.json``: the costs tau_i per task name, at the end (adaptive
+    costs only; ``{}`` with fixed costs)."""
+    if self.entropy_costs is None:
+      return {}
+    return dict(entropy_costs=dict(zip(task_names,
+                                       self.entropy_costs.numpy().tolist())))
 
   def train_step(self, task_sizes: tuple[int, ...], batch: Unroll
                  ) -> dict[str, tf.Tensor]:
@@ -265,7 +361,7 @@ class Learner:
     ``task_sizes`` as in ``loss``. Compiled once per ``task_sizes`` (an actor
     thread's block always has the same). Returns ``loss``'s metrics plus
     ``grad_norm`` (before clipping) and ``learning_rate`` (the rate this step
-    used).
+    used); with adaptive costs, then takes the dual step (D) on the costs.
     """
     task_sizes = tuple(int(n) for n in task_sizes)
     with self._lock:
@@ -278,6 +374,13 @@ class Learner:
     return step(batch)
 
   def checkpoint_items(self) -> dict[str, Any]:
-    """Objects to save: ``tf.train.Checkpoint(**learner.checkpoint_items())``."""
-    return dict(network=self._network, optimizer=self.optimizer,
-                learning_rate=self.learning_rate, steps_done=self.steps_done)
+    """Objects to save: ``tf.train.Checkpoint(**learner.checkpoint_items())``.
+
+    With adaptive costs, also ``entropy_costs`` (the costs tau_i); without,
+    the items of fixed-cost runs, whose checkpoints therefore still resume.
+    """
+    items = dict(network=self._network, optimizer=self.optimizer,
+                 learning_rate=self.learning_rate, steps_done=self.steps_done)
+    if self.entropy_costs is not None:
+      items['entropy_costs'] = self.entropy_costs
+    return items

@@ -31,6 +31,12 @@ averaged over the batch (or weighted per column: ``column_weights``).
 * Value: ``value_cost * 0.5 * (v - V)^2`` on the V-trace targets v, plus the small
   L2 term of appendix B.2, ``value_l2_cost * (V_i - V_0)^2``, pulling each
   task's value toward the shared column's value wherever there is one.
+* Adaptive costs (``column_costs``; docs/agents.md, "Adaptive costs"): each
+  column b carries the cost ``tau_b = 1/beta_i`` of its task i, and the
+  regularised reward, the expected regulariser and the distillation term take
+  it in place of the fixed ``1/beta`` (eqs. 9'-10' there), with alpha fixed:
+  ``c_KL = alpha tau_b``, ``c_Ent = (1 - alpha) tau_b``. Without them the
+  computation is the fixed-cost one, unchanged.
 """
 
 from __future__ import annotations
@@ -49,13 +55,20 @@ tfd = tfp.distributions
 
 def regularised_rewards(rewards: tf.Tensor, log_pi0_a: tf.Tensor,
                         log_pi_a: tf.Tensor,
-                        coeffs: algorithms.Coefficients) -> tf.Tensor:
+                        coeffs: algorithms.Coefficients,
+                        costs: tf.Tensor | None = None) -> tf.Tensor:
   """``R + (alpha/beta) log pi_0(a|s) - (1/beta) log pi_i(a|s)``, no gradient.
 
-  The regularised reward R_reg_i of eq. (9).
+  The regularised reward R_reg_i of eq. (9). With ``costs`` (``[B]``, the
+  cost ``tau = 1/beta_i`` of each column's task), that of eq. (9') of
+  docs/agents.md: ``R + alpha tau log pi_0(a|s) - tau log pi_i(a|s)``.
   """
-  reg = (rewards + (coeffs.alpha / coeffs.beta) * log_pi0_a
-         - (1.0 / coeffs.beta) * log_pi_a)
+  if costs is None:
+    reg = (rewards + (coeffs.alpha / coeffs.beta) * log_pi0_a
+           - (1.0 / coeffs.beta) * log_pi_a)
+  else:
+    costs = tf.cast(costs, rewards.dtype)
+    reg = rewards + coeffs.alpha * costs * log_pi0_a - costs * log_pi_a
   return tf.stop_gradient(reg)
 
 
@@ -77,8 +90,9 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
                  off_policy_correction: str = 'vtrace',
                  rho_bar: float = 1.0, c_bar: float = 1.0,
                  column_weights: tf.Tensor | None = None,
+                 column_costs: tf.Tensor | None = None,
                  return_columns: bool = False):
-  """The loss whose gradient is eqs. (9)-(10) (see the module docstring).
+  """The loss whose gradient is eqs. (9)-(10), or (9')-(10') (module docstring).
 
   Args:
     output: the network's output over T+1 steps; step T only bootstraps.
@@ -107,6 +121,11 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
       in the loss and metrics; default ``1/B`` each (the batch mean). A batch
       of several tasks weighs each task's columns by one over their number:
       the sum of the tasks' losses.
+    column_costs: ``[B]`` the cost ``tau = 1/beta_i`` of each column's task i
+      (adaptive costs, eqs. 9'-10' of docs/agents.md), in place of
+      ``1/coeffs.beta`` in every regularisation term (alpha stays
+      ``coeffs.alpha``); default None: the fixed costs of ``coeffs``. Not for
+      the A3C family, whose entropy bonus is outside the rewards.
     return_columns: also return the per-column values of the metrics (loss
       terms summed over time, statistics averaged; ``value_error`` squared).
 
@@ -124,8 +143,13 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
   if off_policy_correction not in OFF_POLICY_CORRECTIONS:
     raise ValueError(f'off_policy_correction must be one of {OFF_POLICY_CORRECTIONS}, '
                      f'got {off_policy_correction!r}')
+  if column_costs is not None and algorithm.entropy_bonus:
+    raise ValueError(f'column_costs applies to the Distral algorithms, not '
+                     f'{algorithm.name} (an entropy bonus outside the rewards)')
   num_steps = actions.shape[0]
   dtype = output.logits.dtype
+  if column_costs is not None:
+    column_costs = tf.cast(column_costs, dtype)
   rewards = tf.cast(rewards, dtype)
   step_discounts = gamma * tf.cast(discounts, dtype)
 
@@ -146,9 +170,10 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
     log_pi0 = tf.nn.log_softmax(output.pi0_logits[:num_steps])
     kl = tfd.kl_divergence(pi_i, pi_0)
     if algorithm.distilled:
-      # Eq. (10), second term: grad = c_KL sum_a (pi_i - pi_0) grad h.
-      distill = -coeffs.c_kl * tf.reduce_sum(
-          tf.stop_gradient(pi) * log_pi0, axis=-1)
+      # Eq. (10), second term: grad = c_KL sum_a (pi_i - pi_0) grad h; eq. (10')
+      # with c_KL = alpha tau of the column's task.
+      c_kl = coeffs.c_kl if column_costs is None else coeffs.alpha * column_costs
+      distill = -c_kl * tf.reduce_sum(tf.stop_gradient(pi) * log_pi0, axis=-1)
   if output.pi0_values is not None:
     value_l2 = value_l2_cost * tf.square(values - output.pi0_values[:num_steps])
 
@@ -157,7 +182,8 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
     entropy_term = -coeffs.c_ent * entropy
   else:
     log_pi0_a = pi_0.log_prob(actions) if output.pi0_logits is not None else zeros
-    step_rewards = regularised_rewards(rewards, log_pi0_a, log_pi_a, coeffs)
+    step_rewards = regularised_rewards(rewards, log_pi0_a, log_pi_a, coeffs,
+                                       column_costs)
     entropy_term = zeros
 
   if episode_ends is None:
@@ -179,10 +205,16 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
                           rho_bar=rho_bar, c_bar=c_bar)
   advantages = targets.pg_advantages
   if not algorithm.entropy_bonus and regulariser_gradient == 'expected':
-    # reg(a) = (alpha/beta) log pi_0(a|s_t) - (1/beta) log pi_i(a|s_t), for all a.
-    reg = -(1.0 / coeffs.beta) * log_pi
+    # reg(a) = (alpha/beta) log pi_0(a|s_t) - (1/beta) log pi_i(a|s_t), for all a
+    # (1/beta: tau of the column's task with adaptive costs).
+    if column_costs is None:
+      cost, kl_cost = 1.0 / coeffs.beta, coeffs.alpha / coeffs.beta
+    else:
+      cost = column_costs[:, tf.newaxis]
+      kl_cost = coeffs.alpha * cost
+    reg = -cost * log_pi
     if output.pi0_logits is not None:
-      reg += (coeffs.alpha / coeffs.beta) * log_pi0
+      reg += kl_cost * log_pi0
     reg = tf.stop_gradient(reg)
     advantages -= targets.clipped_rhos * _log_prob(reg, actions)
     entropy_term = -tf.reduce_sum(pi * reg, axis=-1)

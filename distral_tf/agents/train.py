@@ -22,6 +22,7 @@ from distral_tf import interruption
 from distral_tf.agents import actor as actor_lib
 from distral_tf.agents import builders
 from distral_tf.agents import config as config_lib
+from distral_tf.agents import evaluator as evaluator_lib
 from distral_tf.agents import learner as learner_lib
 from distral_tf.agents import run_loop
 
@@ -99,7 +100,8 @@ def _run_workers(config: config_lib.DeepConfig, learner: learner_lib.Learner, st
   if errors_seen:
     raise errors_seen[0]
   summary = loop.finish(interrupted,
-                        extra=dict(resumed_from_env_steps=loop.resumed_from))
+                        extra=dict(resumed_from_env_steps=loop.resumed_from,
+                                   **learner.cost_summary(loop.progress.task_names)))
   if interrupted:
     run_loop.exit_interrupted(config.logdir, interruption.exit_status())
   return summary
@@ -108,7 +110,7 @@ def _run_workers(config: config_lib.DeepConfig, learner: learner_lib.Learner, st
 def _save(state, learner, progress, workers, wall_time: float) -> None:
   """Checkpoints the run; refuses (``Diverged``) weights that are not finite."""
   learner_lib.check_finite_weights(learner.network.trainable_variables)
-  evaluators = [w for w in workers if isinstance(w, actor_lib.Evaluator)]
+  evaluators = [w for w in workers if isinstance(w, evaluator_lib.Evaluator)]
   with progress.lock:
     frames = progress.frames.copy()
   next_eval = evaluators[0].next_eval if evaluators else 0

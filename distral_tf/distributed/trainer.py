@@ -22,9 +22,9 @@ import time
 from typing import Any
 
 from distral_tf import results
-from distral_tf.agents import actor as actor_lib
 from distral_tf.agents import builders
 from distral_tf.agents import config as config_lib
+from distral_tf.agents import evaluator as evaluator_lib
 from distral_tf.agents import run_loop
 from distral_tf.distributed import actor_service
 from distral_tf.distributed import local_cluster
@@ -217,7 +217,7 @@ class ClusterTrainer:
     Steps are held back while it is written. Frames acted but not yet trained
     on are not counted; a resumed run collects them again.
     """
-    evaluators = [w for w in self.workers if isinstance(w, actor_lib.Evaluator)]
+    evaluators = [w for w in self.workers if isinstance(w, evaluator_lib.Evaluator)]
     with self.scheduler.paused():
       frames = (self._frames_at_start +
                 self.scheduler.trained_steps * self.level_set.frames_per_step)
@@ -231,7 +231,8 @@ class ClusterTrainer:
     self.write_cluster_file()
     summary = self.loop.finish(
         interrupted, counts=dict(agent_steps=int(self.learner.steps_done.numpy())),
-        extra=dict(cluster=self.cluster_stats()))
+        extra=dict(cluster=self.cluster_stats(),
+                   **self.learner.cost_summary(self.level_set.task_names)))
     self.interrupted = interrupted
     return summary
 

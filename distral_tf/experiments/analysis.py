@@ -16,6 +16,14 @@ come from ``distral_tf.results``. Conventions (paper, section 4.2 and B.2):
 * On navigation and lasertag every return of task t is divided by the best A3C
   score on t: the highest final return of the task policy among all ``a3c``
   runs of that level set.
+
+**Entries.** What the experiments compare are *entries* (``ENTRIES``): the
+paper's seven deep algorithms, and ``VARIANTS``, a deep algorithm run with
+trainer switches of its own (``kl_ent_2col_adaptive``: ``kl_ent_2col`` with
+``--adaptive_costs``). Sweeps, plans, transfer runs, tables, panels and claims
+name an entry; its runs live under its name and are launched with
+``launch_args``; a run is the entry its ``config.json`` says (``entry_name``:
+its algorithm and which of ``SWITCHES`` it has on).
 """
 
 from __future__ import annotations
@@ -25,13 +33,15 @@ import json
 import math
 import os
 import re
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from distral_tf import errors
 from distral_tf import results
 from distral_tf.agents import algorithms
 
+# The paper's seven deep algorithms, in the order of its Figure 4.
 ALGORITHM_ORDER = tuple(algorithms.ALGORITHMS)
 BASELINE_ALGORITHM = 'a3c'
 NORMALISED_LEVEL_SETS = ('navigation', 'lasertag')
@@ -39,9 +49,83 @@ PANELS = ('task', 'distilled')
 _SETTING_RE = re.compile(r'^ent([^_]+)_lr(.+)$')
 
 
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """A deep algorithm as the experiments name it: an algorithm and its switches.
+
+  Its runs are launched with ``--algorithm=<algorithm>`` and ``--<switch>``
+  for each of ``switches`` (boolean trainer flags turned on), and go to
+  directories under ``name``.
+  """
+  name: str
+  algorithm: str
+  switches: tuple[str, ...] = ()
+
+  @property
+  def launch_args(self) -> tuple[str, ...]:
+    return (f'--algorithm={self.algorithm}', *(f'--{s}' for s in self.switches))
+
+
+# Entries beyond the paper's algorithms: a Distral algorithm run with a trainer
+# option, drawn and compared beside the fixed-cost algorithms.
+VARIANTS = (
+    # Per-task costs tuned by a dual step (docs/agents.md, "Adaptive costs").
+    Entry('kl_ent_2col_adaptive', 'kl_ent_2col', ('adaptive_costs',)),
+)
+
+
+def _entries() -> dict[str, Entry]:
+  """The seven algorithms, each followed by its variants."""
+  entries = {}
+  for name in ALGORITHM_ORDER:
+    entries[name] = Entry(name, name)
+    entries.update((v.name, v) for v in VARIANTS if v.algorithm == name)
+  return entries
+
+
+ENTRIES: dict[str, Entry] = _entries()
+ENTRY_ORDER = tuple(ENTRIES)
+# The trainer switches that tell entries apart (off when a config.json lacks them).
+SWITCHES = tuple(sorted({s for v in VARIANTS for s in v.switches}))
+_ENTRY_OF_RUN = {(e.algorithm, frozenset(e.switches)): e.name for e in ENTRIES.values()}
+
+
+def entry_name(algorithm: str, config: Mapping[str, Any]) -> str | None:
+  """The entry of a run of ``algorithm`` whose flags are ``config``; None if none."""
+  on = frozenset(s for s in SWITCHES if config.get(s) is True)
+  return _ENTRY_OF_RUN.get((algorithm, on))
+
+
+def run_name(algorithm: str, config: Mapping[str, Any]) -> str:
+  """``entry_name``, or the algorithm and its switches (``kl_1col --adaptive_costs``)."""
+  name = entry_name(algorithm, config)
+  if name is not None:
+    return name
+  return ' '.join([algorithm] + [f'--{s}' for s in SWITCHES if config.get(s) is True])
+
+
+def launch_args(name: str) -> tuple[str, ...]:
+  """The trainer flags that make a run of entry ``name``.
+
+  A name that is no entry is passed on as ``--algorithm`` (the trainer judges it).
+  """
+  entry = ENTRIES.get(name)
+  return entry.launch_args if entry else (f'--algorithm={name}',)
+
+
+def check_entries(names: Sequence[str], flag: str) -> None:
+  """Raises ``errors.UsageError`` unless ``names`` (``--flag``) are entries, one at least."""
+  unknown = [a for a in names if a not in ENTRIES]
+  if unknown or not names:
+    raise errors.UsageError(
+        f'--{flag}: unknown {",".join(unknown) or "(none given)"}; valid choices: '
+        f'{", ".join(ENTRY_ORDER)}')
+
+
 def distilled_source(algorithm: str) -> str | None:
-  """Which rows hold an algorithm's policy shared by all tasks, if it has one."""
-  algo = algorithms.ALGORITHMS.get(algorithm)
+  """Which rows hold an entry's policy shared by all tasks, if it has one."""
+  entry = ENTRIES.get(algorithm)
+  algo = algorithms.ALGORITHMS.get(entry.algorithm) if entry else None
   if algo is None:
     return None
   if algo.distilled:
@@ -64,6 +148,7 @@ class Run:
   """One run's log directory: its settings and the scores of its episodes."""
   logdir: str
   level_set: str
+  # Its entry (``ENTRIES``), from its config.json; ``run_name`` if it is none.
   algorithm: str
   seed: int
   entropy_cost: float | None
@@ -138,8 +223,9 @@ def load_run(logdir: str, root: str | None = None) -> Run | None:
     prows = results.select(rows, policy=policy)
     if prows:
       scores[policy] = score_episodes(prows, budget)
+  algorithm = str(config.get('algorithm') or rows[0]['algorithm'])
   return Run(logdir=logdir, level_set=str(level_set),
-             algorithm=str(config.get('algorithm') or rows[0]['algorithm']),
+             algorithm=run_name(algorithm, config),
              seed=int(config.get('seed', rows[0]['seed'])),
              entropy_cost=entropy_cost, learning_rate=learning_rate, budget=budget,
              finished=summary.get('finished') is True, config=config, scores=scores)
@@ -148,8 +234,9 @@ def load_run(logdir: str, root: str | None = None) -> Run | None:
 def discover_runs(root: str) -> tuple[list[Run], list[str]]:
   """Every multitask run under ``root`` (a sweep directory), and notes.
 
-  Runs trained on a subset of tasks or from a prior (transfer runs) and runs of
-  algorithms other than the seven deep ones are left out, with a note.
+  Runs trained on a subset of tasks or from a prior (transfer runs) and runs
+  that are no entry (not a deep algorithm, or one with switches no entry has)
+  are left out, with a note.
   """
   runs, notes = [], []
   for dirpath, dirnames, filenames in os.walk(root):
@@ -161,8 +248,12 @@ def discover_runs(root: str) -> tuple[list[Run], list[str]]:
       continue
     if run.config.get('tasks') or run.config.get('prior_logdir'):
       notes.append(f'{dirpath}: left out (trained on chosen tasks or from a prior)')
-    elif run.algorithm not in ALGORITHM_ORDER:
-      notes.append(f'{dirpath}: left out ({run.algorithm} is not a deep algorithm)')
+    elif run.algorithm not in ENTRIES:
+      base = run.algorithm.split(' ')[0]
+      why = (f'{run.algorithm} is none of the entries {", ".join(ENTRY_ORDER)}'
+             if base in algorithms.ALGORITHMS else
+             f'{run.algorithm} is not a deep algorithm')
+      notes.append(f'{dirpath}: left out ({why})')
     else:
       runs.append(run)
   return runs, notes
@@ -336,7 +427,8 @@ def analyse_level_set(runs: Sequence[Run], level_set: str) -> LevelSetResult:
   if unfinished:
     notes.append(f'{level_set}: {unfinished} of {len(runs)} runs are not finished; '
                  'their curves hold their last value')
-  present = [a for a in ALGORITHM_ORDER if any(r.algorithm == a for r in runs)]
+  present = [a for a in ENTRY_ORDER if any(r.algorithm == a for r in runs)]
+  # The paper's algorithms are noted when missing; a variant is drawn when run.
   missing = [a for a in ALGORITHM_ORDER if a not in present]
   if missing:
     notes.append(f'{level_set}: no runs of {", ".join(missing)} (skipped)')

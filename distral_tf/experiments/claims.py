@@ -13,6 +13,11 @@ on the runs of a sweep (``analysis.discover_runs``):
 4. KL+ent >= KL at the end of training: final return of pi_i.
 5. pi_0 of the 2col algorithms is the best distilled policy: AUC of pi_0.
 
+**Variants.** A variant of a Distral algorithm (``analysis.VARIANTS``, e.g.
+``kl_ent_2col_adaptive``) that ran on the level set is compared with the A3C
+baselines too, in claims 1 and 2, each line beside its algorithm's
+(``VARIANT_CLAIMS``); a variant not run adds no line.
+
 Numbers are those of Figure 4's table: an algorithm's score is the mean over
 seeds at its best setting (highest mean AUC); a group's is the best member's.
 
@@ -60,6 +65,28 @@ METRIC_NAMES = {AUC: 'AUC', FINAL: 'final return', GOOD: 'share of good runs'}
 
 # setting (entropy cost, learning rate) -> [runs, 3] array of (AUC, final, good).
 Samples = dict[tuple, np.ndarray]
+# (claim, panel, metric, left group, right group).
+ClaimSpec = tuple[str, str, int, Sequence[str], Sequence[str]]
+
+DISTRAL_AUC = 'Distral (2col) >= the A3C baselines in AUC'
+DISTRAL_GOOD = 'Distral\'s share of good runs >= the baselines\''
+CLAIM_SPECS: tuple[ClaimSpec, ...] = (
+    (DISTRAL_AUC, 'task', AUC, ['kl_ent_2col'], BASELINES),
+    (DISTRAL_AUC, 'task', AUC, ['kl_2col'], BASELINES),
+    (DISTRAL_GOOD, 'task', GOOD, ['kl_ent_2col'], BASELINES),
+    (DISTRAL_GOOD, 'task', GOOD, ['kl_2col'], BASELINES),
+    ('2col learns faster than 1col (AUC)', 'task', AUC, ['kl_2col'], ['kl_1col']),
+    ('2col learns faster than 1col (AUC)', 'task', AUC, ['kl_ent_2col'],
+     ['kl_ent_1col']),
+    ('KL+ent >= KL at the end of training', 'task', FINAL, ['kl_ent_2col'],
+     ['kl_2col']),
+    ('KL+ent >= KL at the end of training', 'task', FINAL, ['kl_ent_1col'],
+     ['kl_1col']),
+    ('pi_0 of the 2col algorithms is the best distilled policy (AUC)', 'distilled',
+     AUC, ['kl_2col', 'kl_ent_2col'], ['kl_1col', 'kl_ent_1col', 'a3c_multitask']),
+)
+# The claims a variant of the algorithm on their left joins, on a line of its own.
+VARIANT_CLAIMS = (DISTRAL_AUC, DISTRAL_GOOD)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,29 +290,23 @@ def level_set_comparisons(runs: Sequence[analysis.Run], level_set: str,
   task, good_means = collect_samples(runs, 'task', scales)
   distilled, _ = collect_samples(runs, 'distilled', scales)
   n = num_replicates
-  specs = [
-      ('Distral (2col) >= the A3C baselines in AUC', 'task', AUC,
-       ['kl_ent_2col'], BASELINES),
-      ('Distral (2col) >= the A3C baselines in AUC', 'task', AUC, ['kl_2col'], BASELINES),
-      ('Distral\'s share of good runs >= the baselines\'', 'task', GOOD,
-       ['kl_ent_2col'], BASELINES),
-      ('Distral\'s share of good runs >= the baselines\'', 'task', GOOD,
-       ['kl_2col'], BASELINES),
-      ('2col learns faster than 1col (AUC)', 'task', AUC, ['kl_2col'], ['kl_1col']),
-      ('2col learns faster than 1col (AUC)', 'task', AUC, ['kl_ent_2col'],
-       ['kl_ent_1col']),
-      ('KL+ent >= KL at the end of training', 'task', FINAL, ['kl_ent_2col'],
-       ['kl_2col']),
-      ('KL+ent >= KL at the end of training', 'task', FINAL, ['kl_ent_1col'],
-       ['kl_1col']),
-      ('pi_0 of the 2col algorithms is the best distilled policy (AUC)', 'distilled',
-       AUC, ['kl_2col', 'kl_ent_2col'], ['kl_1col', 'kl_ent_1col', 'a3c_multitask']),
-  ]
   comparisons = [
       compare_or_missing(claim, panel, metric, left, right,
                          task if panel == 'task' else distilled, ran, n)
-      for claim, panel, metric, left, right in specs]
+      for claim, panel, metric, left, right in _with_variants(CLAIM_SPECS, ran)]
   return comparisons, good_means
+
+
+def _with_variants(specs: Sequence[ClaimSpec], ran: Collection[str]) -> list[ClaimSpec]:
+  """``specs``, each of ``VARIANT_CLAIMS`` followed by its variants' that ran."""
+  out = []
+  for spec in specs:
+    out.append(spec)
+    claim, panel, metric, left, right = spec
+    if claim in VARIANT_CLAIMS and len(left) == 1:
+      out += [(claim, panel, metric, [v.name], right) for v in analysis.VARIANTS
+              if v.algorithm == left[0] and v.name in ran]
+  return out
 
 
 def _policy(panel: str) -> str:

@@ -14,6 +14,10 @@ returns are divided per task by the best A3C score. See
 ``distral_tf.experiments.analysis`` for the exact conventions. Also writes
 ``figure4_claims.md``: the paper's claims checked with bootstrap intervals
 (``distral_tf.experiments.claims``).
+
+``--algorithms`` chooses the entries drawn: by default the paper's seven
+algorithms; a variant is drawn beside them when named, e.g.
+``--algorithms=a3c,a3c_multitask,a3c_2col,kl_ent_2col,kl_ent_2col_adaptive``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Sequence
 from absl import flags
 
 from distral_tf import errors
+from distral_tf.experiments import analysis
 from distral_tf.experiments import panels
 from distral_tf.experiments import schedule
 
@@ -31,6 +36,10 @@ _SWEEP_DIR = flags.DEFINE_string('sweep_dir', None,
 _OUT = flags.DEFINE_string('out', None, 'Directory for the figures and the table.')
 _LEVEL_SETS = flags.DEFINE_list('level_sets', [],
                                 'Level sets to draw; default: every one found.')
+_ALGORITHMS = flags.DEFINE_list(
+    'algorithms', list(analysis.ALGORITHM_ORDER),
+    'Deep algorithms to draw (default: the paper\'s seven); also '
+    f'{", ".join(v.name for v in analysis.VARIANTS)}.')
 
 flags.mark_flags_as_required(['sweep_dir', 'out'])
 
@@ -39,7 +48,9 @@ def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {" ".join(argv[1:])}; flags look '
                             'like --name=value')
-  panels.write_figure4(_SWEEP_DIR.value, _OUT.value, _LEVEL_SETS.value)
+  analysis.check_entries(_ALGORITHMS.value, 'algorithms')
+  panels.write_figure4(_SWEEP_DIR.value, _OUT.value, _LEVEL_SETS.value,
+                       algorithms=_ALGORITHMS.value)
   return 0
 
 

@@ -2,6 +2,8 @@
 
 ``write_figure4`` is what ``python -m distral_tf.experiments.figure4`` does; the
 reproduction command calls it too. Every figure is written as PNG and PDF.
+Every entry of ``analysis.ENTRIES`` has its own label and colour, so that a
+variant (``kl_ent_2col_adaptive``) is drawn beside the fixed-cost algorithms.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import textwrap
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import matplotlib
 
@@ -28,12 +30,12 @@ CLAIMS_FILE = 'figure4_claims.md'
 LABELS = {
     'a3c': 'A3C', 'a3c_multitask': 'A3C multitask', 'a3c_2col': 'A3C 2col',
     'kl_1col': 'KL 1col', 'kl_ent_1col': 'KL+ent 1col', 'kl_2col': 'KL 2col',
-    'kl_ent_2col': 'KL+ent 2col',
+    'kl_ent_2col': 'KL+ent 2col', 'kl_ent_2col_adaptive': 'KL+ent 2col, adaptive costs',
 }
 COLORS = {
     'a3c': 'tab:gray', 'a3c_multitask': 'tab:brown', 'a3c_2col': 'tab:pink',
     'kl_1col': 'tab:blue', 'kl_ent_1col': 'tab:cyan', 'kl_2col': 'tab:red',
-    'kl_ent_2col': 'tab:orange',
+    'kl_ent_2col': 'tab:orange', 'kl_ent_2col_adaptive': 'tab:green',
 }
 PANEL_TITLES = {'task': 'task policies $\\pi_i$',
                 'distilled': 'distilled policy $\\pi_0$'}
@@ -161,8 +163,13 @@ def plot_level_set(result: analysis.LevelSetResult, stem: str) -> list[str]:
 
 def write_figure4(sweep_dir: str, out_dir: str,
                   level_sets: Sequence[str] | None = None,
-                  log: Callable[[str], None] = print) -> dict:
+                  log: Callable[[str], None] = print,
+                  algorithms: Collection[str] = analysis.ALGORITHM_ORDER) -> dict:
   """Figure 4 per level set and the results table, from the runs in ``sweep_dir``.
+
+  Draws the runs of the entries ``algorithms`` (by default the paper's seven;
+  a variant such as ``kl_ent_2col_adaptive`` when named); runs of other
+  entries are named in a log line and left out of every file.
 
   Returns ``dict(figures=[paths], table_csv, table_md, rows, notes)``. Raises
   ``errors.UsageError`` when no runs are found.
@@ -170,6 +177,12 @@ def write_figure4(sweep_dir: str, out_dir: str,
   if not os.path.isdir(sweep_dir):
     raise errors.UsageError(f'--sweep_dir {sweep_dir} is not a directory')
   runs, notes = analysis.discover_runs(sweep_dir)
+  others = [a for a in analysis.ENTRY_ORDER
+            if a not in algorithms and any(r.algorithm == a for r in runs)]
+  if others:
+    log(f'not drawn: the runs of {", ".join(others)} under {sweep_dir} (name them '
+        'among the algorithms to draw them)')
+  runs = [r for r in runs if r.algorithm in algorithms]
   found = sorted({r.level_set for r in runs})
   wanted = list(level_sets) if level_sets else found
   for name in wanted:

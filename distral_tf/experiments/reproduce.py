@@ -13,9 +13,18 @@ algorithms a level set did not run says so), the transfer figures and
   python -m distral_tf.experiments.reproduce --out=docs/reproduction \
       --results_doc=docs/reproduction.md
 
+``--preset=adaptive`` adds the entry ``kl_ent_2col_adaptive`` (KL+ent_2col with
+``--adaptive_costs``, ``analysis.VARIANTS``) to the ``two_rooms`` and
+``minigrid`` sweeps of ``cpu``, same grids, seeds and budgets: it runs that
+entry's runs and restores the others from the records, and draws all of them
+into ``<--out>/adaptive`` (``PARTS``); ``--preset=adaptive_smoke`` checks it in
+minutes.
+
 With ``--results_doc`` the text between the ``<!-- results:begin -->`` and
-``<!-- results:end -->`` lines of that Markdown file is replaced by the results.
-Resumable: run the same command again after an interruption. Each run is
+``<!-- results:end -->`` lines of that Markdown file is replaced by the results
+(``<!-- results:adaptive:begin -->`` ... for the ``adaptive`` preset).
+Resumable: run the same command again after an interruption (while one
+invocation runs, a second on the same directories is refused). Each run is
 recorded as it finishes (``run_records``: its config, summary and compressed
 episodes, no checkpoints) under ``--records_dir`` (default ``<--out>/runs``),
 and recorded runs are restored before anything runs: a fresh checkout redraws
@@ -54,15 +63,16 @@ class SweepPlan:
   env_steps_per_task: int
   num_tasks: int
   workers_per_task: int
-  # The deep algorithms swept, a subset of ``analysis.ALGORITHM_ORDER``.
+  # The entries swept (``analysis.ENTRIES``): the paper's seven algorithms by
+  # default; a subset, or with variants such as ``kl_ent_2col_adaptive``.
   algorithms: tuple[str, ...] = analysis.ALGORITHM_ORDER
 
   def __post_init__(self) -> None:
-    unknown = [a for a in self.algorithms if a not in analysis.ALGORITHM_ORDER]
+    unknown = [a for a in self.algorithms if a not in analysis.ENTRIES]
     if unknown or not self.algorithms or len(set(self.algorithms)) != len(
         self.algorithms):
       raise ValueError(f'{self.level_set}: algorithms must be distinct names of '
-                       f'{", ".join(analysis.ALGORITHM_ORDER)}; got '
+                       f'{", ".join(analysis.ENTRY_ORDER)}; got '
                        f'{", ".join(self.algorithms) or "none"}')
 
   @property
@@ -72,7 +82,7 @@ class SweepPlan:
 
   @property
   def not_run(self) -> tuple[str, ...]:
-    """The deep algorithms this plan leaves out, in ``analysis`` order."""
+    """The paper's algorithms this plan leaves out, in ``analysis`` order."""
     return tuple(a for a in analysis.ALGORITHM_ORDER if a not in self.algorithms)
 
   @property
@@ -96,25 +106,27 @@ class SweepPlan:
 # defaults, agents/config.py), with a budget of about two hours for the 6 runs.
 # Wall time is recorded in the results (``--level_sets`` runs a part).
 MINIWORLD_ALGORITHMS = ('a3c', 'a3c_multitask', 'kl_ent_2col')
+_CPU_PLANS = (
+    SweepPlan('two_rooms', (0.01, 0.03, 0.05), (1e-3, 3e-3, 1e-2), seeds=3,
+              env_steps_per_task=60_000, num_tasks=4, workers_per_task=16),
+    SweepPlan('minigrid', (0.001, 0.01), (5e-4, 1e-3), seeds=3,
+              env_steps_per_task=200_000, num_tasks=4, workers_per_task=8),
+    # Budget, from the sweep's own runs two at a time (--parallel=2) on 2
+    # cores: a3c and a3c_multitask train at 1,000-1,270 frames/s each (4
+    # tasks x 8 workers); kl_ent_2col was about 10% slower than a3c in
+    # `python -m distral_tf.bench --level_set=miniworld` (495 vs 554 frames/s
+    # alone on a slower machine). Taking 1,100 and 950 frames/s, the three
+    # pairs of seeds cost 4 x B x (2 / 1,100 + 1 / 950) = 0.0115 B seconds
+    # for B frames per task; with about 2 minutes of start-up a pair, B =
+    # 480,000 is 92 + 6 minutes: about 1.7 hours for the 6 runs, within two.
+    # Measured: one invocation of 89 minutes (runs at 930-1,490 frames/s).
+    SweepPlan('miniworld', (0.01,), (5e-4,), seeds=2,
+              env_steps_per_task=480_000, num_tasks=4, workers_per_task=8,
+              algorithms=MINIWORLD_ALGORITHMS),
+)
+ADAPTIVE = 'kl_ent_2col_adaptive'
 PRESETS: dict[str, tuple[SweepPlan, ...]] = {
-    'cpu': (
-        SweepPlan('two_rooms', (0.01, 0.03, 0.05), (1e-3, 3e-3, 1e-2), seeds=3,
-                  env_steps_per_task=60_000, num_tasks=4, workers_per_task=16),
-        SweepPlan('minigrid', (0.001, 0.01), (5e-4, 1e-3), seeds=3,
-                  env_steps_per_task=200_000, num_tasks=4, workers_per_task=8),
-        # Budget, from the sweep's own runs two at a time (--parallel=2) on 2
-        # cores: a3c and a3c_multitask train at 1,000-1,270 frames/s each (4
-        # tasks x 8 workers); kl_ent_2col was about 10% slower than a3c in
-        # `python -m distral_tf.bench --level_set=miniworld` (495 vs 554 frames/s
-        # alone on a slower machine). Taking 1,100 and 950 frames/s, the three
-        # pairs of seeds cost 4 x B x (2 / 1,100 + 1 / 950) = 0.0115 B seconds
-        # for B frames per task; with about 2 minutes of start-up a pair, B =
-        # 480,000 is 92 + 6 minutes: about 1.7 hours for the 6 runs, within two.
-        # Measured: one invocation of 89 minutes (runs at 930-1,490 frames/s).
-        SweepPlan('miniworld', (0.01,), (5e-4,), seeds=2,
-                  env_steps_per_task=480_000, num_tasks=4, workers_per_task=8,
-                  algorithms=MINIWORLD_ALGORITHMS),
-    ),
+    'cpu': _CPU_PLANS,
     'smoke': (
         SweepPlan('two_rooms', (0.03,), (1e-3,), seeds=1, env_steps_per_task=2_000,
                   num_tasks=2, workers_per_task=1),
@@ -123,7 +135,38 @@ PRESETS: dict[str, tuple[SweepPlan, ...]] = {
         SweepPlan('miniworld', (0.01,), (5e-4,), seeds=1, env_steps_per_task=2_000,
                   num_tasks=2, workers_per_task=1, algorithms=MINIWORLD_ALGORITHMS),
     ),
+    # The cpu preset's two_rooms and minigrid sweeps with kl_ent_2col_adaptive
+    # beside the seven (initial costs: the entropy costs of the grid). Its 39
+    # runs are new (27 on two_rooms, 12 on minigrid); the other 273 are the cpu
+    # preset's, restored from their records (run only where there are none).
+    # Time at --parallel=2, from the cpu preset's runs on 2 cores (their
+    # summary.json and reproduce_time.json): two_rooms ran its 198 runs in one
+    # invocation of 1,992 s (10 s a run; kl_ent_2col's trained in 12-15 s), so
+    # 27 runs take about 5 minutes; minigrid's kl_ent_2col runs took 342-389 s
+    # each (median 357 s, two at a time), so 12 runs take 12 x 357 / 2 s = 36
+    # minutes, about 40 with start-up. The dual step adds one small update per
+    # gradient step. About 45 minutes in all (on the slower machine of
+    # docs/reproduction.md, where minigrid runs took 11-22 minutes, 1.2-2.3
+    # hours).
+    'adaptive': tuple(
+        dataclasses.replace(p, algorithms=p.algorithms + (ADAPTIVE,))
+        for p in _CPU_PLANS if p.level_set in ('two_rooms', 'minigrid')),
+    # Minutes: the entry beside its algorithm and a baseline, at settings off
+    # the adaptive preset's grids (a smoke run is never taken for one of its).
+    'adaptive_smoke': (
+        SweepPlan('two_rooms', (0.02,), (2e-3,), seeds=1, env_steps_per_task=2_000,
+                  num_tasks=2, workers_per_task=1,
+                  algorithms=('a3c', 'kl_ent_2col', ADAPTIVE)),
+        SweepPlan('minigrid', (0.005,), (7e-4,), seeds=1, env_steps_per_task=2_000,
+                  num_tasks=2, workers_per_task=1,
+                  algorithms=('a3c', 'kl_ent_2col', ADAPTIVE)),
+    ),
 }
+# Presets drawn apart from the cpu preset's results: their figures, table,
+# claims and results.md go to <--out>/<part>, and --results_doc's block is the
+# one between the lines <!-- results:<part>:begin --> and <!-- results:<part>:end -->.
+# Their runs share --sweep_dir and the records with the cpu preset.
+PARTS = {'adaptive': 'adaptive', 'adaptive_smoke': 'adaptive_smoke'}
 # Transfer to a held-out task (task 3 of the sweeps' 4; 3 seeds), at the sweeps'
 # budgets, with KL+ent_2col at its level-set defaults.
 TRANSFERS: dict[str, tuple[transfer_runs.TransferPlan, ...]] = {
@@ -140,6 +183,8 @@ TRANSFERS: dict[str, tuple[transfer_runs.TransferPlan, ...]] = {
                                    seeds=1, env_steps_per_task=2_000,
                                    holdout_env_steps=2_000),
     ),
+    'adaptive': (),
+    'adaptive_smoke': (),
 }
 BEGIN_MARK = '<!-- results:begin -->'
 END_MARK = '<!-- results:end -->'
@@ -147,8 +192,9 @@ END_MARK = '<!-- results:end -->'
 TIME_LOG = 'reproduce_time.json'
 
 _PRESET = flags.DEFINE_enum('preset', 'cpu', list(PRESETS),
-                            'cpu: the reduced reproduction; smoke: minutes, to check '
-                            'the pipeline.')
+                            'cpu: the reduced reproduction; adaptive: its two_rooms and '
+                            'minigrid sweeps with kl_ent_2col_adaptive beside the seven; '
+                            'smoke, adaptive_smoke: minutes, to check their pipelines.')
 _LEVEL_SETS = flags.DEFINE_list(
     'level_sets', [], 'Run and draw only these level sets of the preset; default: all.')
 _SWEEP_DIR = flags.DEFINE_string('sweep_dir', 'runs/reproduction',
@@ -156,7 +202,8 @@ _SWEEP_DIR = flags.DEFINE_string('sweep_dir', 'runs/reproduction',
 _TRANSFER_DIR = flags.DEFINE_string('transfer_dir', 'runs/transfer',
                                     'Root directory of the transfer runs.')
 _OUT = flags.DEFINE_string('out', 'docs/reproduction',
-                           'Directory for figures, table and results.md.')
+                           'Directory for figures, table and results.md (those of the '
+                           'adaptive presets in a subdirectory).')
 _RESULTS_DOC = flags.DEFINE_string(
     'results_doc', '', 'Markdown file whose results block is replaced (optional).')
 _RECORDS_DIR = flags.DEFINE_string(
@@ -215,6 +262,38 @@ def transfer_frames(plan: transfer_runs.TransferPlan) -> int:
                        2 * plan.holdout_env_steps)
 
 
+def figures_dir(out: str, preset: str) -> str:
+  """Where ``preset`` draws: ``out``, or its part's subdirectory (``PARTS``)."""
+  return os.path.join(out, PARTS[preset]) if preset in PARTS else out
+
+
+def block_marks(preset: str) -> tuple[str, str]:
+  """The lines around the results block of ``preset`` in ``--results_doc``."""
+  if preset not in PARTS:
+    return BEGIN_MARK, END_MARK
+  return (f'<!-- results:{PARTS[preset]}:begin -->',
+          f'<!-- results:{PARTS[preset]}:end -->')
+
+
+def drawn_algorithms(plans: Sequence[SweepPlan]) -> tuple[str, ...]:
+  """The entries drawn: the paper's seven, and the variants ``plans`` run."""
+  return tuple(a for a in analysis.ENTRY_ORDER if a in analysis.ALGORITHM_ORDER or
+               any(a in p.algorithms for p in plans))
+
+
+def figure4_command(plans: Sequence[SweepPlan], sweep_dir: str, out_dir: str,
+                    level_sets: Sequence[str]) -> str:
+  """The ``figure4`` command line that draws what ``plans`` draw."""
+  args = ['python', '-m', 'distral_tf.experiments.figure4', f'--sweep_dir={sweep_dir}',
+          f'--out={out_dir}']
+  if level_sets:
+    args.append(f'--level_sets={",".join(level_sets)}')
+  drawn = drawn_algorithms(plans)
+  if drawn != analysis.ALGORITHM_ORDER:
+    args.append(f'--algorithms={",".join(drawn)}')
+  return shlex.join(args)
+
+
 def plan_specs(plan: SweepPlan, sweep_dir: str) -> list[schedule.RunSpec]:
   """The runs of ``plan`` under ``sweep_dir``: its algorithms x grid x seeds."""
   return schedule.sweep_specs(sweep_dir, plan.level_set, plan.algorithms,
@@ -236,23 +315,28 @@ def measured_cost(specs: Sequence[schedule.RunSpec]) -> tuple[int, float, int]:
 
 
 def record_invocation(records_dir: str, seconds: float, completed: int,
-                      parallel: int, level_sets: Sequence[str]) -> None:
-  """Appends this invocation's wall time and level sets to ``records_dir/TIME_LOG``."""
+                      parallel: int, level_sets: Sequence[str],
+                      preset: str = 'cpu') -> None:
+  """Appends this invocation's wall time, level sets and preset to ``records_dir/TIME_LOG``."""
   path = os.path.join(records_dir, TIME_LOG)
   log = analysis.read_json(path).get('invocations', [])
   log.append(dict(seconds=round(seconds, 1), runs_completed=completed,
-                  parallel=parallel, level_sets=list(level_sets)))
+                  parallel=parallel, level_sets=list(level_sets), preset=preset))
   os.makedirs(records_dir, exist_ok=True)
   results.write_json(path, dict(invocations=log))
 
 
-def wall_time_sentence(records_dir: str, level_sets: Sequence[str]) -> str:
-  """The command's own wall time over its invocations that ran any of ``level_sets``.
+def wall_time_sentence(records_dir: str, level_sets: Sequence[str],
+                       preset: str = 'cpu') -> str:
+  """The command's own wall time over its invocations of ``preset`` that ran any
+  of ``level_sets``.
 
-  An invocation logged without its level sets counts for every level set.
+  An invocation logged without its level sets counts for every level set, one
+  logged without its preset for ``cpu`` (the records' preset before others).
   """
   log = [i for i in analysis.read_json(os.path.join(records_dir, TIME_LOG)).get(
-      'invocations', []) if set(i.get('level_sets', level_sets)) & set(level_sets)]
+      'invocations', []) if set(i.get('level_sets', level_sets)) & set(level_sets)
+         and i.get('preset', 'cpu') == preset]
   if not log:
     return ''
   hours = sum(float(i.get('seconds', 0.0)) for i in log) / 3600
@@ -264,21 +348,23 @@ def wall_time_sentence(records_dir: str, level_sets: Sequence[str]) -> str:
 
 def results_markdown(report: dict, plans: Sequence[SweepPlan], specs, base_dir: str,
                      commands: Sequence[str], transfer_stems: Sequence[str],
-                     records_dir: str) -> str:
-  """The results section: figures (paths relative to ``base_dir``), table, cost."""
+                     records_dir: str, out_dir: str) -> str:
+  """The results section: figures (in ``out_dir``; paths relative to ``base_dir``),
+  table, cost."""
   count, wall, frames = measured_cost(specs)
   part = f' --level_sets={",".join(_LEVEL_SETS.value)}' if _LEVEL_SETS.value else ''
   lines = [f'Produced by `python -m distral_tf.experiments.reproduce '
            f'--preset={_PRESET.value}{part}`: {count} of {len(specs)} runs finished, '
            f'{frames:,} environment frames in {wall / 3600:.2f} hours of run wall '
            f'time ({frames / max(wall, 1e-9):,.0f} frames/s per run).'
-           f'{wall_time_sentence(records_dir, [p.level_set for p in plans])}', '']
+           f'{wall_time_sentence(records_dir, [p.level_set for p in plans], _PRESET.value)}',
+           '']
   subsets = [f'`{p.level_set}` runs only {", ".join(p.algorithms)}; not run there: '
              f'{", ".join(p.not_run)}.' for p in plans if p.not_run]
   if subsets:
     lines += [' '.join(subsets), '']
   for plan in plans:
-    png = os.path.join(_OUT.value, f'figure4_{plan.level_set}.png')
+    png = os.path.join(out_dir, f'figure4_{plan.level_set}.png')
     if os.path.exists(png):
       lines += [f'![Figure 4 panels, {plan.level_set}]'
                 f'({os.path.relpath(png, base_dir)})', '']
@@ -296,29 +382,32 @@ def results_markdown(report: dict, plans: Sequence[SweepPlan], specs, base_dir: 
   return '\n'.join(lines) + '\n'
 
 
-def read_results_doc(path: str) -> tuple[str, int, int]:
+def read_results_doc(path: str, marks: tuple[str, str] = (BEGIN_MARK, END_MARK)
+                     ) -> tuple[str, int, int]:
   """The text of ``path`` and where its block starts and ends.
 
   Raises ``errors.UsageError`` when the file cannot be read or lacks the
-  ``BEGIN_MARK`` / ``END_MARK`` lines (checked before a reproduction starts,
-  not after it ran for hours).
+  ``marks`` lines (``BEGIN_MARK`` / ``END_MARK``, or a part's; checked before a
+  reproduction starts, not after it ran for hours).
   """
   try:
     with open(path) as f:
       doc = f.read()
   except OSError as e:
     raise errors.UsageError(f'--results_doc {path}: {e.strerror}') from e
-  start, end = doc.find(BEGIN_MARK), doc.find(END_MARK)
+  begin_mark, end_mark = marks
+  start, end = doc.find(begin_mark), doc.find(end_mark)
   if start < 0 or end < start:
-    raise errors.UsageError(f'--results_doc {path} lacks the lines {BEGIN_MARK} and '
-                            f'{END_MARK}')
+    raise errors.UsageError(f'--results_doc {path} lacks the lines {begin_mark} and '
+                            f'{end_mark}')
   return doc, start, end
 
 
-def replace_block(path: str, text: str) -> None:
-  """Replaces what lies between ``BEGIN_MARK`` and ``END_MARK`` lines of ``path``."""
-  doc, start, end = read_results_doc(path)
-  doc = doc[:start + len(BEGIN_MARK)] + '\n' + text + doc[end:]
+def replace_block(path: str, text: str,
+                  marks: tuple[str, str] = (BEGIN_MARK, END_MARK)) -> None:
+  """Replaces what lies between the ``marks`` lines of ``path``."""
+  doc, start, end = read_results_doc(path, marks)
+  doc = doc[:start + len(marks[0])] + '\n' + text + doc[end:]
   with open(path, 'w') as f:
     f.write(doc)
 
@@ -328,27 +417,39 @@ def main(argv: Sequence[str]) -> int:
     raise errors.UsageError(f'unexpected arguments {" ".join(argv[1:])}')
   plans = select_plans(PRESETS[_PRESET.value], _LEVEL_SETS.value)
   if _RESULTS_DOC.value and not _PRINT_COMMANDS.value:
-    read_results_doc(_RESULTS_DOC.value)
+    read_results_doc(_RESULTS_DOC.value, block_marks(_PRESET.value))
   level_sets = [p.level_set for p in plans]
   transfers = [t for t in TRANSFERS[_PRESET.value] if t.level_set in level_sets]
+  out_dir = figures_dir(_OUT.value, _PRESET.value)
   commands = [sweep_command(p, _SWEEP_DIR.value, _PARALLEL.value) for p in plans]
-  commands += [transfer_command(t, _TRANSFER_DIR.value, _PARALLEL.value, _OUT.value)
+  commands += [transfer_command(t, _TRANSFER_DIR.value, _PARALLEL.value, out_dir)
                for t in transfers]
-  figure4 = (f'python -m distral_tf.experiments.figure4 '
-             f'--sweep_dir={_SWEEP_DIR.value} --out={_OUT.value}')
-  if _LEVEL_SETS.value:
-    figure4 += f' --level_sets={",".join(level_sets)}'
-  commands.append(figure4)
+  commands.append(figure4_command(plans, _SWEEP_DIR.value, out_dir,
+                                  level_sets if _LEVEL_SETS.value else ()))
   if _PRINT_COMMANDS.value:
     print('\n'.join(commands))
     return 0
-  specs = [s for p in plans for s in plan_specs(p, _SWEEP_DIR.value)]
-  specs += [s for t in transfers
-            for s in transfer_runs.transfer_specs(t, _TRANSFER_DIR.value)]
   records = run_records.Records(
       _RECORDS_DIR.value or os.path.join(_OUT.value, 'runs'),
       {_SWEEP_DIR.value: 'reproduction', _TRANSFER_DIR.value: 'transfer'})
-  run_dir.prepare(records.path, 'records_dir')  # Fails here, before any run.
+  # Fails here, before any run: every directory written is this command's while
+  # it runs (a second invocation on any of them is refused, naming this one).
+  with run_dir.held({'out': _OUT.value, 'records_dir': records.path,
+                     'sweep_dir': _SWEEP_DIR.value,
+                     'transfer_dir': _TRANSFER_DIR.value}):
+    return _reproduce(plans, transfers, commands, records, out_dir)
+
+
+def _reproduce(plans: Sequence[SweepPlan],
+               transfers: Sequence[transfer_runs.TransferPlan],
+               commands: Sequence[str], records: run_records.Records,
+               out_dir: str) -> int:
+  """Restores and records runs, runs the missing ones, writes every result into
+  ``out_dir``."""
+  level_sets = [p.level_set for p in plans]
+  specs = [s for p in plans for s in plan_specs(p, _SWEEP_DIR.value)]
+  specs += [s for t in transfers
+            for s in transfer_runs.transfer_specs(t, _TRANSFER_DIR.value)]
   print(run_records.describe(run_records.sync(specs, records), records))
   failed = False
   if not _FIGURES_ONLY.value:
@@ -367,26 +468,27 @@ def main(argv: Sequence[str]) -> int:
       record_invocation(
           records.path, time.time() - start,
           sum(schedule.is_finished(s.logdir) for s in specs) - finished_before,
-          _PARALLEL.value, level_sets)
+          _PARALLEL.value, level_sets, _PRESET.value)
     schedule.report_failures(outcome)
     failed = not outcome.ok
-  report = panels.write_figure4(_SWEEP_DIR.value, _OUT.value, level_sets)
+  report = panels.write_figure4(_SWEEP_DIR.value, out_dir, level_sets,
+                                algorithms=drawn_algorithms(plans))
   stems = []
   for t in transfers:
-    stem = os.path.join(_OUT.value, t.stem)
+    stem = os.path.join(out_dir, t.stem)
     for path in transfer_runs.summarise(t.root(_TRANSFER_DIR.value), range(t.seeds),
                                         stem, t.title):
       print(f'wrote {path}')
     stems.append(stem)
-  results_md = os.path.join(_OUT.value, 'results.md')
+  results_md = os.path.join(out_dir, 'results.md')
   with open(results_md, 'w') as f:
-    f.write(results_markdown(report, plans, specs, _OUT.value, commands, stems,
-                             records.path))
+    f.write(results_markdown(report, plans, specs, out_dir, commands, stems,
+                             records.path, out_dir))
   print(f'wrote {results_md}')
   if _RESULTS_DOC.value:
     replace_block(_RESULTS_DOC.value, results_markdown(
         report, plans, specs, os.path.dirname(_RESULTS_DOC.value) or '.', commands,
-        stems, records.path))
+        stems, records.path, out_dir), block_marks(_PRESET.value))
     print(f'updated {_RESULTS_DOC.value}')
   return 1 if failed else 0
 

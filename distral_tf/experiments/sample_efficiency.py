@@ -10,6 +10,8 @@ resume. Then, per run and task, it finds the first frame count at which the
 mean return of the task policy over ``--window`` consecutive episodes reaches
 ``--threshold``, prints a table, and last ``reached: K of N`` (runs in which
 every task reached it within the budget). Flags after ``--`` go to every run.
+``--algorithm`` may name a variant of ``analysis`` (``kl_ent_2col_adaptive``:
+``kl_ent_2col`` with ``--adaptive_costs``), whose runs go under its name.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from absl import flags
 from distral_tf import errors
 from distral_tf import results
 from distral_tf.envs import level_sets
+from distral_tf.experiments import analysis
 from distral_tf.experiments import schedule
 
 _LEVEL_SET = flags.DEFINE_enum('level_set', 'two_rooms', level_sets.LEVEL_SET_NAMES,
@@ -71,7 +74,7 @@ def main(argv: Sequence[str]) -> int:
   specs = []
   for seed in range(_SEEDS.value):
     logdir = os.path.join(root, f'seed{seed}')
-    args = [f'--level_set={_LEVEL_SET.value}', f'--algorithm={_ALGORITHM.value}',
+    args = [f'--level_set={_LEVEL_SET.value}', *analysis.launch_args(_ALGORITHM.value),
             f'--seed={seed}', f'--env_steps_per_task={_ENV_STEPS.value}',
             f'--logdir={logdir}'] + extra
     if _NUM_TASKS.value is not None:

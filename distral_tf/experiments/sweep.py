@@ -11,10 +11,16 @@ time, one log directory per run::
       --algorithms=a3c,kl_ent_2col --sweep_dir=sweeps --parallel=1 \
       -- --workers_per_task=32
 
+``--algorithms`` takes the paper's seven deep algorithms and their variants
+(``analysis.ENTRIES``), e.g. ``kl_ent_2col_adaptive``: ``kl_ent_2col`` with
+``--adaptive_costs``, in ``SWEEP_DIR/<level_set>/kl_ent_2col_adaptive/...``.
+
 Flags after ``--`` go to every run. Running the same command again skips the
-finished runs and resumes the interrupted ones. A failed run does not stop the
-others; its stderr tail is kept in ``failure.txt`` in its log directory and
-printed at the end, and the exit status is 1.
+finished runs and resumes the interrupted ones; while a sweep runs, its
+``--sweep_dir`` is its own (a second sweep there is refused, naming it), and
+its runs die with it. A failed run does not stop the others; its stderr tail
+is kept in ``failure.txt`` in its log directory and printed at the end, and
+the exit status is 1.
 """
 
 from __future__ import annotations
@@ -24,14 +30,17 @@ from typing import Sequence
 from absl import flags
 
 from distral_tf import errors
+from distral_tf import run_dir
 from distral_tf.envs import level_sets
 from distral_tf.experiments import analysis
 from distral_tf.experiments import schedule
 
 _LEVEL_SET = flags.DEFINE_enum('level_set', None, level_sets.LEVEL_SET_NAMES,
                                'Level set to sweep on.')
-_ALGORITHMS = flags.DEFINE_list('algorithms', list(analysis.ALGORITHM_ORDER),
-                                'Deep algorithms to sweep (default: all seven).')
+_ALGORITHMS = flags.DEFINE_list(
+    'algorithms', list(analysis.ALGORITHM_ORDER),
+    'Deep algorithms to sweep (default: the paper\'s seven); also '
+    f'{", ".join(v.name for v in analysis.VARIANTS)}.')
 _SWEEP_DIR = flags.DEFINE_string('sweep_dir', None,
                                  'Root directory of the sweep\'s log directories.')
 _ENTROPY_COSTS = flags.DEFINE_list(
@@ -59,11 +68,7 @@ flags.mark_flags_as_required(['level_set', 'sweep_dir'])
 
 def build_specs(extra_args: Sequence[str]) -> list[schedule.RunSpec]:
   """The sweep's runs from the flags; raises ``errors.UsageError``."""
-  unknown = [a for a in _ALGORITHMS.value if a not in analysis.ALGORITHM_ORDER]
-  if unknown or not _ALGORITHMS.value:
-    raise errors.UsageError(
-        f'--algorithms: unknown {",".join(unknown) or "(none given)"}; valid '
-        f'choices: {", ".join(analysis.ALGORITHM_ORDER)}')
+  analysis.check_entries(_ALGORITHMS.value, 'algorithms')
   if _SEEDS.value < 1:
     raise errors.UsageError(f'--seeds must be >= 1, got {_SEEDS.value}')
   if _ENV_STEPS.value is not None and _ENV_STEPS.value < 1:
@@ -84,8 +89,10 @@ def main(argv: Sequence[str]) -> int:
       if not schedule.is_finished(spec.logdir):
         print(' '.join(command + list(spec.args)))
     return 0
-  outcome = schedule.run_all(specs, command, _PARALLEL.value,
-                             name=f'sweep {_LEVEL_SET.value}')
+  # One sweep at a time in a directory; each run holds its own too.
+  with run_dir.held({'sweep_dir': _SWEEP_DIR.value}):
+    outcome = schedule.run_all(specs, command, _PARALLEL.value,
+                               name=f'sweep {_LEVEL_SET.value}')
   schedule.report_failures(outcome)
   return 0 if outcome.ok else 1
 

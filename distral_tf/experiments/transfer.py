@@ -10,8 +10,9 @@ final return and AUC with the AUC difference paired by seed::
       --algorithm=kl_ent_2col --holdout_task=3 --transfer_dir=transfer --seeds=2
 
 Runs are scheduled like a sweep's: finished runs are skipped, interrupted ones
-resume, the prior runs wait for their pretrain run. Flags after ``--`` go to
-every run.
+resume, the prior runs wait for their pretrain run; a second transfer command
+on the same ``--transfer_dir`` is refused while one runs. Flags after ``--`` go
+to every run.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ from typing import Sequence
 from absl import flags
 
 from distral_tf import errors
+from distral_tf import run_dir
 from distral_tf.agents import algorithms
 from distral_tf.envs import level_sets
+from distral_tf.experiments import analysis
 from distral_tf.experiments import schedule
 from distral_tf.experiments import transfer_runs
 
 _LEVEL_SET = flags.DEFINE_enum('level_set', None, level_sets.LEVEL_SET_NAMES,
                                'Level set whose tasks are used.')
-_ALGORITHM = flags.DEFINE_string('algorithm', 'kl_ent_2col',
-                                 'Algorithm with a distilled pi_0 (kl_*).')
+_ALGORITHM = flags.DEFINE_string(
+    'algorithm', 'kl_ent_2col', 'Algorithm with a distilled pi_0 (kl_*, and '
+    f'{", ".join(v.name for v in analysis.VARIANTS)}).')
 _HOLDOUT = flags.DEFINE_integer('holdout_task', None,
                                 'Index K of the task left out of pretraining.')
 _NUM_TASKS = flags.DEFINE_integer(
@@ -71,10 +75,11 @@ def num_tasks_of(level_set: str) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-  algo = algorithms.get(_ALGORITHM.value)
-  if not algo.distilled:
-    distilled = [a.name for a in algorithms.ALGORITHMS.values() if a.distilled]
-    raise errors.UsageError(f'--algorithm={algo.name} has no distilled pi_0 to '
+  analysis.check_entries([_ALGORITHM.value], 'algorithm')
+  distilled = [e.name for e in analysis.ENTRIES.values()
+               if algorithms.ALGORITHMS[e.algorithm].distilled]
+  if _ALGORITHM.value not in distilled:
+    raise errors.UsageError(f'--algorithm={_ALGORITHM.value} has no distilled pi_0 to '
                             f'transfer; choose one of {", ".join(distilled)}')
   if _SEEDS.value < 1:
     raise errors.UsageError(f'--seeds must be >= 1, got {_SEEDS.value}')
@@ -84,18 +89,20 @@ def main(argv: Sequence[str]) -> int:
     raise errors.UsageError(f'--holdout_task must be in [0, {num_tasks}) and the '
                             f'level set must have >= 2 tasks; got {holdout}')
   plan = transfer_runs.TransferPlan(
-      level_set=_LEVEL_SET.value, algorithm=algo.name, holdout=holdout,
+      level_set=_LEVEL_SET.value, algorithm=_ALGORITHM.value, holdout=holdout,
       num_tasks=num_tasks, seeds=_SEEDS.value, env_steps_per_task=_ENV_STEPS.value,
       holdout_env_steps=_HOLDOUT_STEPS.value, entropy_cost=_ENTROPY_COST.value,
       learning_rate=_LEARNING_RATE.value, set_num_tasks=_NUM_TASKS.value is not None)
   specs = transfer_runs.transfer_specs(plan, _TRANSFER_DIR.value, argv[1:])
-  outcome = schedule.run_all(specs, schedule.launch_command_from_flag(
-      _LAUNCH_COMMAND.value), _PARALLEL.value, name='transfer')
-  schedule.report_failures(outcome)
-  root = plan.root(_TRANSFER_DIR.value)
-  stem = _OUT.value or os.path.join(root, plan.stem)
-  for path in transfer_runs.summarise(root, range(plan.seeds), stem, plan.title):
-    print(f'wrote {path}')
+  # One transfer command at a time in a directory; each run holds its own too.
+  with run_dir.held({'transfer_dir': _TRANSFER_DIR.value}):
+    outcome = schedule.run_all(specs, schedule.launch_command_from_flag(
+        _LAUNCH_COMMAND.value), _PARALLEL.value, name='transfer')
+    schedule.report_failures(outcome)
+    root = plan.root(_TRANSFER_DIR.value)
+    stem = _OUT.value or os.path.join(root, plan.stem)
+    for path in transfer_runs.summarise(root, range(plan.seeds), stem, plan.title):
+      print(f'wrote {path}')
   return 0 if outcome.ok else 1
 
 

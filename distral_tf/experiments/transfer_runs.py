@@ -2,7 +2,8 @@
 
 For a ``TransferPlan`` (level set, algorithm with a distilled pi_0, held-out task
 K, seeds, budgets) and every seed s (all three kinds of run of seed s draw the
-same tasks):
+same tasks); the algorithm is an entry of ``analysis`` (``kl_ent_2col_adaptive``
+runs ``kl_ent_2col`` with ``--adaptive_costs``):
 
 * ``pretrain``: the algorithm on every task of the level set but task K;
 * ``prior``: task K alone, pi_0 initialised from the finished pretrain run of
@@ -77,7 +78,7 @@ def transfer_specs(plan: TransferPlan, transfer_dir: str,
   schedule.check_extra_args(extra_args, schedule.SWEEP_FLAGS + (
       'tasks', 'prior_logdir', 'num_tasks'))
   root = plan.root(transfer_dir)
-  common = [f'--level_set={plan.level_set}', f'--algorithm={plan.algorithm}']
+  common = [f'--level_set={plan.level_set}', *analysis.launch_args(plan.algorithm)]
   for name, value in (('entropy_cost', plan.entropy_cost),
                       ('learning_rate', plan.learning_rate)):
     if value is not None:
