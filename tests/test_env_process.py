@@ -9,12 +9,16 @@ import subprocess
 import sys
 import time
 
+import dm_env
+from dm_env import specs
+import numpy as np
 import pytest
 
 from distral_tf.envs import level_sets
 from distral_tf.envs import process
 
 TWO_ROOMS = level_sets.make_level_set('two_rooms', 1, 0)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _rendezvous_env(directory: str, count: int, fail: bool, seed: int):
@@ -145,3 +149,37 @@ def test_a_child_whose_parent_goes_away_while_starting_exits_silently(sent):
   out, err = proc.communicate(timeout=60)
   assert proc.returncode == 0
   assert not err and not out, err
+
+
+class _Chatty(dm_env.Environment):
+  """Prints on every reset, as DeepMind Lab's level scripts do."""
+
+  def reset(self):
+    os.write(1, b'MAZE GENERATED\n')
+    print('printed by the environment', flush=True)
+    return dm_env.restart(np.zeros(1, np.float32))
+
+  def step(self, action):
+    return dm_env.transition(0.0, np.zeros(1, np.float32))
+
+  def observation_spec(self):
+    return specs.Array((1,), np.float32)
+
+  def action_spec(self):
+    return specs.DiscreteArray(2)
+
+
+def _make_chatty(seed):
+  del seed
+  return _Chatty()
+
+
+def test_what_an_environment_prints_stays_out_of_the_runs_output():
+  code = ('from distral_tf.envs import process; import test_env_process as t; '
+          'e = process.EnvProcess(t._make_chatty, 0, name="chatty"); e.reset(); e.close(); '
+          'print("parent done")')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                           [REPO, os.path.dirname(os.path.abspath(__file__))])))
+  assert out.returncode == 0, out.stderr
+  assert out.stdout == 'parent done\n'

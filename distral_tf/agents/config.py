@@ -165,10 +165,16 @@ LEVEL_SET_DEFAULTS = {
     'miniworld': dict(env_steps_per_task=2_000_000, workers_per_task=8,
                       tf_threads=1),
     # DeepMind Lab: the paper's 32 workers per task belong on a cluster (with
-    # --cluster they are the default); on one machine as many as fit it.
-    'mazes': dict(env_steps_per_task=400_000_000, workers_per_task=FIT_MACHINE),
-    'navigation': dict(env_steps_per_task=400_000_000, workers_per_task=FIT_MACHINE),
-    'lasertag': dict(env_steps_per_task=500_000_000, workers_per_task=FIT_MACHINE),
+    # --cluster they are the default); on one machine as many as fit it. One
+    # TensorFlow thread per op: on 2 cores a second one spins beside the
+    # renderers and costs them more than it saves (docs/dmlab.md, "Where the CPU
+    # goes": 1,285 -> 1,579 training frames/s on mazes, 1,072 -> 1,265 on lasertag).
+    'mazes': dict(env_steps_per_task=400_000_000, workers_per_task=FIT_MACHINE,
+                  tf_threads=1),
+    'navigation': dict(env_steps_per_task=400_000_000, workers_per_task=FIT_MACHINE,
+                       tf_threads=1),
+    'lasertag': dict(env_steps_per_task=500_000_000, workers_per_task=FIT_MACHINE,
+                     tf_threads=1),
 }
 
 # The defaults of ``DeepConfig``, by name: those of the deep trainers' flags and

@@ -79,9 +79,18 @@ def _unpack(packed: tuple) -> tuple[dm_env.TimeStep, tuple[float, float]]:
 
 
 def child_main(fd: int, niceness: int = 0) -> None:
-  """Entry point of the child process: receives the factory, then serves calls."""
+  """Entry point of the child process: receives the factory, then serves calls.
+
+  Its standard output goes to ``os.devnull``: what an environment prints there
+  (DeepMind Lab's level scripts print every maze they generate) is not the
+  run's output. Errors still reach standard error, and the parent in messages.
+  """
   if niceness:
     os.nice(niceness)
+  sys.stdout.flush()
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 1)
+  os.close(devnull)
   conn = multiprocessing.connection.Connection(fd)
   try:
     sys.path[:] = conn.recv()  # Before unpickling the factory, which imports modules.

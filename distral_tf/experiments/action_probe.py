@@ -69,6 +69,49 @@ def load_run_config(logdir: str) -> config_lib.DeepConfig:
   return config
 
 
+def restore_network(config: config_lib.DeepConfig, setup, observation_spec, logdir: str,
+                    network=None):
+  """The run's network (as ``config`` describes it) with its newest checkpoint's weights.
+
+  Restores into ``network`` when given (built for ``config``), else into a new
+  one. Returns the network and the checkpoint's path; raises
+  ``errors.UsageError`` when there is no checkpoint or it does not match.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import builders  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import checkpointing  # pylint: disable=g-import-not-at-top
+  path = tf.train.latest_checkpoint(os.path.join(logdir, checkpointing.CHECKPOINT_DIR))
+  if path is None:
+    raise errors.UsageError(f'--logdir: no checkpoint in {logdir}')
+  if network is None:
+    network = builders.build_network(config, setup, observation_spec)
+  try:
+    tf.train.Checkpoint(network=network).restore(path).expect_partial(
+        ).assert_existing_objects_matched()
+  except (tf.errors.OpError, ValueError, AssertionError) as e:
+    reason = (str(e).splitlines() or [type(e).__name__])[0]
+    # The half-restored checkpoint warns of every value at exit: not the user's news.
+    tf.get_logger().setLevel('ERROR')
+    raise errors.UsageError(f'--logdir: the checkpoint {path} does not match the '
+                            f'network of the run\'s config.json ({reason})') from None
+  return network, path
+
+
+def select_tasks(names: Sequence[str], task: str, flag: str) -> list[int]:
+  """Indices of the run's tasks ``task`` (the value of ``--flag``) names.
+
+  A task's name or index; '' for all.
+  """
+  if not task:
+    return list(range(len(names)))
+  if task in names:
+    return [names.index(task)]
+  if task.isdigit() and int(task) < len(names):
+    return [int(task)]
+  raise errors.UsageError(f'--{flag}={task}: the run\'s tasks are {", ".join(names)} (or '
+                          f'their indices 0-{len(names) - 1})')
+
+
 def probe(network, env, task: int, steps: int, behaviour: str,
           rng: np.random.Generator) -> dict[str, Any]:
   """Steps ``env`` and evaluates pi_i (and pi_0) of ``task`` at every step.
@@ -140,42 +183,20 @@ def main(argv: Sequence[str]) -> int:
     raise errors.UsageError(f'--probe_steps must be >= 1, got {_STEPS.value}')
   logdir = cli.FLAGS.logdir
   config = load_run_config(logdir)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from distral_tf.agents import builders  # pylint: disable=g-import-not-at-top
-  from distral_tf.agents import checkpointing  # pylint: disable=g-import-not-at-top
   setup = builders.make_setup(config)
   level_set = setup.level_set
   names = level_set.task_names
-  if not _TASK.value:
-    tasks = list(range(len(names)))
-  elif _TASK.value in names:
-    tasks = [names.index(_TASK.value)]
-  elif _TASK.value.isdigit() and int(_TASK.value) < len(names):
-    tasks = [int(_TASK.value)]
-  else:
-    raise errors.UsageError(f'--probe_task={_TASK.value}: the run\'s tasks are '
-                            f'{", ".join(names)} (or their indices 0-{len(names) - 1})')
-  path = tf.train.latest_checkpoint(os.path.join(logdir, checkpointing.CHECKPOINT_DIR))
-  if path is None:
-    raise errors.UsageError(f'--logdir: no checkpoint in {logdir}')
+  tasks = select_tasks(names, _TASK.value, 'probe_task')
   action_names = level_set.action_names or tuple(str(a) for a in range(level_set.num_actions))
-  print(f'{logdir}: {config.algorithm} on {level_set.name}, checkpoint {path}')
   rng = np.random.default_rng(_SEED.value)
   network = None
   for t in tasks:
     env = level_set.tasks[t].make_env(_SEED.value)  # One at a time (DeepMind Lab).
     try:
       if network is None:
-        network = builders.build_network(config, setup, env.observation_spec())
-        try:
-          tf.train.Checkpoint(network=network).restore(path).expect_partial(
-              ).assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
-          reason = (str(e).splitlines() or [type(e).__name__])[0]
-          # The half-restored checkpoint warns of every value at exit: not the user's news.
-          tf.get_logger().setLevel('ERROR')
-          raise errors.UsageError(f'--logdir: the checkpoint {path} does not match the '
-                                  f'network of the run\'s config.json ({reason})') from None
+        network, path = restore_network(config, setup, env.observation_spec(), logdir)
+        print(f'{logdir}: {config.algorithm} on {level_set.name}, checkpoint {path}')
       result = probe(network, env, t, _STEPS.value, _BEHAVIOUR.value, rng)
     finally:
       env.close()
