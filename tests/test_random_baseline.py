@@ -13,6 +13,7 @@ import pytest
 from distral_tf.envs import level_sets
 from distral_tf.envs import two_rooms
 from distral_tf.experiments import random_baseline
+from distral_tf.experiments import random_returns
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,24 +35,24 @@ def test_random_returns_match_the_exact_expectation_on_two_rooms():
 
 def test_records_merge_per_level_set_and_are_read_back(tmp_path):
   path = str(tmp_path / 'random_returns.json')
-  assert random_baseline.random_return('mazes', 'a', path) is None
+  assert random_returns.random_return('mazes', 'a', path) is None
   stat = random_baseline.summarise([1.0, 3.0], [8, 8])
-  random_baseline.write_records('mazes', {'a': stat}, seed=0, path=path)
-  random_baseline.write_records('mazes', {'b': dict(stat, mean=5.0)}, seed=1, path=path)
-  random_baseline.write_records('lasertag', {'c': stat}, seed=0, path=path)
+  random_returns.write_records('mazes', {'a': stat}, seed=0, path=path)
+  random_returns.write_records('mazes', {'b': dict(stat, mean=5.0)}, seed=1, path=path)
+  random_returns.write_records('lasertag', {'c': stat}, seed=0, path=path)
   records = json.loads(open(path).read())
   assert sorted(records['mazes']) == ['a', 'b'] and records['mazes']['b']['seed'] == 1
-  assert random_baseline.random_return('mazes', 'a', path) == 2.0
-  assert random_baseline.random_return('mazes', 'b', path) == 5.0
+  assert random_returns.random_return('mazes', 'a', path) == 2.0
+  assert random_returns.random_return('mazes', 'b', path) == 5.0
   with open(path, 'w') as f:
     f.write('{not json')
   with pytest.raises(Exception, match='cannot be read'):
-    random_baseline.read_records(path)
+    random_returns.read_records(path)
 
 
 def test_every_recorded_task_belongs_to_its_level_set():
   from distral_tf.dmlab import games  # pylint: disable=g-import-not-at-top
-  records = random_baseline.read_records()
+  records = random_returns.read_records()
   assert 'mazes' in records
   for name, tasks in records.items():
     assert set(tasks) <= {task[0] for task in games.LEVELS[name]}, name

@@ -10,14 +10,13 @@ action repeat 4 and the level set's action set) each play a fixed share of
 own processes, all tasks at once. Each environment's quota is set before it
 starts, so short episodes are not favoured. Prints per task the mean episode
 return, its standard deviation and standard error, and the mean episode length
-in frames; with ``--write`` records them in ``random_returns.json`` beside this
-module (``RECORD_PATH``), which the learning check and the claims read
-(``random_return``).
+in frames; with ``--write`` records them in ``random_returns.json``
+(``random_returns.RECORD_PATH``), which the learning check reads
+(``random_returns.random_return``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -33,6 +32,7 @@ from distral_tf.agents import config as config_lib
 from distral_tf.envs import batch as batch_lib
 from distral_tf.envs import level_sets
 from distral_tf.envs import process
+from distral_tf.experiments import random_returns
 
 _EPISODES = flags.DEFINE_integer('episodes', 100, 'Episodes per task.')
 _WRITE = flags.DEFINE_boolean('write', False,
@@ -40,8 +40,6 @@ _WRITE = flags.DEFINE_boolean('write', False,
                               f'{__name__.rsplit(".", 1)[-1]}.py).')
 FLAGS = flags.FLAGS
 
-RECORD_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                           'random_returns.json')
 # Offset of the workers' seeds: apart from those of training (0 ..) and
 # evaluation (10,000 ..) environments.
 SEED_WORKER_OFFSET = 20_000
@@ -113,38 +111,6 @@ def summarise(returns: list[float], frames: list[int]) -> dict[str, float]:
               max=float(values.max()), mean_frames=float(np.mean(frames)))
 
 
-def read_records(path: str = RECORD_PATH) -> dict[str, dict[str, dict]]:
-  """The recorded baselines: level set -> task -> ``summarise``'s fields."""
-  if not os.path.exists(path):
-    return {}
-  try:
-    with open(path, encoding='utf-8') as f:
-      return json.load(f)
-  except (OSError, ValueError) as e:
-    raise errors.UsageError(f'{path} cannot be read ({e}); run '
-                            f'python -m {__name__} --write to record it again') from None
-
-
-def random_return(level_set: str, task: str, path: str = RECORD_PATH) -> float | None:
-  """The recorded mean return of the random policy on ``task``; None if not recorded."""
-  entry = read_records(path).get(level_set, {}).get(task)
-  return None if entry is None else float(entry['mean'])
-
-
-def write_records(level_set: str, stats: Mapping[str, dict], seed: int,
-                  path: str = RECORD_PATH) -> None:
-  """Merges ``stats`` (task -> fields) for ``level_set`` into the record file."""
-  records = read_records(path)
-  records.setdefault(level_set, {}).update(
-      {task: dict(fields, seed=seed) for task, fields in stats.items()})
-  tmp = f'{path}.tmp'
-  with errors.disk_full_is_usage_error(path):
-    with open(tmp, 'w', encoding='utf-8') as f:
-      json.dump(records, f, indent=1, sort_keys=True)
-      f.write('\n')
-    os.replace(tmp, path)
-
-
 def table(stats: Mapping[str, dict]) -> list[str]:
   lines = [f'{"task":<34} {"episodes":>8} {"mean":>9} {"std":>8} {"s.e.":>7} '
            f'{"min":>7} {"max":>7} {"frames/episode":>15}']
@@ -175,8 +141,8 @@ def main(argv) -> None:
   print('\n'.join(table(stats)))
   print(f'{time.time() - start:.0f} s')
   if _WRITE.value:
-    write_records(level_set.name, stats, config.seed)
-    print(f'recorded in {RECORD_PATH}')
+    random_returns.write_records(level_set.name, stats, config.seed)
+    print(f'recorded in {random_returns.RECORD_PATH}')
 
 
 if __name__ == '__main__':
