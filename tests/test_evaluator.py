@@ -203,7 +203,9 @@ def test_share_zero_never_evaluates():
   thread = threading.Thread(target=evaluator.run, args=(threading.Event(),))
   thread.start()
   threading.Event().wait(0.3)
-  assert recorder.rows == [] and 'evaluation of pi_0' in evaluator.status()
+  # Nothing started: no environment reset, no status, no inference.
+  assert recorder.rows == [] and evaluator.status() == ''
+  assert all(env._timestep is None for env in evaluator._envs)  # pylint: disable=protected-access
   Training(progress, per_tick=5).start()
   thread.join(timeout=30)
   assert not thread.is_alive() and evaluator.error is None

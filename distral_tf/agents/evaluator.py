@@ -137,6 +137,11 @@ class Evaluator:
     left = np.full(n, episodes)
     returns, lengths = np.zeros(n), np.zeros(n, np.int64)
     kind = 'final evaluation' if final else 'evaluation'
+    if not final:  # Nothing is reset before the share allows a step.
+      while not self._within_share() and not cut():
+        time.sleep(WAIT_SECS)
+      if cut():
+        return
     self._set_status(f'{kind} of pi_0: starting {n} episodes')
     for env in envs:
       env.send_reset()
