@@ -155,7 +155,7 @@ def run(fv: flags.FlagValues = FLAGS) -> dict:
       from distral_tf.tabular import train  # pylint: disable=g-import-not-at-top
       return train.run(config)
     # pylint: disable=g-import-not-at-top
-    with _native_stderr_hidden():
+    with native_stderr_hidden():
       if config.cluster:
         from distral_tf.distributed import cluster as trainer
       else:
@@ -169,7 +169,7 @@ def run(fv: flags.FlagValues = FLAGS) -> dict:
 
 
 @contextlib.contextmanager
-def _native_stderr_hidden() -> Iterator[None]:
+def native_stderr_hidden() -> Iterator[None]:
   """Hides what native code writes to stderr (TensorFlow's start-up lines: no GPU
   driver found) while importing it, when ``TF_CPP_MIN_LOG_LEVEL`` is 3.
 

@@ -29,6 +29,8 @@ def test_inspects_a_trained_run_term_by_term_and_refuses_bad_arguments(tmp_path)
   proc = _module('distral_tf.experiments.inspect_run', f'--logdir={logdir}',
                  '--inspect_task=1', '--inspect_unrolls=4', f'--inspect_png={png}')
   assert proc.returncode == 0, proc.stderr[-2000:]
+  # TensorFlow's start-up lines are hidden, as the trainer hides them.
+  assert 'rebuild TensorFlow' not in proc.stderr and 'cuda' not in proc.stderr, proc.stderr
   out = proc.stdout
   assert 'kl_ent_2col on two_rooms, checkpoint' in out
   assert re.search(r': 4 unrolls of 20 steps \(80 steps\) of pi_i', out), out

@@ -20,7 +20,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_random_returns_match_the_exact_expectation_on_two_rooms():
   level_set = level_sets.make_level_set('two_rooms', 2, 0)
-  played = random_baseline.play(level_set, seed=3, episodes=300, workers_per_task=2)
+  lines = []
+  played = random_baseline.play(level_set, seed=3, episodes=300, workers_per_task=2,
+                                report=lines.append, report_secs=0.5)
+  assert lines and lines[-1].startswith('episodes ') and '/600  frames ' in lines[-1]
   assert list(played) == list(level_set.task_names)
   for task in level_set.tasks:
     p = played[task.name]

@@ -18,7 +18,7 @@ Every part is measured, none inferred from another:
 ``Accounting.snapshot`` reads them all; ``breakdown`` turns two snapshots
 into milliseconds of CPU per training frame. ``summary.json`` carries the
 breakdown of a run's steady window (``cpu_ms_per_frame``) and
-``python -m distral_tf.bench --bench_breakdown`` prints it.
+``python -m distral_tf.bench`` prints it, the mean over its rounds.
 """
 
 from __future__ import annotations

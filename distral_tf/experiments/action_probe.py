@@ -183,7 +183,8 @@ def main(argv: Sequence[str]) -> int:
     raise errors.UsageError(f'--probe_steps must be >= 1, got {_STEPS.value}')
   logdir = cli.FLAGS.logdir
   config = load_run_config(logdir)
-  from distral_tf.agents import builders  # pylint: disable=g-import-not-at-top
+  with cli.native_stderr_hidden():  # TensorFlow's start-up lines.
+    from distral_tf.agents import builders  # pylint: disable=g-import-not-at-top
   setup = builders.make_setup(config)
   level_set = setup.level_set
   names = level_set.task_names
@@ -209,4 +210,5 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == '__main__':
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   schedule.run_command(main)

@@ -136,7 +136,8 @@ def main(argv: Sequence[str]) -> int:
       raise errors.UsageError(f'--{name} must be >= 1, got {flag.value}')
   logdir = cli.FLAGS.logdir
   config = action_probe.load_run_config(logdir)
-  from distral_tf.agents import builders  # pylint: disable=g-import-not-at-top
+  with cli.native_stderr_hidden():  # TensorFlow's start-up lines.
+    from distral_tf.agents import builders  # pylint: disable=g-import-not-at-top
   setup = builders.make_setup(config)
   level_set = setup.level_set
   task, = action_probe.select_tasks(level_set.task_names, _TASK.value, 'inspect_task')

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 from absl import app
@@ -40,18 +40,23 @@ _WRITE = flags.DEFINE_boolean('write', False,
                               f'{__name__.rsplit(".", 1)[-1]}.py).')
 FLAGS = flags.FLAGS
 
+# Seconds between progress lines.
+PROGRESS_SECS = 10.0
 # Offset of the workers' seeds: apart from those of training (0 ..) and
 # evaluation (10,000 ..) environments.
 SEED_WORKER_OFFSET = 20_000
 
 
 def play(level_set: level_sets.LevelSet, seed: int, episodes: int,
-         workers_per_task: int, niceness: int = 0) -> dict[str, dict[str, list]]:
+         workers_per_task: int, niceness: int = 0,
+         report: Callable[[str], None] | None = None,
+         report_secs: float = PROGRESS_SECS) -> dict[str, dict[str, list]]:
   """``episodes`` episodes of the uniform random policy on every task.
 
   Task t's ``workers_per_task`` environments play ``episodes`` between them
   (quotas fixed in advance), stepped in parallel processes. Returns per task
   name the lists ``returns`` and ``frames`` (episode lengths in frames).
+  ``report``, if given, gets a progress line every ``report_secs``.
   """
   specs, quotas = [], []
   for t, task in enumerate(level_set.tasks):
@@ -74,7 +79,16 @@ def play(level_set: level_sets.LevelSet, seed: int, episodes: int,
     for env in envs:
       env.receive()
     active = [i for i in range(len(envs))]
+    total, frames, start = episodes * len(level_set.tasks), 0, time.time()
+    next_report = start + report_secs
     while active:
+      if report is not None and time.time() >= next_report:
+        done = sum(len(p['returns']) for p in out.values())
+        elapsed = time.time() - start
+        report(f'episodes {done:,}/{total:,}  frames {frames:,}  '
+               f'({frames / elapsed:,.0f} frames/s)')
+        next_report += report_secs
+      frames += len(active) * level_set.frames_per_step
       actions = rng.integers(level_set.num_actions, size=len(active))
       for i, action in zip(active, actions):
         envs[i].send_step(int(action))
@@ -136,7 +150,8 @@ def main(argv) -> None:
         f'each of the uniform random policy over {level_set.num_actions} actions, '
         f'{workers} environment processes per task', flush=True)
   start = time.time()
-  played = play(level_set, config.seed, _EPISODES.value, workers)
+  played = play(level_set, config.seed, _EPISODES.value, workers,
+                report=lambda line: print(line, flush=True))
   stats = {task: summarise(p['returns'], p['frames']) for task, p in played.items()}
   print('\n'.join(table(stats)))
   print(f'{time.time() - start:.0f} s')
