@@ -316,6 +316,16 @@ def test_progress_line_never_passes_the_budget():
   assert 'return pi_i -0.500' in run_loop.progress_line(progress, fps=100.0)
 
 
+def test_the_time_left_comes_from_the_steady_rate_not_the_last_interval():
+  from distral_tf.agents import actor as actor_lib  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import run_loop  # pylint: disable=g-import-not-at-top
+  progress = actor_lib.Progress(['a', 'b'], budget=60_000, frames=[1_000, 1_000])
+  # 118,000 frames left: 20 s at the steady 5,900 frames/s, whatever the interval's.
+  line = run_loop.progress_line(progress, fps=100.0, eta_fps=5_900.0)
+  assert 'fps 100 ' in line and 'ETA 0m20s' in line, line
+  assert 'ETA ?' in run_loop.progress_line(progress, fps=100.0, eta_fps=0.0)
+
+
 def test_a_prior_run_keeps_pi0_of_the_pretrained_run_and_no_value_l2(tmp_path):
   """Transfer: pi_0 comes from the pretrain run, stays fixed, and V_0 pulls on nothing."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -42,10 +42,12 @@ def _format_duration(seconds: float) -> str:
       f'{seconds // 60}m{seconds % 60:02d}s')
 
 
-def progress_line(progress: actor_lib.Progress, fps: float, evaluating: str = '') -> str:
+def progress_line(progress: actor_lib.Progress, fps: float, evaluating: str = '',
+                  eta_fps: float | None = None) -> str:
   """Frames done of the budget, frames/s, recent returns, policy lag and ETA.
 
-  ``evaluating``: what the evaluator of pi_0 is doing, if anything.
+  ``evaluating``: what the evaluator of pi_0 is doing, if anything. The ETA
+  comes from ``eta_fps`` (default ``fps``); 0 shows it as unknown.
   """
   with progress.lock:
     frames = int(progress.frames.sum())
@@ -56,7 +58,8 @@ def progress_line(progress: actor_lib.Progress, fps: float, evaluating: str = ''
                if p == 'distilled' and v]
   lag = progress.recent_lag()
   shown = min(frames, total)  # Actors may overshoot the budget by an unroll.
-  eta = max(total - frames, 0) / fps if fps > 0 else float('inf')
+  rate = fps if eta_fps is None else eta_fps
+  eta = max(total - frames, 0) / rate if rate > 0 else float('inf')
   returns = f'{np.mean(task_ret):.3f}' if task_ret else 'none finished yet'
   line = (f'frames {shown:,}/{total:,} ({100.0 * shown / total:.1f}%)  '
           f'fps {fps:,.0f}  return pi_i {returns}')
@@ -195,7 +198,12 @@ class RunLoop:
         if now - last_log >= config.log_interval_secs:
           frames = self.frames
           fps = (frames - last_frames) / (now - last_log)
-          print(progress_line(self.progress, fps, evaluating()), flush=True)
+          # The time left at the steady rate: start-up (TensorFlow building the
+          # steps, maps compiled) would make the first lines' ETA far too long.
+          eta_fps = 0.0
+          if self.steady_start is not None and now > self.steady_start[0]:
+            eta_fps = (frames - self.steady_start[1]) / (now - self.steady_start[0])
+          print(progress_line(self.progress, fps, evaluating(), eta_fps), flush=True)
           if self.steady_start is None and steady():
             self.steady_start = (now, frames)
             self._cpu_window = [(accounting.snapshot(), frames)]
