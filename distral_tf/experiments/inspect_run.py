@@ -34,7 +34,6 @@ from absl import flags
 
 from distral_tf import cli
 from distral_tf import errors
-from distral_tf.agents import losses
 from distral_tf.experiments import action_probe
 from distral_tf.experiments import schedule
 
@@ -82,6 +81,7 @@ def gradient_norms(learner, batches: Sequence, task: int) -> dict[str, list[floa
   """Per unroll: the norm of the gradient of each loss term and of their sum, and the
   loss's statistics (entropy, kl, value error, ...) of ``task``."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import losses  # pylint: disable=g-import-not-at-top
   out: dict[str, list[float]] = {}
   for task_sizes, batch, _ in batches:
     variables = learner.network.task_variables(task)
