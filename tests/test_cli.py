@@ -145,19 +145,20 @@ def test_deep_runs_are_checked_before_tensorflow_loads(tmp_path):
 def test_deepmind_lab_workers_fit_the_machine_unless_on_a_cluster():
   from distral_tf import cli  # pylint: disable=g-import-not-at-top
   from distral_tf.agents import config  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import config_limits  # pylint: disable=g-import-not-at-top
   gib = 2**30
   # 2 cores, 24 GiB, 8 tasks: 8 processes at most, one per task.
-  assert config.machine_workers_per_task(8, cores=2, memory_bytes=24 * gib) == 1
+  assert config_limits.machine_workers_per_task(8, cores=2, memory_bytes=24 * gib) == 1
   # 64 cores, 256 GiB: cores allow 256 processes, memory about 450.
-  assert config.machine_workers_per_task(4, cores=64, memory_bytes=256 * gib) == 64
+  assert config_limits.machine_workers_per_task(4, cores=64, memory_bytes=256 * gib) == 64
   # Memory binds: 16 cores but 4 GiB hold 7 processes.
-  assert config.machine_workers_per_task(1, cores=16, memory_bytes=4 * gib) == 7
-  assert config.machine_workers_per_task(8, cores=1, memory_bytes=1 * gib) == 1
+  assert config_limits.machine_workers_per_task(1, cores=16, memory_bytes=4 * gib) == 7
+  assert config_limits.machine_workers_per_task(8, cores=1, memory_bytes=1 * gib) == 1
   fv = cli.FLAGS
   fv.unparse_flags()
   fv(['distral_tf', '--level_set=lasertag'])
   deep, notes = config.from_flags(fv)
-  assert deep.workers_per_task == config.machine_workers_per_task(8)
+  assert deep.workers_per_task == config_limits.machine_workers_per_task(8)
   assert notes and 'paper used 32' in notes[0]
   fv.unparse_flags()
   fv(['distral_tf', '--level_set=navigation', '--cluster=tf_config'])
