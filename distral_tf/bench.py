@@ -131,10 +131,13 @@ def network_ms(config: config_lib.DeepConfig, seconds: float) -> tuple[float, fl
   workers per task and unroll length), fed zero observations of the level
   set's shape, half of ``seconds`` each after a warm-up call.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from distral_tf.agents import actor as actor_lib  # pylint: disable=g-import-not-at-top
-  from distral_tf.agents import builders  # pylint: disable=g-import-not-at-top
-  from distral_tf.agents import learner as learner_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  with cli.native_stderr_hidden():  # TensorFlow's start-up lines.
+    import tensorflow as tf
+    from distral_tf.agents import actor as actor_lib
+    from distral_tf.agents import builders
+    from distral_tf.agents import learner as learner_lib
+  # pylint: enable=g-import-not-at-top
   setup = builders.make_setup(config)
   probe = batch_lib.make_env_batches(setup.level_set, config.seed, 1, 1,
                                      config.env_processes, config.env_niceness)

@@ -103,3 +103,5 @@ def test_network_mode_times_inference_and_learner_steps_of_the_trainers_sizes():
   assert abs(inference - timings[:, 0].mean()) <= 0.006
   assert abs(learner - timings[:, 1].mean()) <= 0.06
   assert 'training frames/s' not in proc.stdout  # The trainer never ran.
+  # TensorFlow's start-up lines are not shown here either.
+  assert 'cuda' not in proc.stderr and 'oneDNN' not in proc.stderr, proc.stderr
