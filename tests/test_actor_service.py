@@ -1,12 +1,14 @@
 """The chief's actor service and its client over a real gRPC server on loopback.
 
-A host's unroll is counted (frames per task and per host, its episodes in the
-log) and queued; a full queue refuses it without waiting; the budget stops the
+A host's report of an unroll is counted (frames per task and per host, its
+episodes in the log) and filed as a ticket with the unroll's element spec; a
+host that restarted loses its tickets and their frames; the budget stops the
 hosts; the policy and its number reach the client; the run's plan travels
-whole. Environments of a cluster are split over its hosts without overlap.
+whole. Tickets are claimed, released and taken per shape. Environments of a
+cluster are split over its hosts without overlap.
 """
 
-import queue
+import threading
 
 import numpy as np
 import pytest
@@ -20,7 +22,9 @@ from distral_tf.agents import learner as learner_lib
 from distral_tf.agents import networks
 from distral_tf.distributed import actor_rpc
 from distral_tf.distributed import actor_service
+from distral_tf.distributed import host_queue
 from distral_tf.distributed import remote
+from distral_tf.distributed import steps
 from distral_tf.distributed import topology
 from distral_tf.envs import batch as batch_lib
 from distral_tf.envs import level_sets
@@ -33,7 +37,7 @@ def _config(logdir) -> config_lib.DeepConfig:
   return config_lib.DeepConfig(
       level_set='two_rooms', algorithm='kl_ent_2col', seed=3, num_tasks=TASKS,
       env_steps_per_task=BUDGET, logdir=str(logdir), learning_rate=1e-3, discount=0.99,
-      alpha=None, entropy_cost=0.01, workers_per_task=4, tasks=(0, 1),
+      alpha=None, entropy_cost=0.01, workers_per_task=4, tasks=(0, 1), unroll_length=T,
       config_record={'level_set': 'two_rooms', 'num_tasks': TASKS, 'options': [1, 2]})
 
 
@@ -60,42 +64,43 @@ def _unroll(network, batch: int) -> learner_lib.Unroll:
 def service(tmp_path):
   config = _config(tmp_path)
   source, copy = _network(0), _network(1)
-  mirror = remote.PolicyMirror(source, copy)
+  counter = tf.Variable(0, dtype=tf.int64)
+  mirror = remote.PolicyMirror(source, copy, counter)
   progress = actor_lib.Progress(('a', 'b'), BUDGET)
   writer = results.EpisodeWriter(str(tmp_path), config.algorithm, config.seed)
   recorder = actor_lib.EpisodeRecorder(writer, progress)
   chief = 'localhost:%d' % topology.pick_free_ports(1)[0]
   address = topology.actor_address(topology.ClusterDef(chief, (), ()))
+  tickets = steps.Tickets(2)
   svc = actor_service.ActorService(address, config, 1, mirror, progress, recorder,
-                                   num_hosts=2)
+                                   2, tickets)
   mirror.on_refresh = svc.publish
-  unrolls = queue.Queue(maxsize=2)
-  svc.start(unrolls)
+  svc.start()
   client = actor_rpc.Client(address)
   try:
-    yield svc, client, mirror, source, progress, writer, unrolls
+    yield svc, client, (mirror, counter), source, progress, writer, tickets
   finally:
     client.close()
     svc.stop()
 
 
-def test_unrolls_are_counted_per_host_queued_and_refused_when_full(service):
-  svc, client, _, source, progress, writer, unrolls = service
-  one_task = _unroll(source, 2)
+def _spec(network, batch: int) -> str:
+  return host_queue.ElementSpec.of(
+      host_queue.unroll_element(1, 1, 0, _unroll(network, batch))).to_json()
+
+
+def test_reports_are_counted_per_host_and_filed_as_tickets(service):
+  svc, client, _, source, progress, writer, tickets = service
+  spec = _spec(source, 2)
   episodes = np.array([[1, 0.5, 7]], np.float32)
-  assert client.put(1, (0, 2), 5, episodes, one_task) == (True, False)
-  assert client.put(0, (0, 2), 6, np.zeros([0, 3], np.float32), one_task) == (True, False)
-  # The learner's queue holds 2: the third is refused, and not counted.
-  assert client.put(0, (0, 2), 7, np.zeros([0, 3], np.float32), one_task) == (False, False)
+  assert client.report(1, 11, 1, (0, 2), episodes, spec) == (True, False)
+  assert client.report(0, 10, 1, (0, 2), np.zeros([0, 3], np.float32), spec) == (True, False)
   assert progress.frames.tolist() == [0, 2 * 2 * T]
   assert svc.frames_per_host.tolist() == [2 * T, 2 * T]
-  sizes, unroll, updates_before = unrolls.get_nowait()
-  assert sizes == (0, 2) and updates_before == 5
-  np.testing.assert_array_equal(unroll.observations.numpy(),
-                                one_task.observations.numpy())
-  for got, sent in zip(tf.nest.flatten(unroll.initial_state),
-                       tf.nest.flatten(one_task.initial_state)):
-    np.testing.assert_array_equal(got.numpy(), sent.numpy())
+  assert tickets.pending() == 2
+  key, got = tickets.claim(timeout=1.0)
+  assert key == (0, 2) and got == host_queue.ElementSpec.from_json(spec)
+  assert got.shapes[host_queue.HEADER] == (T + 1, 2, OBS) and got.dtypes[0] == 'int64'
   writer.flush()
   rows = results.read_episodes(writer.path)
   assert [(r['task'], r['episode_return'], r['episode_length'], r['env_steps'])
@@ -103,32 +108,103 @@ def test_unrolls_are_counted_per_host_queued_and_refused_when_full(service):
       ('b', 0.5, 7, 2 * T)]
   stats = svc.stats()
   assert stats['unrolls_per_host'] == [1, 1] and stats['hosts_acting'] == 2
-  assert stats['unroll_bytes'] > one_task.observations.numpy().nbytes * 2
+  # A report is small: the unroll stays on its host.
+  assert 0 < stats['report_bytes'] < 4096
   assert svc.scalars() == {'frames_per_host/worker_0': 2 * T,
                            'frames_per_host/worker_1': 2 * T}
 
 
-def test_budget_stops_the_hosts(service):
-  svc, client, _, source, progress, _, unrolls = service
-  both = _unroll(source, 4)
-  none = np.zeros([0, 3], np.float32)
-  for expected in ((True, False), (True, False), (True, True)):
-    assert client.put(0, (2, 2), 0, none, both) == expected
-    unrolls.get_nowait()
+def test_a_restarted_host_loses_its_tickets_and_their_frames(service):
+  svc, client, _, source, progress, _, tickets = service
+  spec, none = _spec(source, 2), np.zeros([0, 3], np.float32)
+  for host, incarnation, number in ((0, 5, 1), (0, 5, 2), (1, 6, 1)):
+    assert client.report(host, incarnation, number, (2, 0), none, spec) == (True, False)
+  assert progress.frames.tolist() == [3 * 2 * T, 0]
+  # Host 0 comes back as a new process: its two unrolls are gone.
+  assert client.report(0, 7, 1, (2, 0), none, spec) == (True, False)
+  assert progress.frames.tolist() == [2 * 2 * T, 0]
+  assert tickets.pending() == 2 and svc.stats()['lost_unrolls'] == 2
+  svc.mark_restart(1)  # As the loopback launcher says.
+  assert tickets.pending() == 1 and progress.frames.tolist() == [2 * T, 0]
+  assert svc.stats()['frames_since_restart'] == [2 * T, 0]
+
+
+def test_tickets_are_claimed_released_and_taken():
+  tickets = steps.Tickets(2)
+  spec = host_queue.ElementSpec(('int64',), ((),))
+  tickets.set_incarnation(0, 40)
+  tickets.set_incarnation(1, 41)
+  assert tickets.claim(timeout=0.01) is None
+  tickets.add(1, (1, 0), spec, 1)
+  assert tickets.claim(timeout=0.01) == ((1, 0), spec)
+  assert tickets.claim(timeout=0.01) is None  # The only one is claimed.
+  tickets.release((1, 0))  # Its step found nothing on its worker.
+  assert tickets.claim(timeout=0.01) == ((1, 0), spec)
+  tickets.taken((1, 0), 1, 41, 1)
+  assert tickets.pending() == 0
+  # Host 1 reports its unroll 2; the step claimed for it lands on host 0 and
+  # takes host 0's unroll 2, before host 0's reports of 1 and 2 arrive. Counted
+  # from the maxima, host 0 then holds nothing and host 1 one unroll.
+  tickets.add(1, (1, 0), spec, 2)
+  assert tickets.claim(timeout=0.01) == ((1, 0), spec)
+  tickets.taken((1, 0), 0, 40, 2)
+  tickets.add(0, (1, 0), spec, 1)
+  tickets.add(0, (1, 0), spec, 2)
+  assert tickets.pending() == 1
+  assert tickets.claim(timeout=0.01) == ((1, 0), spec)
+  tickets.taken((1, 0), 1, 39, 2)  # A step on a process that is gone: not counted.
+  assert tickets.pending() == 1
+  assert tickets.drop_host(1) == {(1, 0): 1} and tickets.pending() == 0
+  tickets.add(0, (1, 0), spec, 5)
+  assert tickets.pending() == 3
+
+
+def test_budget_stops_the_hosts_once_its_unrolls_are_taken(service):
+  svc, client, _, source, progress, _, tickets = service
+  spec, none = _spec(source, 4), np.zeros([0, 3], np.float32)
+  for number in (1, 2, 3):
+    assert client.report(0, 1, number, (2, 2), none, spec) == (True, False)
   assert progress.all_done() and progress.frames.tolist() == [BUDGET, BUDGET]
-  assert client.put(1, (2, 2), 0, none, both) == (False, True)  # Refused, not counted.
+  # Not counted; the hosts go on until the counted unrolls are taken.
+  assert client.report(1, 2, 1, (2, 2), none, spec) == (False, False)
   assert svc.stats()['refused_unrolls'] == 1
   assert svc.frames_per_host.tolist() == [2 * BUDGET, 0]
+  stop = threading.Event()
+  runner = threading.Thread(target=svc.run, args=(stop,))
+  runner.start()
+  for number in (1, 2, 3):
+    key, _ = tickets.claim(timeout=1.0)
+    assert not svc.done
+    tickets.taken(key, 0, 1, number)
+  runner.join(timeout=10)
+  assert svc.done
+  assert client.report(1, 2, 2, (2, 2), none, spec) == (False, True)
+
+
+def test_a_silent_host_with_unrolls_is_dropped(service, monkeypatch):
+  svc, client, _, source, progress, _, tickets = service
+  spec, none = _spec(source, 2), np.zeros([0, 3], np.float32)
+  assert client.report(1, 3, 1, (2, 0), none, spec) == (True, False)
+  assert tickets.silent_hosts() == []
+  monkeypatch.setattr(steps, 'SILENT_HOST_SECS', 0.0)
+  assert tickets.silent_hosts(0.0) == [1]
+  svc.drop_silent_hosts()
+  assert tickets.pending() == 0 and progress.frames.tolist() == [0, 0]
+  assert svc.stats()['lost_unrolls'] == 1
 
 
 def test_policy_and_its_number_reach_the_client(service):
-  svc, client, mirror, source, _, _, _ = service
+  svc, client, (mirror, counter), source, _, _, _ = service
   version, values = client.params()
   assert version == 0
   assert len(values) == len(remote.variables_in_order(source))
-  assert any(not np.allclose(a, b.numpy())  # The copy is not the source yet.
-             for a, b in zip(values, remote.variables_in_order(source)))
-  mirror.refresh(17)
+  # The first request copied the source (the copy was older than allowed).
+  for got, want in zip(values, remote.variables_in_order(source)):
+    np.testing.assert_array_equal(got, want.numpy())
+  counter.assign(17)
+  source.variables[0].assign_add(tf.ones_like(source.variables[0]))
+  assert client.version() == 0  # A young copy is served as it is.
+  mirror.refresh()
   assert client.version() == 17
   version, values = client.params()
   assert version == 17

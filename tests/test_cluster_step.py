@@ -1,8 +1,11 @@
 """A gradient step on the cluster equals the same step of the local learner.
 
 Runs in its own process (a process joins one cluster only): variables split
-over 2 ps tasks, steps on 1 worker with reads cached per step, the shared
-RMSProp on the ps; the actors' copy of the policy pulled back from the ps.
+over 2 ps tasks, unrolls put into the worker's own queue (as its actor host
+does) and taken there by the step, reads cached per step, the shared RMSProp
+on the ps; a step that finds the queue empty changes nothing; the policy the
+step leaves in the worker's policy queue is the one it read; the chief's copy
+of the policy pulled back from the ps.
 """
 
 import json
@@ -17,7 +20,7 @@ import json, sys, tempfile
 import numpy as np
 import tensorflow as tf
 from distral_tf.agents import algorithms, learner as learner_lib, networks
-from distral_tf.distributed import local_cluster, remote, topology
+from distral_tf.distributed import actor_rpc, host_queue, local_cluster, remote, steps, topology
 
 OBS, T, B, TASKS, ACTIONS = 7, 6, 3, 2, 5
 launcher = local_cluster.LocalCluster(topology.LocalRequest(2, 1), tempfile.mkdtemp())
@@ -39,10 +42,15 @@ try:
   remote.PolicyMirror(on_ps.network, local.network).refresh()  # Same start.
   initial = [v.numpy() for v in local.network.trainable_variables]
   copy = network()
-  pull = remote.PolicyMirror(on_ps.network, copy)
-  scheduler = remote.StepScheduler(on_ps, strategy, coordinator, 1, TASKS)
+  pull = remote.PolicyMirror(on_ps.network, copy, on_ps.optimizer.iterations)
+  run_id = 'test'
+  scheduler = steps.StepScheduler(on_ps, strategy, coordinator, 1, TASKS, run_id,
+                                  actor_rpc.unroll_structure(copy), T)
+  variables = remote.variables_in_order(copy)
+  queues = host_queue.HostQueues('grpc://' + cluster.workers[0], 0, run_id,
+                                 host_queue.policy_spec(variables))
   rng = np.random.default_rng(0)
-  losses = []
+  losses, lags, offered, numbers = [], [], [], []
   for task in (0, 1, 0):
     batch = learner_lib.Unroll(
         observations=tf.constant(rng.normal(size=(T + 1, B, OBS)), tf.float32),
@@ -50,11 +58,25 @@ try:
         actions=tf.constant(rng.integers(ACTIONS, size=(T, B)), tf.int32),
         rewards=tf.constant(rng.normal(size=(T, B)), tf.float32),
         discounts=tf.constant(rng.random((T, B)) > 0.1, tf.float32),
-        initial_state=local.network.initial_state(B))
+        initial_state=local.network.initial_state(B),
+        behaviour_logits=tf.constant(rng.normal(size=(T, B, ACTIONS)), tf.float32),
+        final_values=tf.zeros([T, B]))
     sizes = tuple(B if t == task else 0 for t in range(TASKS))
-    remote_metrics = scheduler.train_step(sizes, batch)
+    before = [v.numpy() for v in remote.variables_in_order(local.network)]
+    element = host_queue.unroll_element(7, len(lags) + 1, 0, batch)
+    spec = host_queue.ElementSpec.of(element)
+    empty_first = scheduler.train_step(sizes, spec)  # Its queue is still empty.
+    assert empty_first.status == steps.EMPTY, empty_first
+    assert queues.put(sizes, element, timeout=10.0)
+    result = scheduler.train_step(sizes, spec)
+    assert result.status == steps.TRAINED, result
+    lags.append(result.lag)
+    numbers.append((result.incarnation, result.number))
+    policy = queues.take_policy(timeout=10.0)
+    offered.append([policy[0], max(float(np.max(np.abs(a - b)))
+                                   for a, b in zip(policy[1], before))])
     local_metrics = local.train_step(sizes, batch)
-    losses.append((remote_metrics['total'], float(local_metrics['total'])))
+    losses.append((result.metrics['total'], float(local_metrics['total'])))
   pull.refresh()
   diffs = [float(np.max(np.abs(a.numpy() - b.numpy())))
            for a, b in zip(copy.trainable_variables, local.network.trainable_variables)]
@@ -66,7 +88,9 @@ try:
       iterations=[int(on_ps.optimizer.iterations.numpy()),
                   int(local.optimizer.iterations.numpy())],
       steps_done=[int(on_ps.steps_done.numpy()), int(local.steps_done.numpy())],
-      split=split, steps_per_worker=scheduler.worker_stats()['steps'])))
+      split=split, stats=scheduler.worker_stats(),       lags=lags, numbers=numbers, offered=offered, version=pull.version,
+      trained_steps=scheduler.trained_steps.tolist())))
+  queues.close()  # Its session would keep the process from exiting.
 finally:
   launcher.stop()
 '''
@@ -86,4 +110,13 @@ def test_cluster_step_matches_local_step(tmp_path):
   assert out['iterations'] == [3, 3]
   assert out['steps_done'] == [3 * 6 * 3] * 2
   assert out['split'], 'no variable was split over the two ps tasks'
-  assert out['steps_per_worker'] == [3]
+  assert out['stats']['steps'] == [3] and out['stats']['empty_steps'] == 3
+  assert out['stats']['policy_offers'] == 3
+  # Unrolls acted with policy 0, trained after 0, 1 and 2 updates.
+  assert out['lags'] == [0, 1, 2]
+  assert out['numbers'] == [[7, 1], [7, 2], [7, 3]]  # Each step says what it took.
+  # Each step left the parameters it read (before its update) and their number.
+  assert [v for v, _ in out['offered']] == [0, 1, 2]
+  assert max(d for _, d in out['offered']) < 1e-5, out['offered']
+  assert out['version'] == 3
+  assert out['trained_steps'] == [2 * 6 * 3, 6 * 3]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
-from typing import Sequence
+from typing import Callable, Sequence
 
 import tensorflow as tf
 from absl import logging
@@ -213,7 +213,8 @@ def make_workers(config: config_lib.DeepConfig, setup: Setup, env_batches, netwo
                  learner, progress: actor_lib.Progress,
                  recorder: actor_lib.EpisodeRecorder, next_eval: int,
                  learner_threads: int, unroll_queue: queue.Queue | None = None,
-                 remote_actors: Sequence = ()) -> tuple[list, list]:
+                 remote_actors: Sequence = (),
+                 before_evaluation: Callable[[], None] | None = None) -> tuple[list, list]:
   """Actor threads, learner threads and (for distilled algorithms) the evaluator.
 
   ``env_batches`` as ``make_env_batches`` returns, one actor thread each;
@@ -221,7 +222,7 @@ def make_workers(config: config_lib.DeepConfig, setup: Setup, env_batches, netwo
   anything with ``train_step(task_sizes, batch)``. ``remote_actors`` (with
   ``run(stop)``, ``done`` and ``error``) feed ``unroll_queue`` from elsewhere
   (the cluster's actor hosts); the learner threads run until they and the
-  actors are done. Returns the workers and the evaluator's environments (to
+  actors are done. ``before_evaluation``: the evaluator's (``Evaluator``). Returns the workers and the evaluator's environments (to
   close).
   """
   level_set = setup.level_set
@@ -243,5 +244,5 @@ def make_workers(config: config_lib.DeepConfig, setup: Setup, env_batches, netwo
     workers.append(evaluator_lib.Evaluator(
         eval_envs, actor_lib.make_pi0_act_fn(network), network, progress, recorder,
         interval, config.eval_episodes, next_eval, level_set.frames_per_step,
-        config.eval_share))
+        config.eval_share, before_evaluation))
   return workers, eval_envs

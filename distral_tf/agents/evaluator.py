@@ -43,14 +43,17 @@ class Evaluator:
   ``act_fn(observations, first, state) -> (actions, state)`` acts with pi_0
   on a batch of them (``actor.make_pi0_act_fn``). ``share``: the largest
   ratio of evaluation frames to training frames while training runs; None
-  for no bound.
+  for no bound. ``before_evaluation`` is called as each evaluation starts (the
+  cluster's chief copies the policy from the ps tasks there).
   """
 
   def __init__(self, envs: Sequence[Any], act_fn: Callable, network,
                progress: actor_lib.Progress, recorder: actor_lib.EpisodeRecorder,
                interval: int, episodes: int, next_eval: int = 0,
-               frames_per_step: int = 1, share: float | None = None):
+               frames_per_step: int = 1, share: float | None = None,
+               before_evaluation: Callable[[], None] | None = None):
     self._envs = list(envs)
+    self._before_evaluation = before_evaluation
     self._act = act_fn
     self._network = network
     self._progress = progress
@@ -142,6 +145,8 @@ class Evaluator:
         time.sleep(WAIT_SECS)
       if cut():
         return
+    if self._before_evaluation is not None:
+      self._before_evaluation()
     self._set_status(f'{kind} of pi_0: starting {n} episodes')
     for env in envs:
       env.send_reset()

@@ -13,10 +13,13 @@ Four methods of the service ``distral.Actors``:
   when it was copied from the parameter servers), as text;
 * ``params``: that number and every variable of the network, in
   ``remote.variables_in_order``;
-* ``put``: host, task sizes, updates before the unroll, the episodes that
-  ended in it (rows ``[task, return, length]``) and the unroll
-  (``learner.Unroll`` flattened by ``tf.nest``); the answer (JSON) says whether
-  it was taken and whether the run wants no more.
+* ``report``: host, the host process's incarnation (a random number drawn
+  when it starts), the unroll's number among the host's unrolls of its shape,
+  task sizes, the episodes that ended in the unroll (rows
+  ``[task, return, length]``) and the element spec of the unroll, which the
+  host has just put into its own queue (``host_queue``); the answer (JSON)
+  says whether it was counted and whether the run wants no more. The unroll
+  itself stays on the host.
 
 TensorFlow's ``tf.distribute.experimental.rpc`` would carry the same calls,
 but its server runs functions in the chief's eager context, which the
@@ -39,11 +42,11 @@ from distral_tf.agents import config as config_lib
 from distral_tf.agents import learner as learner_lib
 
 SERVICE = 'distral.Actors'
-PLAN, VERSION, PARAMS, PUT = 'plan', 'version', 'params', 'put'
-METHODS = (PLAN, VERSION, PARAMS, PUT)
+PLAN, VERSION, PARAMS, REPORT = 'plan', 'version', 'params', 'report'
+METHODS = (PLAN, VERSION, PARAMS, REPORT)
 # Seconds a call may take (none waits on the chief's side).
 CALL_TIMEOUT_SECS = 60.0
-# Unrolls of pixels are large; gRPC's default limit is 4 MiB.
+# Policy copies of pixel networks are large; gRPC's default limit is 4 MiB.
 MAX_MESSAGE_BYTES = 256 << 20
 CHANNEL_OPTIONS = (('grpc.max_send_message_length', MAX_MESSAGE_BYTES),
                    ('grpc.max_receive_message_length', MAX_MESSAGE_BYTES))
@@ -112,14 +115,15 @@ class Client:
     values = decode(self._call(PARAMS))
     return int(values[0]), values[1:]
 
-  def put(self, host: int, task_sizes: Sequence[int], updates_before: int,
-          episodes: np.ndarray, unroll: learner_lib.Unroll) -> tuple[bool, bool]:
-    request = encode([np.int32(host), np.asarray(task_sizes, np.int32),
-                      np.int64(updates_before),
+  def report(self, host: int, incarnation: int, number: int, task_sizes: Sequence[int],
+             episodes: np.ndarray, spec: str) -> tuple[bool, bool]:
+    """Tells the chief an unroll is in this host's queue; returns ``(counted, stop)``."""
+    request = encode([np.int32(host), np.int64(incarnation), np.int64(number),
+                      np.asarray(task_sizes, np.int32),
                       np.asarray(episodes, np.float32).reshape(-1, 3),
-                      *tf.nest.flatten(unroll)])
-    answer = json.loads(self._call(PUT, request))
-    return bool(answer['taken']), bool(answer['stop'])
+                      np.asarray(spec.encode())])
+    answer = json.loads(self._call(REPORT, request))
+    return bool(answer['counted']), bool(answer['stop'])
 
   def close(self) -> None:
     self._channel.close()

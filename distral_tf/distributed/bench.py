@@ -73,6 +73,7 @@ flags.DEFINE_float('projection_link_gbit', 10.0,
 FLAGS = flags.FLAGS
 
 _BYTES = re.compile(r'bytes_(acked|received):(\d+)')
+_PID = re.compile(r'pid=(\d+)')
 # Flags passed on to the trainer.
 _TRAINER_FLAGS = ('level_set', 'algorithm', 'seed', 'num_tasks', 'workers_per_task',
                   'actor_threads', 'learner_threads', 'unroll_length',
@@ -87,21 +88,36 @@ def socket_bytes(ports: set[int]) -> dict[int, int] | None:
   """Port -> bytes acknowledged plus received on the server side of its connections.
 
   Every connection of the cluster has one end on a server port, so each byte
-  is counted once. None if ``ss`` is unavailable.
+  is counted once. A connection whose two ends are the same process (a worker
+  host's own session to its own server, ``host_queue``: within a host on a
+  real cluster) is counted under port 0, not its server's port. None if
+  ``ss`` is unavailable.
   """
   try:
-    out = subprocess.run(['ss', '-tinH', 'state', 'established'], check=True,
+    out = subprocess.run(['ss', '-tinpH', 'state', 'established'], check=True,
                          capture_output=True, text=True).stdout
   except (OSError, subprocess.CalledProcessError):
     return None
-  totals, port = dict.fromkeys(ports, 0), None
+  records, current = [], None  # [local port, peer port, pid, bytes]
   for line in out.splitlines():
-    if not line.startswith((' ', '\t')):  # "Recv-Q Send-Q local:port peer:port".
+    if not line.startswith((' ', '\t')):  # "Recv-Q Send-Q local:port peer:port users:..".
       fields = line.split()
-      local = fields[2].rpartition(':')[2] if len(fields) >= 4 else ''
-      port = int(local) if local.isdigit() and int(local) in ports else None
-    elif port is not None:
-      totals[port] += sum(int(n) for _, n in _BYTES.findall(line))
+      current = None
+      if len(fields) >= 4:
+        local, peer = (f.rpartition(':')[2] for f in fields[2:4])
+        pid = _PID.search(line)
+        if local.isdigit() and peer.isdigit():
+          current = [int(local), int(peer), int(pid.group(1)) if pid else None, 0]
+          records.append(current)
+    elif current is not None:
+      current[3] += sum(int(n) for _, n in _BYTES.findall(line))
+  pid_of_port = {r[0]: r[2] for r in records}
+  totals = dict.fromkeys(ports, 0)
+  totals[0] = 0
+  for local, peer, pid, moved in records:
+    if local in ports:
+      same = pid is not None and pid_of_port.get(peer) == pid
+      totals[0 if same else local] += moved
   return totals
 
 
@@ -122,7 +138,7 @@ class _Sample:
     self.frames_per_host = data['stats'].get('frames_per_host', [])
     self.unrolls = sum(data['stats'].get('unrolls_per_host', []))
     self.params_served = data['stats'].get('params_served', 0)
-    self.unroll_bytes = data['stats'].get('unroll_bytes', 0)
+    self.report_bytes = data['stats'].get('report_bytes', 0)
     self.bytes = socket_bytes(ports)
     self.cpu = projection.read_process_cpu()
 
@@ -180,21 +196,23 @@ def measure(num_workers: int) -> dict:
           proc.kill()
           proc.wait()
   dt, ds = end.time - start.time, max(end.steps - start.steps, 1)
-  measured = None
+  measured = within_hosts = None
   if start.bytes is not None and end.bytes is not None:
     measured = sum(end.bytes[p] - start.bytes[p] for p in ports) / ds
+    within_hosts = (end.bytes[0] - start.bytes[0]) / ds
   return dict(workers=num_workers, ps=FLAGS.cluster_bench_ps,
               costs=measured_costs(start, end, cluster, info['stats']['policy_bytes']),
               frames_per_second=(end.frames - start.frames) / dt,
               frames_per_host=[(b - a) / dt for a, b in zip(start.frames_per_host,
                                                            end.frames_per_host)],
               steps_per_second=(end.steps - start.steps) / dt,
-              bytes_per_step=measured,
+              bytes_per_step=measured, bytes_within_hosts_per_step=within_hosts,
+              unroll_bytes=end.data['stats'].get('unroll_bytes', 0),
               bytes_by_construction=(
                   2 * info['step_variable_bytes'] +
                   (end.refreshes - start.refreshes + end.params_served -
                    start.params_served) * info['stats']['policy_bytes'] / ds +
-                  2 * (end.unroll_bytes - start.unroll_bytes) / ds))
+                  (end.report_bytes - start.report_bytes) / ds))
 
 
 def measured_costs(start: _Sample, end: _Sample, cluster: topology.ClusterDef,
@@ -249,17 +267,19 @@ def _mb(n) -> str:
 
 def format_table(rows: list[dict], local: dict | None) -> str:
   lines = ['| setup | frames/s | frames/s of each worker host | gradient steps/s '
-           '| MB moved per step (measured) | MB per step by construction |',
-           '|---|---:|---:|---:|---:|---:|']
+           '| MB moved per step between processes (measured) | MB per step by '
+           'construction | MB per step within a host (measured) |',
+           '|---|---:|---:|---:|---:|---:|---:|']
   for r in rows:
     hosts = ' / '.join(f'{f:,.0f}' for f in r['frames_per_host'])
     lines.append(f'| {r["ps"]} ps + {r["workers"]} worker(s) | '
                  f'{r["frames_per_second"]:,.0f} | {hosts} | '
                  f'{r["steps_per_second"]:.1f} | '
-                 f'{_mb(r["bytes_per_step"])} | {_mb(r["bytes_by_construction"])} |')
+                 f'{_mb(r["bytes_per_step"])} | {_mb(r["bytes_by_construction"])} | '
+                 f'{_mb(r["bytes_within_hosts_per_step"])} |')
   if local is not None:
     lines.append(f'| local trainer (no cluster) | {local["frames_per_second"]:,.0f} | - | '
-                 f'{local["steps_per_second"]:.1f} | - | - |')
+                 f'{local["steps_per_second"]:.1f} | - | - | - |')
   return '\n'.join(lines)
 
 
@@ -308,6 +328,11 @@ def print_projection(row: dict) -> None:
       link_gbit=fv.projection_link_gbit)
   print(f'\nCosts measured on {row["ps"]} ps + {row["workers"]} worker(s), '
         f'--level_set={fv.level_set}:\n' + projection.format_costs(costs), flush=True)
+  if row['unroll_bytes']:
+    print(f'chief traffic per gradient step: {costs.chief_bytes_per_update / 1e3:,.1f} kB, '
+          f'{100 * costs.chief_bytes_per_update / row["unroll_bytes"]:.2f} % of an '
+          f'unroll ({row["unroll_bytes"] / 1e6:.2f} MB, which stays on its host)',
+          flush=True)
   print(f'\nProjected with DeepMind Lab in place of {fv.level_set}\'s environments '
         f'({res.num_ps} ps x {res.ps_cores} cores, chief on {res.chief_cores} core(s), '
         f'{res.link_gbit:g} Gbit/s links):\n' + projection.format_projections(

@@ -7,23 +7,27 @@ its ports, and divides them by the frames acted and the gradient steps taken:
 * ``env_seconds_per_frame``: the worker hosts' environment processes (the
   level set measured, a stand-in for DeepMind Lab);
 * ``host_seconds_per_frame``: the worker hosts' server processes: acting
-  (batched inference), sending unrolls, copying the policy and computing the
+  (batched inference), putting unrolls into their own queue and reporting
+  them, taking the policy copies the steps leave there, and computing the
   gradient steps the coordinator schedules there;
 * the chief's process, split by its threads (``thread_cpu``) into what
   recurs at a fixed rate whatever the number of hosts (``chief_fixed_cores``:
   the run loop's summaries and progress, pi_0's evaluator acting; not the
-  evaluator's environment processes), the policy copy it takes from the ps
-  tasks and encodes for the hosts (``chief_seconds_per_refresh``; at most one
-  every ``remote.REFRESH_SECS``) and everything else, counted per gradient
-  step (``chief_seconds_per_update``: the actor service taking unrolls, the
-  learner threads and the coordinator sending them to the workers, gRPC's and
-  TensorFlow's own threads);
+  evaluator's environment processes and the policy copy it takes from the ps
+  tasks as each evaluation starts), a policy copy of a thread of its own
+  (``chief_seconds_per_refresh``, at most one every ``remote.REFRESH_SECS``;
+  none since the hosts take theirs from their own workers) and everything
+  else, counted per gradient step (``chief_seconds_per_update``: the actor
+  service taking reports, the learner threads and the coordinator scheduling
+  steps and taking their results, gRPC's and TensorFlow's own threads);
 * ``ps_seconds_per_update``: every parameter server (reads, RMSProp updates);
-* ``chief_bytes_per_update`` (unrolls in from the hosts and out to the
-  workers, policy copies) and ``ps_bytes_per_update`` (variables read and
-  gradients sent by the workers, the chief's policy refreshes);
-* ``frames_per_update``: frames per unroll taken by the chief, one gradient
-  step each (the unroll's shape).
+* ``chief_bytes_per_update`` (reports in, schedules out and results back,
+  the chief's policy copies) and ``ps_bytes_per_update`` (variables read and
+  gradients sent by the workers, the chief's policy copies); the bytes between
+  a worker host and its own server (unrolls into its queue, policy copies out)
+  stay within the host and are counted apart;
+* ``frames_per_update``: frames per unroll reported, one gradient step each
+  (the unroll's shape).
 
 With DeepMind Lab stepping ``frames_per_core`` frames/s on one core, a worker
 host with ``host_cores`` cores acts at

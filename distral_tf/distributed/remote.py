@@ -1,27 +1,19 @@
-"""TensorFlow's side of cluster mode: strategy, remote gradient steps, policy copy.
+"""TensorFlow's side of cluster mode: the strategy and the chief's policy copy.
 
 * ``connect`` makes this process the chief of a ``ParameterServerStrategy``:
   variables created in ``strategy.scope()`` live on the ps tasks (large ones
   split over several ps tasks by a ``MinSizePartitioner``), and a
   ``ClusterCoordinator`` runs scheduled functions on the workers, rescheduling
-  a function whose worker fails.
-* ``StepScheduler`` compiles ``Learner.gradients`` + ``Learner.apply`` (that
-  is, ``Learner.update``) once per actor block of tasks inside ``strategy.run`` and schedules
-  it: the worker reads the task's variables from the ps tasks once, computes
-  the gradient and sends it back, where the one shared RMSProp optimiser (its
-  slots colocated with the variables) applies it.
-  ``StepScheduler.train_step`` has ``Learner.train_step``'s interface, so the
-  local trainer's ``actor.LearnerThread``s drive it unchanged: each thread
-  keeps one step in flight on the cluster.
-* ``PolicyMirror`` is the chief's local copy of the network, refreshed from
-  the ps tasks, which the chief's evaluator acts with and the actor hosts copy
-  (``actor_service``).
+  a function whose worker fails. The gradient steps it schedules are
+  ``steps.py``'s.
+* ``PolicyMirror`` is the chief's local copy of the network, copied from the
+  ps tasks when pi_0's evaluator starts an evaluation and when a host joining
+  the run asks for a first policy (its later copies come from its own worker,
+  ``host_queue``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import threading
 import time
 from typing import Any, Callable
@@ -29,8 +21,6 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 from absl import logging
-# No public API caches reads of parameter-server variables within a step.
-from tensorflow.python.distribute import distribute_utils  # pylint: disable=g-direct-tensorflow-import
 
 from distral_tf import errors
 from distral_tf.agents import learner as learner_lib
@@ -38,13 +28,8 @@ from distral_tf.distributed import topology
 
 # Variables of at least this size are split over the ps tasks (when several).
 SHARD_MIN_BYTES = 256 << 10
-# Seconds between refreshes of the chief's copy of the policy (and between the
-# actor hosts' looks at its number).
+# Seconds between the actor hosts' looks for a new policy in their queue.
 REFRESH_SECS = 0.5
-# How long a step's result is awaited after its worker was lost (as TensorFlow's
-# coordinator waits for a worker to come back), and how often it is retried.
-WORKER_RECOVERY_SECS = 3600.0
-FETCH_RETRY_SECS = 0.5
 
 _ShardedVariable = tf.__internal__.distribute.ShardedVariable
 
@@ -88,176 +73,6 @@ def is_cluster_failure(e: BaseException) -> bool:
                         tf.errors.CancelledError, tf.errors.DeadlineExceededError))
 
 
-def _worker_lost(e: BaseException) -> bool:
-  """Whether ``e`` is a worker (not a ps) that disappeared or restarted."""
-  text = str(e)
-  if '/job:worker' not in text or '/job:ps' in text:
-    return False
-  if isinstance(e, (tf.errors.UnavailableError, tf.errors.AbortedError)):
-    return True
-  return isinstance(e, tf.errors.InvalidArgumentError) and (
-      'remote_handle' in text or 'context_id' in text)
-
-
-def _worker_ids(coordinator, num_workers: int):
-  """Each worker's own index, as a per-worker value rebuilt when it restarts.
-
-  Used to count which worker ran each step. The coordinator has no public way
-  to give a worker its index, so each worker's value is created through the
-  coordinator's per-worker resources (which it recreates after a restart).
-  """
-  workers = coordinator._cluster.workers  # pylint: disable=protected-access
-  assert len(workers) == num_workers
-  values = []
-  for i, worker in enumerate(workers):
-    fn = tf.function(functools.partial(tf.constant, i, tf.int32))
-    values.append(worker.create_resource(fn))
-  return tf.distribute.experimental.coordinator.PerWorkerValues(tuple(values))
-
-
-class StepScheduler:
-  """Schedules ``learner.update`` of an unroll on whichever worker is free.
-
-  ``paused()`` holds new steps back and waits for those in flight, so that a
-  checkpoint taken inside it is consistent: the variables on the ps tasks then
-  reflect exactly the ``trained_steps`` counted here.
-  """
-
-  def __init__(self, learner: learner_lib.Learner, strategy, coordinator,
-               num_workers: int, num_tasks: int):
-    self._learner = learner
-    self._strategy = strategy
-    self._coordinator = coordinator
-    self._worker_ids = _worker_ids(coordinator, num_workers)
-    # Task sizes -> (step function, names of the metrics it returns packed).
-    self._steps: dict[tuple[int, ...], tuple[Callable, list[str]]] = {}
-    self._lock = threading.Lock()
-    self._trace_lock = threading.Lock()
-    self._cached_variables = [v for v in learner.network.variables
-                              if hasattr(v, '_cache')]
-    self._gate = threading.Condition()
-    self._paused = False
-    self._in_flight = 0
-    self.steps_per_worker = np.zeros(num_workers, np.int64)
-    self._steps_at_restart = np.zeros(num_workers, np.int64)
-    # Agent steps (time steps x batch) of the completed gradient steps, per task.
-    self.trained_steps = np.zeros(num_tasks, np.int64)
-
-  def _step_fn(self, task_sizes: tuple[int, ...]) -> tuple[Callable, list[str]]:
-    """The scheduled step and the names of its metrics (known once it is traced).
-
-    The step returns its metrics and the worker's id packed in one float32
-    vector: the coordinator copies every output tensor of a step to the
-    chief separately, so one tensor costs one copy instead of one per metric.
-    """
-    with self._lock:
-      if task_sizes not in self._steps:
-        learner = self._learner
-        names: list[str] = []
-
-        def update(batch):
-          with self._read_once():
-            grads, variables, metrics = learner.gradients(task_sizes, batch)
-          return learner.apply(grads, variables, batch, metrics)
-
-        @functools.partial(tf.function, autograph=False)
-        def step(worker_id, batch):
-          metrics = self._strategy.run(update, args=(batch,))
-          names[:] = sorted(metrics)
-          return tf.stack([tf.cast(metrics[k], tf.float32) for k in names] +
-                          [tf.cast(worker_id, tf.float32)])
-
-        self._steps[task_sizes] = (step, names)
-      return self._steps[task_sizes]
-
-  @contextlib.contextmanager
-  def _read_once(self):
-    """While tracing: each variable is read from its ps once per step.
-
-    The LSTM reads its weights at every time step; without this, each read
-    would fetch them from the ps again. Reads are cached by the strategy's
-    variables inside ``cache_variable_reads``; its bookkeeping assumes one
-    tracing thread, so traces are serialised here and every cache starts
-    empty. The update that follows reads the variables afresh.
-    """
-    with self._trace_lock:
-      for v in self._cached_variables:
-        v._cache = None  # pylint: disable=protected-access
-      with distribute_utils.cache_variable_reads():
-        yield
-
-  def train_step(self, task_sizes: tuple[int, ...],
-                 batch: learner_lib.Unroll) -> dict[str, float]:
-    """``Learner.train_step`` run on a worker: schedules it, waits, returns metrics."""
-    with self._gate:
-      while self._paused:
-        self._gate.wait()
-      self._in_flight += 1
-    try:
-      task_sizes = tuple(int(n) for n in task_sizes)
-      step, names = self._step_fn(task_sizes)
-      remote_value = self._coordinator.schedule(step, args=(self._worker_ids, batch))
-      values = np.asarray(self._fetch(remote_value)).tolist()
-      worker = int(values[-1])
-      with self._lock:
-        self.steps_per_worker[worker] += 1
-        self.trained_steps += np.asarray(task_sizes) * int(batch.actions.shape[0])
-      return dict(zip(names, values[:-1]))
-    finally:
-      with self._gate:
-        self._in_flight -= 1
-        self._gate.notify_all()
-
-  def _fetch(self, remote_value) -> np.ndarray:
-    """``remote_value.fetch()``, waiting out a worker lost while returning it.
-
-    A worker can die after it ran a step but before the result reached the
-    chief. The coordinator then runs the step again on another worker, but a
-    ``fetch`` already under way fails; it is retried until the rerun is done.
-    A step that fails for good surfaces through ``coordinator.done()``.
-    """
-    deadline = time.monotonic() + WORKER_RECOVERY_SECS
-    while True:
-      try:
-        return remote_value.fetch()
-      except tf.errors.OpError as e:
-        if not _worker_lost(e) or time.monotonic() > deadline:
-          raise
-        logging.info('A worker was lost while returning a step; waiting for its '
-                     'rerun (%s).', first_line(e))
-      self._coordinator.done()
-      time.sleep(FETCH_RETRY_SECS)
-
-  @contextlib.contextmanager
-  def paused(self):
-    """No step runs inside: new ones wait, those in flight are finished first."""
-    with self._gate:
-      self._paused = True
-      while self._in_flight:
-        self._gate.wait()
-    try:
-      yield
-    finally:
-      with self._gate:
-        self._paused = False
-        self._gate.notify_all()
-
-  def mark_restart(self, worker: int) -> None:
-    """Notes that ``worker`` restarted (``steps_since_restart`` counts from here)."""
-    with self._lock:
-      self._steps_at_restart[worker] = self.steps_per_worker[worker]
-
-  def worker_stats(self) -> dict[str, list[int]]:
-    with self._lock:
-      return dict(steps=self.steps_per_worker.tolist(),
-                  steps_since_restart=(self.steps_per_worker -
-                                       self._steps_at_restart).tolist())
-
-  def join(self) -> None:
-    """Waits until every scheduled step has run."""
-    self._coordinator.join()
-
-
 def _is_variable(value: Any) -> bool:
   return isinstance(value, (tf.Variable, _ShardedVariable))
 
@@ -285,9 +100,13 @@ def variable_bytes(variable) -> int:
 
 
 class PolicyMirror:
-  """The chief's copy of the network, refreshed from the ps tasks."""
+  """The chief's copy of the network, refreshed from the ps tasks.
 
-  def __init__(self, source: tf.Module, local: tf.Module):
+  ``counter``: the variable counting the updates applied (the optimiser's
+  iterations), read as the copy's number.
+  """
+
+  def __init__(self, source: tf.Module, local: tf.Module, counter=None):
     src, dst = _variables_by_path(source), _variables_by_path(local)
     if set(src) != set(dst):
       raise ValueError('the local network differs from the cluster\'s: '
@@ -299,6 +118,8 @@ class PolicyMirror:
     self.network = local
     self.num_bytes = sum(variable_bytes(d) for d, _ in self._pairs)
     self.refreshes = 0
+    self._counter = counter
+    self._refreshed_at = -float('inf')
     # Updates applied when the copy was taken; told to ``on_refresh``.
     self.version = 0
     self.on_refresh: Callable[[int], None] | None = None
@@ -309,27 +130,23 @@ class PolicyMirror:
     for dst, src in self._pairs:
       dst.assign(tf.convert_to_tensor(src))
 
-  def refresh(self, version: int = 0) -> None:
-    """Copies every variable's current value from the ps tasks.
-
-    ``version``: the number of updates applied before the copy began.
-    """
+  def refresh(self) -> None:
+    """Copies every variable's current value from the ps tasks."""
     with self._lock:
+      version = int(self._counter.numpy()) if self._counter is not None else 0
       self._pull()
       self.refreshes += 1
       self.version = version
+      self._refreshed_at = time.monotonic()
       if self.on_refresh is not None:
         self.on_refresh(version)
 
-  def run(self, stop: threading.Event, changed: Callable[[], int],
-          interval: float = REFRESH_SECS) -> None:
-    """Refreshes every ``interval`` seconds while ``changed()`` advances."""
-    seen = changed()
-    while not stop.wait(interval):
-      now = changed()
-      if now != seen:
-        self.refresh(now)
-        seen = now
+  def refresh_if_older(self, max_age: float) -> None:
+    """``refresh`` unless the copy is younger than ``max_age`` seconds."""
+    with self._lock:
+      fresh = time.monotonic() - self._refreshed_at < max_age
+    if not fresh:
+      self.refresh()
 
 
 def _devices(value) -> list[str]:

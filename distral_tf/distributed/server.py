@@ -63,7 +63,8 @@ def serve(cluster: topology.ClusterDef, role: topology.Role,
   try:
     if role.job == 'worker':
       from distral_tf.distributed import actor_host  # pylint: disable=g-import-not-at-top
-      actor_host.ActorHost(topology.actor_address(cluster), role.index).serve(keep_going)
+      actor_host.ActorHost(topology.actor_address(cluster), role.index,
+                           server.target).serve(keep_going)
     while keep_going():
       time.sleep(POLL_SECS)
   except KeyboardInterrupt:

@@ -1,22 +1,22 @@
-"""The chief's side of a cluster run: learner threads, policy copy, checkpoints.
+"""The chief's side of a cluster run: learner threads, books, checkpoints.
 
 ``ClusterTrainer`` is the local trainer (``agents/train.py``) with the
 learner on the cluster and the actors on the worker hosts: built by the same
-``agents/builders.py``; the worker hosts' actors (``actor_host.py``) send
-their unrolls to ``actor_service.ActorService`` here, the learner threads of
-``agents/actor.py`` schedule a gradient step for each on a worker through
-``remote.StepScheduler``, and the evaluator of pi_0 acts here with
-``remote.PolicyMirror``'s local copy of the network, which the hosts copy.
-The same ``agents/run_loop.py`` writes the log directory as in a local run;
-this module adds ``cluster.json``, takes consistent checkpoints (no step runs
-while one is written) and raises ``ClusterFailure`` when a parameter server is
-lost.
+``agents/builders.py``. The worker hosts' actors (``actor_host.py``) keep
+their unrolls on their own servers and report them to
+``actor_service.ActorService`` here; the chief's learner threads
+(``steps.StepThread``) schedule a gradient step for each on the workers
+(``steps.StepScheduler``), which take the unroll where it is. The evaluator
+of pi_0 acts here with ``remote.PolicyMirror``'s local copy of the network,
+copied from the ps tasks as each evaluation starts. The same
+``agents/run_loop.py`` writes the log directory as in a local run; this
+module adds ``cluster.json``, takes consistent checkpoints (no step runs while
+one is written) and raises ``ClusterFailure`` when a parameter server is lost.
 """
 
 from __future__ import annotations
 
 import os
-import queue as queue_lib
 import threading
 import time
 from typing import Any
@@ -26,10 +26,12 @@ from distral_tf.agents import builders
 from distral_tf.agents import config as config_lib
 from distral_tf.agents import evaluator as evaluator_lib
 from distral_tf.agents import run_loop
+from distral_tf.distributed import actor_rpc
 from distral_tf.distributed import actor_service
 from distral_tf.distributed import local_cluster
 from distral_tf.distributed import projection
 from distral_tf.distributed import remote
+from distral_tf.distributed import steps as steps_lib
 from distral_tf.distributed import topology
 
 CLUSTER_FILE = 'cluster.json'
@@ -55,8 +57,6 @@ class ClusterTrainer:
     self.actors: actor_service.ActorService | None = None
     self.workers, self.threads = [], []
     self.stop_event = threading.Event()
-    self._mirror_thread = None
-    self._mirror_error: BaseException | None = None
     self._variable_layout: dict[str, Any] | None = None  # See ``variable_layout``.
     self.interrupted = False  # Set by ``train`` when stopped by Ctrl-C.
 
@@ -71,21 +71,24 @@ class ClusterTrainer:
       self.learner = builders.build_agent(config, self.run_setup, spec)
     network = self.learner.network
     local = builders.build_network(config, self.run_setup, spec)
-    self.mirror = remote.PolicyMirror(network, local)
+    self.mirror = remote.PolicyMirror(network, local, self.learner.optimizer.iterations)
     self.state = builders.restore(config, level_set, self.learner)
     self.mirror.refresh()
-    self.scheduler = remote.StepScheduler(self.learner, self.strategy,
-                                          self.coordinator, len(self.cluster.workers),
-                                          num_tasks)
     self._frames_at_start = self.state.frames.numpy().copy()
     self.loop = run_loop.RunLoop(config, level_set.name, level_set.task_names,
                                  self.state.frames.numpy(),
                                  float(self.state.wall_time.numpy()))
     self.progress, self.recorder = self.loop.progress, self.loop.recorder
+    num_workers = len(self.cluster.workers)
+    self.tickets = steps_lib.Tickets(num_workers)
     self.actors = actor_service.ActorService(
         topology.actor_address(self.cluster), config, level_set.frames_per_step,
-        self.mirror, self.progress, self.recorder, num_hosts=len(self.cluster.workers))
+        self.mirror, self.progress, self.recorder, num_workers, self.tickets)
     self.mirror.on_refresh = self.actors.publish
+    self.scheduler = steps_lib.StepScheduler(
+        self.learner, self.strategy, self.coordinator, num_workers, num_tasks,
+        self.actors.run_id, actor_rpc.unroll_structure(local), config.unroll_length,
+        config.max_policy_lag)
     if self.launcher is not None:
       self.launcher.on_restart = self._on_restart
     self._make_workers()
@@ -96,13 +99,16 @@ class ClusterTrainer:
     self.actors.mark_restart(role.index)
 
   def _make_workers(self) -> None:
-    """Learner threads feeding the cluster, the actor service, the evaluator."""
-    unroll_queue = queue_lib.Queue(maxsize=2 * len(self.cluster.workers))
+    """The actor service, the evaluator and the learner threads feeding the cluster."""
     self.workers, self.eval_envs = builders.make_workers(
-        self.config, self.run_setup, [], self.mirror.network, self.scheduler,
-        self.progress, self.recorder, int(self.state.next_eval.numpy()),
-        self.num_learner_threads, unroll_queue, remote_actors=[self.actors])
-    self.actors.start(unroll_queue)
+        self.config, self.run_setup, [], self.mirror.network, None,
+        self.progress, self.recorder, int(self.state.next_eval.numpy()), 0,
+        remote_actors=[self.actors], before_evaluation=self.mirror.refresh)
+    self.workers += [
+        steps_lib.StepThread(self.scheduler, self.tickets, self.progress,
+                             lambda: self.actors.done)
+        for _ in range(self.num_learner_threads)]
+    self.actors.start()
 
   @property
   def num_learner_threads(self) -> int:
@@ -113,22 +119,12 @@ class ClusterTrainer:
   # -- running ------------------------------------------------------------------
 
   def start(self) -> None:
-    """Starts the actor-service, learner, evaluator and policy-refresh threads."""
+    """Starts the actor-service, learner and evaluator threads."""
     self.threads = [threading.Thread(target=w.run, args=(self.stop_event,), daemon=True,
                                      name=f'{type(w).__name__}-{i}')
                     for i, w in enumerate(self.workers)]
     for th in self.threads:
       th.start()
-    self._mirror_thread = threading.Thread(
-        target=self._refresh_loop, daemon=True, name='PolicyMirror')
-    self._mirror_thread.start()
-
-  def _refresh_loop(self) -> None:
-    try:
-      self.mirror.run(self.stop_event, lambda: self.progress.updates)
-    except Exception as e:  # pylint: disable=broad-except
-      self._mirror_error = e
-      self.stop_event.set()
 
   def train(self) -> dict:
     """Trains to the budget (or ``--max_seconds``, or Ctrl-C); returns the summary.
@@ -196,11 +192,9 @@ class ClusterTrainer:
       ClusterFailure: a ps task was lost (nothing can be saved then).
     """
     self.stop_event.set()
-    for th in self.threads + [self._mirror_thread]:
-      if th is not None:
-        th.join(timeout=JOIN_TIMEOUT_SECS)
+    for th in self.threads:
+      th.join(timeout=JOIN_TIMEOUT_SECS)
     failures = [w.error for w in self.workers if w.error is not None]
-    failures.append(self._mirror_error)
     try:
       self.scheduler.join()
     except Exception as e:  # pylint: disable=broad-except

@@ -1,0 +1,423 @@
+"""Gradient steps on the workers, each on an unroll its own host acted.
+
+The actor hosts keep their unrolls on their own servers (``host_queue``) and
+tell the chief only that one is there (``actor_service``), which files it in
+``Tickets``. The chief's ``StepThread``s claim a ticket and schedule one step
+through the ``ClusterCoordinator`` (``StepScheduler``). The step runs on
+whichever worker the coordinator picks: it takes the oldest unroll of that
+shape from that worker's own queue, computes ``Learner.gradients`` (eqs.
+(9)-(10), each remote variable read once) and applies them with the one shared
+RMSProp on the ps tasks (``Learner.apply``), then leaves the parameters it read
+in the worker's policy queue for its actors if they took the last copy. It
+returns a small vector: what happened, the policy lag, the metrics and the
+worker's index. A step that finds its worker's queue empty (the ticket's
+unroll is on another host) changes nothing; the ticket is claimed again.
+
+So the chief handles per step a schedule, a few dozen numbers and a report;
+neither the unroll nor the parameters pass through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+# No public API caches reads of parameter-server variables within a step.
+from tensorflow.python.distribute import distribute_utils  # pylint: disable=g-direct-tensorflow-import
+
+from distral_tf.agents import actor as actor_lib
+from distral_tf.agents import cpu_use
+from distral_tf.agents import learner as learner_lib
+from distral_tf.distributed import host_queue
+from distral_tf.distributed import remote
+
+# What a step did, the first number it returns.
+EMPTY, TRAINED, DROPPED = 0, 1, 2
+# After a step found its worker's queue empty: wait this long before the next try.
+EMPTY_RETRY_SECS = 0.005
+# A host whose unrolls no step has found for this long, and which has not
+# reported since, is taken for dead (``Tickets.silent_hosts``): the server of a
+# worker that is gone for good, whom nobody restarts, takes no steps.
+SILENT_HOST_SECS = 30.0
+# How long a step's result is awaited after its worker was lost (as TensorFlow's
+# coordinator waits for a worker to come back), and how often it is retried.
+WORKER_RECOVERY_SECS = 3600.0
+FETCH_RETRY_SECS = 0.5
+
+Key = tuple[int, ...]
+
+
+class StepResult(NamedTuple):
+  """What one scheduled step did (``EMPTY``, ``TRAINED``, ``DROPPED``), where,
+  and which unroll it took (its host's incarnation and its number there)."""
+  status: int
+  worker: int
+  lag: int
+  metrics: dict[str, float]
+  incarnation: int = -1
+  number: int = 0
+
+
+def _worker_lost(e: BaseException) -> bool:
+  """Whether ``e`` is a worker (not a ps) that disappeared or restarted."""
+  text = str(e)
+  if '/job:worker' not in text or '/job:ps' in text:
+    return False
+  if isinstance(e, (tf.errors.UnavailableError, tf.errors.AbortedError)):
+    return True
+  return isinstance(e, tf.errors.InvalidArgumentError) and (
+      'remote_handle' in text or 'context_id' in text)
+
+
+def _worker_ids(coordinator, num_workers: int):
+  """Each worker's own index, as a per-worker value rebuilt when it restarts.
+
+  The coordinator has no public way to give a worker its index, so each
+  worker's value is created through the coordinator's per-worker resources
+  (which it recreates after a restart).
+  """
+  workers = coordinator._cluster.workers  # pylint: disable=protected-access
+  assert len(workers) == num_workers
+  values = []
+  for i, worker in enumerate(workers):
+    fn = tf.function(functools.partial(tf.constant, i, tf.int32))
+    values.append(worker.create_resource(fn))
+  return tf.distribute.experimental.coordinator.PerWorkerValues(tuple(values))
+
+
+class StepScheduler:
+  """Schedules a step on an unroll of a given shape, taken on its worker.
+
+  ``paused()`` holds new steps back and waits for those in flight, so that a
+  checkpoint taken inside it is consistent: the variables on the ps tasks then
+  reflect exactly the ``trained_steps`` counted here.
+  """
+
+  def __init__(self, learner: learner_lib.Learner, strategy, coordinator,
+               num_workers: int, num_tasks: int, run_id: str, structure,
+               unroll_length: int, max_policy_lag: int = 0):
+    self._learner = learner
+    self._strategy = strategy
+    self._coordinator = coordinator
+    self._run_id = run_id
+    self._structure = structure  # actor_rpc.unroll_structure: leaves of an element
+    self._unroll_length = unroll_length
+    self._max_policy_lag = max_policy_lag
+    self._worker_ids = _worker_ids(coordinator, num_workers)
+    self._policy_variables = remote.variables_in_order(learner.network)
+    self._policy_spec = host_queue.policy_spec(self._policy_variables)
+    # Task sizes -> (step function, names of the metrics it returns packed).
+    self._steps: dict[Key, tuple[Callable, list[str]]] = {}
+    self._lock = threading.Lock()
+    self._trace_lock = threading.Lock()
+    self._cached_variables = [v for v in learner.network.variables
+                              if hasattr(v, '_cache')]
+    self._gate = threading.Condition()
+    self._paused = False
+    self._in_flight = 0
+    self.steps_per_worker = np.zeros(num_workers, np.int64)
+    self.empty_steps = 0
+    self.policy_offers = 0
+    self._steps_at_restart = np.zeros(num_workers, np.int64)
+    # Agent steps (time steps x batch) of the completed gradient steps, per task.
+    self.trained_steps = np.zeros(num_tasks, np.int64)
+
+  def _step_fn(self, key: Key, spec: host_queue.ElementSpec
+               ) -> tuple[Callable, list[str]]:
+    """The scheduled step of unrolls of shape ``key`` and its metrics' names.
+
+    It returns one float64 vector ``[status, lag, offered, incarnation, number,
+    *metrics, worker]``: the coordinator copies every output tensor of a step
+    to the chief separately, so one tensor costs one copy instead of one per
+    metric (float64 keeps the unroll numbers exact).
+    """
+    with self._lock:
+      if key not in self._steps:
+        self._steps[key] = self._build_step(key, spec)
+      return self._steps[key]
+
+  def _build_step(self, key: Key, spec: host_queue.ElementSpec
+                  ) -> tuple[Callable, list[str]]:
+    learner, names = self._learner, []
+
+    def pack(status, lag, offered, header, metrics):
+      return tf.stack([tf.cast(x, tf.float64)
+                       for x in [status, lag, offered, *header, *metrics]])
+
+    def train(batch, version, lag, header):
+      with self._read_once():
+        grads, variables, metrics = learner.gradients(key, batch)
+        policy = [tf.convert_to_tensor(v) for v in self._policy_variables]
+      offered = host_queue.offer(
+          host_queue.policy_queue(self._run_id, self._policy_spec), [version] + policy)
+      metrics = learner.apply(grads, variables, batch, metrics)
+      names[:] = sorted(metrics)
+      return pack(TRAINED, lag, offered, header, [metrics[k] for k in names])
+
+    def skip(status, lag, header=(-1, 0)):  # Traced after ``train`` (tf.cond: true_fn first).
+      return pack(status, lag, False, header, [0.0] * len(names))
+
+    def take(handle):
+      # In the cross-replica context: ``apply_gradients`` (a merge call) may not
+      # sit inside a tf.cond within ``strategy.run``, but ``strategy.run`` may
+      # sit inside one.
+      incarnation, number, before, *flat = host_queue.dequeue(handle, spec)
+      header = (incarnation, number)
+      batch = tf.nest.pack_sequence_as(self._structure, flat)
+      version = tf.convert_to_tensor(learner.optimizer.iterations)
+      lag = version - before
+      run = lambda: self._strategy.run(train, args=(batch, version, lag, header))
+      if not self._max_policy_lag:
+        return run()
+      return tf.cond(lag <= self._max_policy_lag, run,
+                     lambda: skip(DROPPED, lag, header))
+
+    @functools.partial(tf.function, autograph=False)
+    def step(worker_id):
+      handle = host_queue.unroll_queue(self._run_id, key, spec)
+      packed = tf.cond(host_queue.size(handle) > 0, lambda: take(handle),
+                       lambda: skip(EMPTY, 0))
+      return tf.concat([packed, [tf.cast(worker_id, tf.float64)]], 0)
+
+    return step, names
+
+  @contextlib.contextmanager
+  def _read_once(self):
+    """While tracing: each variable is read from its ps once per step.
+
+    The LSTM reads its weights at every time step; without this, each read
+    would fetch them from the ps again. Reads are cached by the strategy's
+    variables inside ``cache_variable_reads``; its bookkeeping assumes one
+    tracing thread, so traces are serialised here and every cache starts
+    empty. The update that follows reads the variables afresh.
+    """
+    with self._trace_lock:
+      for v in self._cached_variables:
+        v._cache = None  # pylint: disable=protected-access
+      with distribute_utils.cache_variable_reads():
+        yield
+
+  def train_step(self, key: Key, spec: host_queue.ElementSpec) -> StepResult:
+    """Schedules a step on an unroll of shape ``key``, waits, returns what it did."""
+    with self._gate:
+      while self._paused:
+        self._gate.wait()
+      self._in_flight += 1
+    try:
+      step, names = self._step_fn(key, spec)
+      remote_value = self._coordinator.schedule(step, args=(self._worker_ids,))
+      values = np.asarray(self._fetch(remote_value)).tolist()
+      status, lag, offered, incarnation, number = (int(v) for v in values[:5])
+      worker = int(values[-1])
+      with self._lock:
+        if status == EMPTY:
+          self.empty_steps += 1
+        else:
+          self.steps_per_worker[worker] += 1
+        if status == TRAINED:
+          self.trained_steps += np.asarray(key) * self._unroll_length
+          self.policy_offers += int(offered)
+      return StepResult(status, worker, lag, dict(zip(names, values[5:-1])),
+                        incarnation, number)
+    finally:
+      with self._gate:
+        self._in_flight -= 1
+        self._gate.notify_all()
+
+  def _fetch(self, remote_value) -> np.ndarray:
+    """``remote_value.fetch()``, waiting out a worker lost while returning it.
+
+    A worker can die after it ran a step but before the result reached the
+    chief. The coordinator then runs the step again on another worker, but a
+    ``fetch`` already under way fails; it is retried until the rerun is done.
+    A step that fails for good surfaces through ``coordinator.done()``.
+    """
+    deadline = time.monotonic() + WORKER_RECOVERY_SECS
+    while True:
+      try:
+        return remote_value.fetch()
+      except tf.errors.OpError as e:
+        if not _worker_lost(e) or time.monotonic() > deadline:
+          raise
+        logging.info('A worker was lost while returning a step; waiting for its '
+                     'rerun (%s).', remote.first_line(e))
+      self._coordinator.done()
+      time.sleep(FETCH_RETRY_SECS)
+
+  @contextlib.contextmanager
+  def paused(self):
+    """No step runs inside: new ones wait, those in flight are finished first."""
+    with self._gate:
+      self._paused = True
+      while self._in_flight:
+        self._gate.wait()
+    try:
+      yield
+    finally:
+      with self._gate:
+        self._paused = False
+        self._gate.notify_all()
+
+  def mark_restart(self, worker: int) -> None:
+    """Notes that ``worker`` restarted (``steps_since_restart`` counts from here)."""
+    with self._lock:
+      self._steps_at_restart[worker] = self.steps_per_worker[worker]
+
+  def worker_stats(self) -> dict[str, Any]:
+    with self._lock:
+      return dict(steps=self.steps_per_worker.tolist(),
+                  steps_since_restart=(self.steps_per_worker -
+                                       self._steps_at_restart).tolist(),
+                  empty_steps=self.empty_steps, policy_offers=self.policy_offers)
+
+  def join(self) -> None:
+    """Waits until every scheduled step has run."""
+    self._coordinator.join()
+
+
+class Tickets:
+  """Unrolls the hosts hold that no step has taken yet, by shape and host.
+
+  Each host numbers its unrolls of a shape 1, 2, ... (afresh in every new
+  process, its incarnation) and puts them into its queue in that order, so
+  what it holds is the highest number it reported (``add``) minus the highest
+  a step took there (``taken``): two running maxima, right whatever the order
+  in which reports and step results arrive, and whatever a step rerun after a
+  lost worker took.
+  """
+
+  def __init__(self, num_hosts: int):
+    self._num_hosts = num_hosts
+    self._cond = threading.Condition()
+    self._reported: dict[Key, np.ndarray] = {}  # key -> per host
+    self._taken: dict[Key, np.ndarray] = {}
+    self._claimed: dict[Key, int] = {}
+    self._specs: dict[Key, host_queue.ElementSpec] = {}
+    self._incarnations: list[int | None] = [None] * num_hosts
+    self._heard = np.full(num_hosts, time.monotonic())  # Last report or take.
+
+  def set_incarnation(self, host: int, incarnation: int | None) -> None:
+    """The process now acting on ``host`` (steps on older ones are not counted)."""
+    with self._cond:
+      self._incarnations[host] = incarnation
+
+  def add(self, host: int, key: Key, spec: host_queue.ElementSpec, number: int) -> None:
+    with self._cond:
+      if key not in self._reported:
+        self._reported[key] = np.zeros(self._num_hosts, np.int64)
+        self._taken[key] = np.zeros(self._num_hosts, np.int64)
+        self._claimed[key] = 0
+        self._specs[key] = spec
+      self._reported[key][host] = max(self._reported[key][host], number)
+      self._heard[host] = time.monotonic()
+      self._cond.notify()
+
+  def _waiting(self, key: Key) -> np.ndarray:
+    return np.maximum(self._reported[key] - self._taken[key], 0)
+
+  def _free(self, key: Key) -> int:
+    return int(self._waiting(key).sum()) - self._claimed[key]
+
+  def claim(self, timeout: float) -> tuple[Key, host_queue.ElementSpec] | None:
+    """A shape with an unroll that no step is after yet (claimed), or None."""
+    deadline = time.monotonic() + timeout
+    with self._cond:
+      while True:
+        free = [k for k in self._reported if self._free(k) > 0]
+        if free:
+          key = max(free, key=self._free)
+          self._claimed[key] += 1
+          return key, self._specs[key]
+        left = deadline - time.monotonic()
+        if left <= 0:
+          return None
+        self._cond.wait(left)
+
+  def release(self, key: Key) -> None:
+    """The claim found nothing on its worker: the unroll is elsewhere."""
+    with self._cond:
+      self._claimed[key] -= 1
+      self._cond.notify()
+
+  def taken(self, key: Key, host: int, incarnation: int, number: int) -> None:
+    """A step took unroll ``number`` of ``key`` from ``host``'s process ``incarnation``."""
+    with self._cond:
+      self._claimed[key] -= 1
+      if incarnation == self._incarnations[host]:
+        self._taken[key][host] = max(self._taken[key][host], number)
+        self._heard[host] = time.monotonic()
+      self._cond.notify()
+
+  def drop_host(self, host: int) -> dict[Key, int]:
+    """``host``'s process is gone with what it held. Returns the counts lost."""
+    with self._cond:
+      lost = {k: int(self._waiting(k)[host]) for k in self._reported}
+      for k in self._reported:
+        self._reported[k][host] = self._taken[k][host] = 0
+      return {k: n for k, n in lost.items() if n}
+
+  def silent_hosts(self, secs: float | None = None) -> list[int]:
+    """Hosts holding unrolls that neither reported nor had one taken for
+    ``secs`` (default ``SILENT_HOST_SECS``)."""
+    secs = SILENT_HOST_SECS if secs is None else secs
+    with self._cond:
+      if not self._reported:
+        return []
+      waiting = sum(self._waiting(k) for k in self._reported)
+      silent = time.monotonic() - self._heard > secs
+      return [int(h) for h in np.flatnonzero((waiting > 0) & silent)]
+
+  def pending(self) -> int:
+    with self._cond:
+      return int(sum(self._waiting(k).sum() for k in self._reported))
+
+class StepThread:
+  """One of the chief's learner threads: keeps one gradient step in flight.
+
+  Runs until the hosts have stopped (``hosts_done()``) and every ticket was
+  taken (or dropped with a host that went silent, ``actor_service``).
+  """
+
+  def __init__(self, scheduler: StepScheduler, tickets: Tickets,
+               progress: actor_lib.Progress, hosts_done: Callable[[], bool]):
+    self._scheduler = scheduler
+    self._tickets = tickets
+    self._progress = progress
+    self._hosts_done = hosts_done
+    self.error: BaseException | None = None
+    self.clock = cpu_use.ThreadClock()
+
+  def run(self, stop: threading.Event) -> None:
+    clock = self.clock
+    clock.start()
+    try:
+      while not stop.is_set():
+        claim = self._tickets.claim(timeout=0.1)
+        clock.mark('other')
+        if claim is None:
+          if self._hosts_done() and self._tickets.pending() <= 0:
+            return
+          continue
+        key, spec = claim
+        result = self._scheduler.train_step(key, spec)
+        clock.mark('learning')
+        if result.status == EMPTY:
+          self._tickets.release(key)
+          time.sleep(EMPTY_RETRY_SECS)
+          continue
+        self._tickets.taken(key, result.worker, result.incarnation, result.number)
+        if result.status == DROPPED:
+          with self._progress.lock:
+            self._progress.dropped_unrolls += 1
+          continue
+        learner_lib.check_finite(result.metrics, self._progress.updates + 1)
+        self._progress.add_update(key, result.lag, result.metrics)
+    except BaseException as e:  # pylint: disable=broad-except
+      self.error = e
+      stop.set()
