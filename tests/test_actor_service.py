@@ -98,8 +98,8 @@ def test_reports_are_counted_per_host_and_filed_as_tickets(service):
   assert progress.frames.tolist() == [0, 2 * 2 * T]
   assert svc.frames_per_host.tolist() == [2 * T, 2 * T]
   assert tickets.pending() == 2
-  key, got = tickets.claim(timeout=1.0)
-  assert key == (0, 2) and got == host_queue.ElementSpec.from_json(spec)
+  key, got, n = tickets.claim(timeout=1.0, most=3)
+  assert key == (0, 2) and got == host_queue.ElementSpec.from_json(spec) and n == 2
   assert got.shapes[host_queue.HEADER] == (T + 1, 2, OBS) and got.dtypes[0] == 'int64'
   writer.flush()
   rows = results.read_episodes(writer.path)
@@ -132,31 +132,37 @@ def test_a_restarted_host_loses_its_tickets_and_their_frames(service):
 def test_tickets_are_claimed_released_and_taken():
   tickets = steps.Tickets(2)
   spec = host_queue.ElementSpec(('int64',), ((),))
+  key = (1, 0)
   tickets.set_incarnation(0, 40)
   tickets.set_incarnation(1, 41)
   assert tickets.claim(timeout=0.01) is None
-  tickets.add(1, (1, 0), spec, 1)
-  assert tickets.claim(timeout=0.01) == ((1, 0), spec)
+  tickets.add(1, key, spec, 1)
+  assert tickets.claim(timeout=0.01, most=4) == (key, spec, 1)
   assert tickets.claim(timeout=0.01) is None  # The only one is claimed.
-  tickets.release((1, 0))  # Its step found nothing on its worker.
-  assert tickets.claim(timeout=0.01) == ((1, 0), spec)
-  tickets.taken((1, 0), 1, 41, 1)
+  tickets.release(key)  # Its call found nothing on its worker.
+  assert tickets.claim(timeout=0.01) == (key, spec, 1)
+  tickets.taken(key, 1, 41, 1)
+  tickets.release(key)
   assert tickets.pending() == 0
-  # Host 1 reports its unroll 2; the step claimed for it lands on host 0 and
+  # Host 1 reports its unroll 2; the call claimed for it lands on host 0 and
   # takes host 0's unroll 2, before host 0's reports of 1 and 2 arrive. Counted
   # from the maxima, host 0 then holds nothing and host 1 one unroll.
-  tickets.add(1, (1, 0), spec, 2)
-  assert tickets.claim(timeout=0.01) == ((1, 0), spec)
-  tickets.taken((1, 0), 0, 40, 2)
-  tickets.add(0, (1, 0), spec, 1)
-  tickets.add(0, (1, 0), spec, 2)
+  tickets.add(1, key, spec, 2)
+  assert tickets.claim(timeout=0.01) == (key, spec, 1)
+  tickets.taken(key, 0, 40, 2)
+  tickets.release(key)
+  tickets.add(0, key, spec, 1)
+  tickets.add(0, key, spec, 2)
   assert tickets.pending() == 1
-  assert tickets.claim(timeout=0.01) == ((1, 0), spec)
-  tickets.taken((1, 0), 1, 39, 2)  # A step on a process that is gone: not counted.
+  assert tickets.claim(timeout=0.01, most=2) == (key, spec, 1)
+  tickets.taken(key, 1, 39, 2)  # A step on a process that is gone: not counted.
+  tickets.release(key)
   assert tickets.pending() == 1
-  assert tickets.drop_host(1) == {(1, 0): 1} and tickets.pending() == 0
-  tickets.add(0, (1, 0), spec, 5)
+  assert tickets.drop_host(1) == {key: 1} and tickets.pending() == 0
+  tickets.add(0, key, spec, 5)
   assert tickets.pending() == 3
+  assert tickets.claim(timeout=0.01, most=2) == (key, spec, 2)
+  assert tickets.claim(timeout=0.01, most=2) == (key, spec, 1)
 
 
 def test_budget_stops_the_hosts_once_its_unrolls_are_taken(service):
@@ -173,9 +179,10 @@ def test_budget_stops_the_hosts_once_its_unrolls_are_taken(service):
   runner = threading.Thread(target=svc.run, args=(stop,))
   runner.start()
   for number in (1, 2, 3):
-    key, _ = tickets.claim(timeout=1.0)
+    key, _, n = tickets.claim(timeout=1.0)
     assert not svc.done
     tickets.taken(key, 0, 1, number)
+    tickets.release(key, n)
   runner.join(timeout=10)
   assert svc.done
   assert client.report(1, 2, 2, (2, 2), none, spec) == (False, True)

@@ -44,6 +44,7 @@ try:
   copy = network()
   pull = remote.PolicyMirror(on_ps.network, copy, on_ps.optimizer.iterations)
   run_id = 'test'
+  K = steps.UNROLLS_PER_CALL
   scheduler = steps.StepScheduler(on_ps, strategy, coordinator, 1, TASKS, run_id,
                                   actor_rpc.unroll_structure(copy), T)
   variables = remote.variables_in_order(copy)
@@ -66,10 +67,11 @@ try:
     element = host_queue.unroll_element(7, len(lags) + 1, 0, batch)
     spec = host_queue.ElementSpec.of(element)
     empty_first = scheduler.train_step(sizes, spec)  # Its queue is still empty.
-    assert empty_first.status == steps.EMPTY, empty_first
+    assert [r.status for r in empty_first] == [steps.EMPTY] * K, empty_first
     assert queues.put(sizes, element, timeout=10.0)
-    result = scheduler.train_step(sizes, spec)
+    result, *rest = scheduler.train_step(sizes, spec)  # One unroll: one step.
     assert result.status == steps.TRAINED, result
+    assert [r.status for r in rest] == [steps.EMPTY] * (K - 1), rest
     lags.append(result.lag)
     numbers.append((result.incarnation, result.number))
     policy = queues.take_policy(timeout=10.0)
@@ -89,7 +91,7 @@ try:
                   int(local.optimizer.iterations.numpy())],
       steps_done=[int(on_ps.steps_done.numpy()), int(local.steps_done.numpy())],
       split=split, stats=scheduler.worker_stats(),       lags=lags, numbers=numbers, offered=offered, version=pull.version,
-      trained_steps=scheduler.trained_steps.tolist())))
+      trained_steps=scheduler.trained_steps.tolist(), K=K)))
   queues.close()  # Its session would keep the process from exiting.
 finally:
   launcher.stop()
@@ -110,7 +112,8 @@ def test_cluster_step_matches_local_step(tmp_path):
   assert out['iterations'] == [3, 3]
   assert out['steps_done'] == [3 * 6 * 3] * 2
   assert out['split'], 'no variable was split over the two ps tasks'
-  assert out['stats']['steps'] == [3] and out['stats']['empty_steps'] == 3
+  assert out['stats']['steps'] == [3] and out['stats']['calls'] == 6
+  assert out['stats']['empty_steps'] == 3 * out['K'] + 3 * (out['K'] - 1)
   assert out['stats']['policy_offers'] == 3
   # Unrolls acted with policy 0, trained after 0, 1 and 2 updates.
   assert out['lags'] == [0, 1, 2]

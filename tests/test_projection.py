@@ -3,6 +3,8 @@
 import dataclasses
 import math
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -112,15 +114,18 @@ def test_bench_costs_group_processes_and_ports_by_role():
                40: (10, 3.0), 41: (40, 1.0)}
   end_cpu = {10: (1, 7.0), 11: (10, 9.0), 20: (10, 3.0), 30: (10, 5.0), 31: (30, 3.0),
              40: (10, 6.0), 41: (40, 2.0), 42: (40, 1.0)}
-  ports = {100: 0, 101: 0, 102: 0, 103: 0, 104: 0}
-  moved = {100: 0, 101: 3000, 102: 5000, 103: 1000, 104: 1000}
+  # Bytes by the roles at the two ends of the connections (bench.socket_bytes).
+  ports = {('chief', 'worker'): 100, ('ps', 'worker'): 0, ('chief', 'ps'): 0,
+           bench.WITHIN_A_HOST: 0}
+  moved = {('chief', 'worker'): 3100, ('ps', 'worker'): 5000, ('chief', 'ps'): 1000,
+           bench.WITHIN_A_HOST: 9000}
   start = _sample(0, 0, 0, start_cpu, ports, servers, 10, when=100.0,
                   threads=dict(MainThread=1.0, PolicyMirror=0.5, **{'Evaluator-3': 0.0,
                                                                    'LearnerThread-0': 1.0}))
   end = _sample(1000, 10, 2, end_cpu, moved, servers, 10, when=104.0, unrolls=8,
                 threads=dict(MainThread=1.2, PolicyMirror=0.9, **{'Evaluator-3': 0.2,
                                                                  'LearnerThread-0': 1.5}))
-  costs = bench.measured_costs(start, end, cluster, policy_bytes=500)
+  costs = bench.measured_costs(start, end, cluster)
   assert costs.env_seconds_per_frame == pytest.approx((2.0 + 1.0 + 1.0) / 1000)
   assert costs.host_seconds_per_frame == pytest.approx((2.0 + 3.0) / 1000)
   # The chief's 2 s (not its environment 11's): 0.4 s at a fixed rate (main
@@ -129,9 +134,10 @@ def test_bench_costs_group_processes_and_ports_by_role():
   assert costs.chief_seconds_per_refresh == pytest.approx(0.4 / 2)
   assert costs.chief_seconds_per_update == pytest.approx(1.2 / 10)
   assert costs.ps_seconds_per_update == pytest.approx(1.0 / 10)
-  # Actor service (101) + workers' ports + two policy refreshes from the ps.
-  assert costs.chief_bytes_per_update == pytest.approx((3000 + 2000 + 1000) / 10)
-  assert costs.ps_bytes_per_update == pytest.approx(5000 / 10)
+  # Every connection with the chief at one end (reports, steps, its policy
+  # copies from the ps); with a ps at one end; nothing within a host.
+  assert costs.chief_bytes_per_update == pytest.approx((3000 + 1000) / 10)
+  assert costs.ps_bytes_per_update == pytest.approx((5000 + 1000) / 10)
   # Frames per unroll taken (8 in the window), not per step finished (10).
   assert costs.frames_per_update == pytest.approx(1000 / 8)
 
@@ -140,10 +146,10 @@ def test_bench_costs_need_environment_processes():
   cluster = topology.ClusterDef('localhost:100', ('localhost:102',), ('localhost:103',))
   servers = [dict(job='ps', index=0, pid=20), dict(job='worker', index=0, pid=30)]
   cpu = {10: (1, 1.0), 20: (10, 1.0), 30: (10, 1.0)}
-  ports = dict.fromkeys((100, 101, 102, 103), 0)
-  start = _sample(0, 0, 0, cpu, ports, servers, 10)
-  end = _sample(100, 1, 0, cpu, ports, servers, 10)
-  assert bench.measured_costs(start, end, cluster, policy_bytes=1) is None
+  moved = {('chief', 'worker'): 0}
+  start = _sample(0, 0, 0, cpu, moved, servers, 10)
+  end = _sample(100, 1, 0, cpu, moved, servers, 10)
+  assert bench.measured_costs(start, end, cluster) is None
 
 
 def test_thread_cpu_names_this_process_threads_and_counts_their_work():
@@ -163,3 +169,35 @@ def test_thread_cpu_names_this_process_threads_and_counts_their_work():
   th.join()
   assert 0.25 <= done[0]['Spinner'] < 2.0
   assert 'MainThread' in done[0]
+
+
+def test_socket_bytes_tell_roles_and_a_process_talking_to_itself():
+  if shutil.which('ss') is None:
+    pytest.skip('needs ss')
+  server = socket.create_server(('127.0.0.1', 0))
+  port = server.getsockname()[1]
+  own = socket.create_connection(('127.0.0.1', port))
+  own_peer, _ = server.accept()
+  child = subprocess.Popen(
+      [sys.executable, '-c', 'import socket, sys, time\n'
+       f's = socket.create_connection(("127.0.0.1", {port})); s.sendall(b"x" * 3000)\n'
+       'sys.stdout.write("sent\\n"); sys.stdout.flush(); time.sleep(30)'],
+      stdout=subprocess.PIPE, text=True)
+  try:
+    other_peer, _ = server.accept()
+    assert child.stdout.readline() == 'sent\n'
+    own.sendall(b'y' * 1000)
+    assert len(own_peer.recv(4096)) > 0
+    received = 0
+    while received < 3000:
+      received += len(other_peer.recv(4096))
+    moved = bench.socket_bytes({port}, {os.getpid(): 'chief', child.pid: 'worker'})
+    assert moved[bench.WITHIN_A_HOST] >= 1000
+    assert moved[('chief', 'worker')] >= 3000
+    assert bench.moved_bytes({}, moved) == moved[('chief', 'worker')]
+    assert bench.moved_bytes({}, moved, 'ps') == 0
+  finally:
+    child.kill()
+    child.wait()
+    for s in (server, own, own_peer):
+      s.close()

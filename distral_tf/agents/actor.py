@@ -323,6 +323,7 @@ class LearnerThread:
   An unroll whose policy lag (updates since its first action) exceeds
   ``max_policy_lag`` is dropped, counted in ``Progress.dropped_unrolls``.
   """
+  learns = True  # Its CPU is the run's learning (``run_loop``'s accounting).
 
   def __init__(self, learner, unroll_queue: queue_lib.Queue, progress: Progress,
                actors_done: Callable[[], bool], max_policy_lag: int = 0):

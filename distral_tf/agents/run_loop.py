@@ -114,7 +114,7 @@ def _accounting(workers: Sequence) -> cpu_use.Accounting:
   evaluator = [w for w in workers if isinstance(w, evaluator_lib.Evaluator)]
   return cpu_use.Accounting(
       [a.clock for a in actors],
-      [w.clock for w in workers if isinstance(w, actor_lib.LearnerThread)],
+      [w.clock for w in workers if getattr(w, 'learns', False)],
       [env for a in actors for env in a.environments],
       evaluator[0].environments if evaluator else [],
       evaluator[0].clock if evaluator else None, threading.get_native_id())

@@ -84,14 +84,19 @@ FIXED_RATE_THREADS = ('MainThread', 'Evaluator', 'LocalClusterSupervisor',
                       'WorkerPreemptionHandler')
 
 
-def socket_bytes(ports: set[int]) -> dict[int, int] | None:
-  """Port -> bytes acknowledged plus received on the server side of its connections.
+WITHIN_A_HOST = ('host', 'within')
+
+
+def socket_bytes(ports: set[int], roles: dict[int, str]) -> dict[tuple[str, str], int] | None:
+  """Bytes acknowledged plus received on the server side of the cluster's
+  connections (a server port in ``ports``), by the roles of their two ends.
 
   Every connection of the cluster has one end on a server port, so each byte
-  is counted once. A connection whose two ends are the same process (a worker
-  host's own session to its own server, ``host_queue``: within a host on a
-  real cluster) is counted under port 0, not its server's port. None if
-  ``ss`` is unavailable.
+  is counted once. ``roles``: process id -> role ('chief', 'ps', 'worker');
+  the key is the two ends' roles, sorted ('other' for a process not named).
+  A connection whose two ends are the same process (a worker host's own
+  client of its own server) counts under ``WITHIN_A_HOST``. None if ``ss`` is
+  unavailable.
   """
   try:
     out = subprocess.run(['ss', '-tinpH', 'state', 'established'], check=True,
@@ -112,13 +117,27 @@ def socket_bytes(ports: set[int]) -> dict[int, int] | None:
     elif current is not None:
       current[3] += sum(int(n) for _, n in _BYTES.findall(line))
   pid_of_port = {r[0]: r[2] for r in records}
-  totals = dict.fromkeys(ports, 0)
-  totals[0] = 0
+  totals: dict[tuple[str, str], int] = {}
   for local, peer, pid, moved in records:
     if local in ports:
-      same = pid is not None and pid_of_port.get(peer) == pid
-      totals[0 if same else local] += moved
+      client = pid_of_port.get(peer)
+      if pid is not None and client == pid:
+        key = WITHIN_A_HOST
+      else:
+        key = tuple(sorted((roles.get(pid, 'other'), roles.get(client, 'other'))))
+      totals[key] = totals.get(key, 0) + moved
   return totals
+
+
+def moved_bytes(start: dict, end: dict, involving: str | None = None) -> int:
+  """Bytes moved between two ``socket_bytes`` readings: between processes, or
+  (``involving``) on the connections with that role at one end, or within a
+  host (``involving=WITHIN_A_HOST``)."""
+  def take(key) -> bool:
+    if involving == WITHIN_A_HOST:
+      return key == WITHIN_A_HOST
+    return key != WITHIN_A_HOST and (involving is None or involving in key)
+  return sum(n - start.get(k, 0) for k, n in end.items() if take(k))
 
 
 def _trainer_argv() -> list[str]:
@@ -129,7 +148,7 @@ def _trainer_argv() -> list[str]:
 class _Sample:
   """One reading: ``cluster.json`` as just written, socket and CPU counters."""
 
-  def __init__(self, data: dict, ports: set[int]):
+  def __init__(self, data: dict, ports: set[int], roles: dict[int, str]):
     self.data = data
     self.time = data['time']
     self.frames = data['frames']
@@ -139,11 +158,12 @@ class _Sample:
     self.unrolls = sum(data['stats'].get('unrolls_per_host', []))
     self.params_served = data['stats'].get('params_served', 0)
     self.report_bytes = data['stats'].get('report_bytes', 0)
-    self.bytes = socket_bytes(ports)
+    self.bytes = socket_bytes(ports, roles)
     self.cpu = projection.read_process_cpu()
 
 
-def _next_sample(path: str, after: float, ports: set[int], proc) -> _Sample:
+def _next_sample(path: str, after: float, ports: set[int], roles: dict[int, str],
+                 proc) -> _Sample:
   """Waits for ``cluster.json`` newer than ``after``; samples at once."""
   deadline = time.time() + START_TIMEOUT_SECS
   while time.time() < deadline:
@@ -152,7 +172,7 @@ def _next_sample(path: str, after: float, ports: set[int], proc) -> _Sample:
     try:
       if os.path.getmtime(path) > after:
         with open(path) as f:
-          return _Sample(json.load(f), ports)
+          return _Sample(json.load(f), ports, roles)
     except (OSError, ValueError, KeyError):
       pass
     time.sleep(0.02)
@@ -170,7 +190,7 @@ def measure(num_workers: int) -> dict:
     with open(os.path.join(logdir, 'bench.log'), 'wb') as log:
       proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
-      first = _next_sample(path, 0.0, set(), proc)
+      first = _next_sample(path, 0.0, set(), {}, proc)
       with open(path) as f:
         info = json.load(f)
       cluster = topology.ClusterDef(info['cluster']['chief'][0],
@@ -178,15 +198,17 @@ def measure(num_workers: int) -> dict:
                                     tuple(info['cluster']['worker']))
       ports = {topology.split_address(a)[1]
                for a in cluster.all_addresses() + [topology.actor_address(cluster)]}
+      roles = {s['pid']: s['job'] for s in info.get('servers', ())}
+      roles[info['chief_pid']] = 'chief'
       while first.steps < 2 * num_workers:
-        first = _next_sample(path, os.path.getmtime(path), ports, proc)
+        first = _next_sample(path, os.path.getmtime(path), ports, roles, proc)
       warm_until = time.time() + FLAGS.bench_warmup_seconds
       start = first
       while start.time < warm_until:
-        start = _next_sample(path, os.path.getmtime(path), ports, proc)
+        start = _next_sample(path, os.path.getmtime(path), ports, roles, proc)
       end = start
       while end.time < start.time + FLAGS.bench_seconds:
-        end = _next_sample(path, os.path.getmtime(path), ports, proc)
+        end = _next_sample(path, os.path.getmtime(path), ports, roles, proc)
     finally:
       if proc.poll() is None:
         proc.send_signal(signal.SIGINT)  # Stops the servers on its way out.
@@ -198,10 +220,10 @@ def measure(num_workers: int) -> dict:
   dt, ds = end.time - start.time, max(end.steps - start.steps, 1)
   measured = within_hosts = None
   if start.bytes is not None and end.bytes is not None:
-    measured = sum(end.bytes[p] - start.bytes[p] for p in ports) / ds
-    within_hosts = (end.bytes[0] - start.bytes[0]) / ds
+    measured = moved_bytes(start.bytes, end.bytes) / ds
+    within_hosts = moved_bytes(start.bytes, end.bytes, WITHIN_A_HOST) / ds
   return dict(workers=num_workers, ps=FLAGS.cluster_bench_ps,
-              costs=measured_costs(start, end, cluster, info['stats']['policy_bytes']),
+              costs=measured_costs(start, end, cluster),
               frames_per_second=(end.frames - start.frames) / dt,
               frames_per_host=[(b - a) / dt for a, b in zip(start.frames_per_host,
                                                            end.frames_per_host)],
@@ -215,8 +237,8 @@ def measure(num_workers: int) -> dict:
                   (end.report_bytes - start.report_bytes) / ds))
 
 
-def measured_costs(start: _Sample, end: _Sample, cluster: topology.ClusterDef,
-                   policy_bytes: int) -> projection.Costs | None:
+def measured_costs(start: _Sample, end: _Sample,
+                   cluster: topology.ClusterDef) -> projection.Costs | None:
   """The projection's inputs over the window from ``start`` to ``end``.
 
   None without ``/proc`` or ``ss``, or when the worker hosts ran no
@@ -242,10 +264,6 @@ def measured_costs(start: _Sample, end: _Sample, cluster: topology.ClusterDef,
       v for k, v in sample.data.get('thread_cpu', {}).items() if k.startswith(prefixes))
   used = lambda prefixes: threads(end, prefixes) - threads(start, prefixes)
   fixed, refresh = used(FIXED_RATE_THREADS), used(('PolicyMirror',))
-  moved = {p: end.bytes[p] - start.bytes[p] for p in end.bytes}
-  port = lambda address: topology.split_address(address)[1]
-  chief_ports = [port(cluster.chief), port(topology.actor_address(cluster))]
-  refreshed = (end.refreshes - start.refreshes) * policy_bytes
   return projection.Costs(
       env_seconds_per_frame=projection.cpu_used(start.cpu, end.cpu, envs) / frames,
       host_seconds_per_frame=projection.cpu_used(start.cpu, end.cpu, set(workers)) / frames,
@@ -253,11 +271,11 @@ def measured_costs(start: _Sample, end: _Sample, cluster: topology.ClusterDef,
       chief_seconds_per_refresh=refresh / max(end.refreshes - start.refreshes, 1),
       chief_seconds_per_update=(chief_cpu - fixed - refresh) / steps,
       ps_seconds_per_update=projection.cpu_used(start.cpu, end.cpu, ps_tree) / steps,
-      chief_bytes_per_update=(sum(moved[port(a)] for a in cluster.workers) +
-                              sum(moved[p] for p in chief_ports) + refreshed) / steps,
-      ps_bytes_per_update=sum(moved[port(a)] for a in cluster.ps) / steps,
-      # Both counted as unrolls arrive: a step lags its unroll, and a window
-      # of a few steps would otherwise count a few more or fewer of them.
+      # Every connection with the chief (or a ps) at one end, whichever started it.
+      chief_bytes_per_update=moved_bytes(start.bytes, end.bytes, 'chief') / steps,
+      ps_bytes_per_update=moved_bytes(start.bytes, end.bytes, 'ps') / steps,
+      # Both counted as unrolls are reported: a step lags its unroll, and a
+      # window of a few steps would otherwise count a few more or fewer of them.
       frames_per_update=frames / max(end.unrolls - start.unrolls, 1))
 
 

@@ -39,6 +39,11 @@ from distral_tf.distributed import remote
 
 # What a step did, the first number it returns.
 EMPTY, TRAINED, DROPPED = 0, 1, 2
+# Gradient steps one scheduled call may take, one after the other on its
+# worker, each on its own unroll from that worker's queue (as many as are
+# there, up to this): the chief's cost of a call (the coordinator's schedule
+# and fetch, about 10 ms of its CPU) is shared by them.
+UNROLLS_PER_CALL = host_queue.UNROLL_CAPACITY
 # After a step found its worker's queue empty: wait this long before the next try.
 EMPTY_RETRY_SECS = 0.005
 # A host whose unrolls no step has found for this long, and which has not
@@ -124,6 +129,7 @@ class StepScheduler:
     self.steps_per_worker = np.zeros(num_workers, np.int64)
     self.empty_steps = 0
     self.policy_offers = 0
+    self.calls = 0
     self._steps_at_restart = np.zeros(num_workers, np.int64)
     # Agent steps (time steps x batch) of the completed gradient steps, per task.
     self.trained_steps = np.zeros(num_tasks, np.int64)
@@ -180,10 +186,14 @@ class StepScheduler:
 
     @functools.partial(tf.function, autograph=False)
     def step(worker_id):
+      # Up to UNROLLS_PER_CALL steps, in order: the ops on the queue and on the
+      # variables run in program order (tf.function's automatic control
+      # dependencies), so each step reads the parameters the last one wrote.
       handle = host_queue.unroll_queue(self._run_id, key, spec)
-      packed = tf.cond(host_queue.size(handle) > 0, lambda: take(handle),
-                       lambda: skip(EMPTY, 0))
-      return tf.concat([packed, [tf.cast(worker_id, tf.float64)]], 0)
+      rows = [tf.cond(host_queue.size(handle) > 0, lambda: take(handle),
+                      lambda: skip(EMPTY, 0)) for _ in range(UNROLLS_PER_CALL)]
+      worker = tf.fill([UNROLLS_PER_CALL, 1], tf.cast(worker_id, tf.float64))
+      return tf.concat([tf.stack(rows), worker], 1)
 
     return step, names
 
@@ -203,8 +213,10 @@ class StepScheduler:
       with distribute_utils.cache_variable_reads():
         yield
 
-  def train_step(self, key: Key, spec: host_queue.ElementSpec) -> StepResult:
-    """Schedules a step on an unroll of shape ``key``, waits, returns what it did."""
+  def train_step(self, key: Key, spec: host_queue.ElementSpec) -> list[StepResult]:
+    """Schedules a call of up to ``UNROLLS_PER_CALL`` steps on unrolls of shape
+    ``key`` on a worker, waits, returns what each did (an ``EMPTY`` one found
+    no more unrolls there)."""
     with self._gate:
       while self._paused:
         self._gate.wait()
@@ -212,19 +224,23 @@ class StepScheduler:
     try:
       step, names = self._step_fn(key, spec)
       remote_value = self._coordinator.schedule(step, args=(self._worker_ids,))
-      values = np.asarray(self._fetch(remote_value)).tolist()
-      status, lag, offered, incarnation, number = (int(v) for v in values[:5])
-      worker = int(values[-1])
+      results = []
+      for values in np.asarray(self._fetch(remote_value)).tolist():
+        status, lag, offered, incarnation, number = (int(v) for v in values[:5])
+        worker = int(values[-1])
+        with self._lock:
+          if status == EMPTY:
+            self.empty_steps += 1
+          else:
+            self.steps_per_worker[worker] += 1
+          if status == TRAINED:
+            self.trained_steps += np.asarray(key) * self._unroll_length
+            self.policy_offers += int(offered)
+        results.append(StepResult(status, worker, lag, dict(zip(names, values[5:-1])),
+                                  incarnation, number))
       with self._lock:
-        if status == EMPTY:
-          self.empty_steps += 1
-        else:
-          self.steps_per_worker[worker] += 1
-        if status == TRAINED:
-          self.trained_steps += np.asarray(key) * self._unroll_length
-          self.policy_offers += int(offered)
-      return StepResult(status, worker, lag, dict(zip(names, values[5:-1])),
-                        incarnation, number)
+        self.calls += 1
+      return results
     finally:
       with self._gate:
         self._in_flight -= 1
@@ -274,7 +290,8 @@ class StepScheduler:
       return dict(steps=self.steps_per_worker.tolist(),
                   steps_since_restart=(self.steps_per_worker -
                                        self._steps_at_restart).tolist(),
-                  empty_steps=self.empty_steps, policy_offers=self.policy_offers)
+                  empty_steps=self.empty_steps, policy_offers=self.policy_offers,
+                  calls=self.calls)
 
   def join(self) -> None:
     """Waits until every scheduled step has run."""
@@ -324,31 +341,33 @@ class Tickets:
   def _free(self, key: Key) -> int:
     return int(self._waiting(key).sum()) - self._claimed[key]
 
-  def claim(self, timeout: float) -> tuple[Key, host_queue.ElementSpec] | None:
-    """A shape with an unroll that no step is after yet (claimed), or None."""
+  def claim(self, timeout: float, most: int = 1
+            ) -> tuple[Key, host_queue.ElementSpec, int] | None:
+    """A shape with unrolls that no step is after yet, and how many of them
+    (up to ``most``) are now claimed; or None."""
     deadline = time.monotonic() + timeout
     with self._cond:
       while True:
         free = [k for k in self._reported if self._free(k) > 0]
         if free:
           key = max(free, key=self._free)
-          self._claimed[key] += 1
-          return key, self._specs[key]
+          n = min(most, self._free(key))
+          self._claimed[key] += n
+          return key, self._specs[key], n
         left = deadline - time.monotonic()
         if left <= 0:
           return None
         self._cond.wait(left)
 
-  def release(self, key: Key) -> None:
-    """The claim found nothing on its worker: the unroll is elsewhere."""
+  def release(self, key: Key, n: int = 1) -> None:
+    """The call for ``n`` claimed unrolls is over (what it took is ``taken``)."""
     with self._cond:
-      self._claimed[key] -= 1
+      self._claimed[key] -= n
       self._cond.notify()
 
   def taken(self, key: Key, host: int, incarnation: int, number: int) -> None:
     """A step took unroll ``number`` of ``key`` from ``host``'s process ``incarnation``."""
     with self._cond:
-      self._claimed[key] -= 1
       if incarnation == self._incarnations[host]:
         self._taken[key][host] = max(self._taken[key][host], number)
         self._heard[host] = time.monotonic()
@@ -383,6 +402,7 @@ class StepThread:
   Runs until the hosts have stopped (``hosts_done()``) and every ticket was
   taken (or dropped with a host that went silent, ``actor_service``).
   """
+  learns = True  # Its CPU is the run's learning (``run_loop``'s accounting).
 
   def __init__(self, scheduler: StepScheduler, tickets: Tickets,
                progress: actor_lib.Progress, hosts_done: Callable[[], bool]):
@@ -398,26 +418,28 @@ class StepThread:
     clock.start()
     try:
       while not stop.is_set():
-        claim = self._tickets.claim(timeout=0.1)
+        claim = self._tickets.claim(timeout=0.1, most=UNROLLS_PER_CALL)
         clock.mark('other')
         if claim is None:
           if self._hosts_done() and self._tickets.pending() <= 0:
             return
           continue
-        key, spec = claim
-        result = self._scheduler.train_step(key, spec)
+        key, spec, claimed = claim
+        results = self._scheduler.train_step(key, spec)
         clock.mark('learning')
-        if result.status == EMPTY:
-          self._tickets.release(key)
+        for result in results:
+          if result.status == EMPTY:
+            continue
+          self._tickets.taken(key, result.worker, result.incarnation, result.number)
+          if result.status == DROPPED:
+            with self._progress.lock:
+              self._progress.dropped_unrolls += 1
+            continue
+          learner_lib.check_finite(result.metrics, self._progress.updates + 1)
+          self._progress.add_update(key, result.lag, result.metrics)
+        self._tickets.release(key, claimed)
+        if all(r.status == EMPTY for r in results):  # The unrolls are on other hosts.
           time.sleep(EMPTY_RETRY_SECS)
-          continue
-        self._tickets.taken(key, result.worker, result.incarnation, result.number)
-        if result.status == DROPPED:
-          with self._progress.lock:
-            self._progress.dropped_unrolls += 1
-          continue
-        learner_lib.check_finite(result.metrics, self._progress.updates + 1)
-        self._progress.add_update(key, result.lag, result.metrics)
     except BaseException as e:  # pylint: disable=broad-except
       self.error = e
       stop.set()
