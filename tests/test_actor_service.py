@@ -24,7 +24,7 @@ from distral_tf.distributed import actor_rpc
 from distral_tf.distributed import actor_service
 from distral_tf.distributed import host_queue
 from distral_tf.distributed import remote
-from distral_tf.distributed import steps
+from distral_tf.distributed import tickets as tickets_lib
 from distral_tf.distributed import topology
 from distral_tf.envs import batch as batch_lib
 from distral_tf.envs import level_sets
@@ -71,7 +71,7 @@ def service(tmp_path):
   recorder = actor_lib.EpisodeRecorder(writer, progress)
   chief = 'localhost:%d' % topology.pick_free_ports(1)[0]
   address = topology.actor_address(topology.ClusterDef(chief, (), ()))
-  tickets = steps.Tickets(2)
+  tickets = tickets_lib.Tickets(2)
   svc = actor_service.ActorService(address, config, 1, mirror, progress, recorder,
                                    2, tickets)
   mirror.on_refresh = svc.publish
@@ -130,7 +130,7 @@ def test_a_restarted_host_loses_its_tickets_and_their_frames(service):
 
 
 def test_tickets_are_claimed_released_and_taken():
-  tickets = steps.Tickets(2)
+  tickets = tickets_lib.Tickets(2)
   spec = host_queue.ElementSpec(('int64',), ((),))
   key = (1, 0)
   tickets.set_incarnation(0, 40)
@@ -193,7 +193,7 @@ def test_a_silent_host_with_unrolls_is_dropped(service, monkeypatch):
   spec, none = _spec(source, 2), np.zeros([0, 3], np.float32)
   assert client.report(1, 3, 1, (2, 0), none, spec) == (True, False)
   assert tickets.silent_hosts() == []
-  monkeypatch.setattr(steps, 'SILENT_HOST_SECS', 0.0)
+  monkeypatch.setattr(tickets_lib, "SILENT_HOST_SECS", 0.0)
   assert tickets.silent_hosts(0.0) == [1]
   svc.drop_silent_hosts()
   assert tickets.pending() == 0 and progress.frames.tolist() == [0, 0]

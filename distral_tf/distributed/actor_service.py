@@ -8,7 +8,7 @@ parameters, refreshed from the ps tasks when older than ``PARAMS_MAX_AGE_SECS``)
 with its number, and the hosts' reports. A host keeps each unroll in its own
 queue (``host_queue``) and reports it: the report is counted here (frames per
 task and per host, its finished episodes written to the episode log) and
-filed as a ticket (``steps.Tickets``) for the chief's learner threads, which
+filed as a ticket (``tickets.Tickets``) for the chief's learner threads, which
 schedule a step that takes the unroll on its worker. The budget is counted
 here: once a task has its frames, reports of it are not counted; the hosts
 are told to stop once every counted unroll was taken by a step (until then a
@@ -41,7 +41,7 @@ from distral_tf.agents import config as config_lib
 from distral_tf.distributed import actor_rpc
 from distral_tf.distributed import host_queue
 from distral_tf.distributed import remote
-from distral_tf.distributed import steps as steps_lib
+from distral_tf.distributed import tickets as tickets_lib
 from distral_tf.distributed import topology
 
 # A host whose last unroll is older than this is not counted as acting.
@@ -57,7 +57,7 @@ class ActorService:
   def __init__(self, address: str, config: config_lib.DeepConfig, frames_per_step: int,
                mirror: remote.PolicyMirror, progress: actor_lib.Progress,
                recorder: actor_lib.EpisodeRecorder, num_hosts: int,
-               tickets: steps_lib.Tickets):
+               tickets: tickets_lib.Tickets):
     self.address = address
     self._frames_per_step = frames_per_step
     self._unroll_frames = config.unroll_length * frames_per_step
@@ -198,7 +198,7 @@ class ActorService:
         lost = self.lost_unrolls
         self._drop_host(host)
       logging.warning('worker %d: no report and no unroll taken for %.0f s; its %d '
-                      'unrolls are taken for lost', host, steps_lib.SILENT_HOST_SECS,
+                      'unrolls are taken for lost', host, tickets_lib.SILENT_HOST_SECS,
                       self.lost_unrolls - lost)
 
   # -- reporting ----------------------------------------------------------------

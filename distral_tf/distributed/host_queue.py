@@ -37,7 +37,7 @@ from tensorflow.python.ops import gen_data_flow_ops  # pylint: disable=g-direct-
 
 # Unrolls of one shape a host keeps waiting for a gradient step; its actors
 # wait when they are all there (the actors' own queue holds more).
-UNROLL_CAPACITY = 2
+UNROLL_CAPACITY = 4
 # Seconds between a host's looks at the size of a queue it waits on.
 POLL_SECS = 0.005
 POLICY_POLL_SECS = 0.05

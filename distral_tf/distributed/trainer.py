@@ -32,6 +32,7 @@ from distral_tf.distributed import local_cluster
 from distral_tf.distributed import projection
 from distral_tf.distributed import remote
 from distral_tf.distributed import steps as steps_lib
+from distral_tf.distributed import tickets as tickets_lib
 from distral_tf.distributed import topology
 
 CLUSTER_FILE = 'cluster.json'
@@ -80,7 +81,7 @@ class ClusterTrainer:
                                  float(self.state.wall_time.numpy()))
     self.progress, self.recorder = self.loop.progress, self.loop.recorder
     num_workers = len(self.cluster.workers)
-    self.tickets = steps_lib.Tickets(num_workers)
+    self.tickets = tickets_lib.Tickets(num_workers)
     self.actors = actor_service.ActorService(
         topology.actor_address(self.cluster), config, level_set.frames_per_step,
         self.mirror, self.progress, self.recorder, num_workers, self.tickets)
