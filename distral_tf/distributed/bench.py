@@ -10,15 +10,16 @@ user runs) and, after ``--bench_warmup_seconds``, measures over
   steps/s (steps finished on the workers), from the ``cluster.json`` the chief
   rewrites every second;
 * bytes moved per gradient step: every byte through the TCP connections of the
-  cluster's servers (chief <-> workers, workers <-> ps, chief <-> ps, and the
-  worker hosts' unrolls and policy copies through the chief's actor service),
-  read from the kernel's socket counters (``ss``) whenever ``cluster.json``
-  changes;
+  cluster's servers (the chief's actor service included), read from the
+  kernel's socket counters (``ss -tinp``) whenever ``cluster.json`` changes,
+  each connection named by the processes at its two ends (``socket_bytes``);
+  a process connected to itself (a worker host's session to its own server)
+  counts as within a host;
 * the bytes a step moves by construction: the variables of the unroll's tasks
   (every task: each actor steps environments of all of them) read by the
-  worker and their gradients sent back, the policy copies (the chief's from the
-  ps tasks, the hosts' from the chief) and the unroll twice (host to chief,
-  chief to worker).
+  worker and their gradients sent back, the chief's policy copies (from the
+  ps tasks; those served to hosts as their first policy) and the reports.
+  The unrolls stay on their hosts (``host_queue``).
 
 A last row is the local trainer (``agents/train.py``) on the same flags.
 
