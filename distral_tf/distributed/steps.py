@@ -2,15 +2,17 @@
 
 The actor hosts keep their unrolls on their own servers (``host_queue``) and
 tell the chief only that one is there (``actor_service``), which files it in
-``tickets.Tickets``. The chief's ``StepThread``s claim a ticket and schedule one step
-through the ``ClusterCoordinator`` (``StepScheduler``). The step runs on
-whichever worker the coordinator picks: it takes the oldest unroll of that
-shape from that worker's own queue, computes ``Learner.gradients`` (eqs.
-(9)-(10), each remote variable read once) and applies them with the one shared
-RMSProp on the ps tasks (``Learner.apply``), then leaves the parameters it read
-in the worker's policy queue for its actors if they took the last copy. It
-returns a small vector: what happened, the policy lag, the metrics and the
-worker's index. A step that finds its worker's queue empty (the ticket's
+``tickets.Tickets``. The chief's ``StepThread``s claim up to
+``UNROLLS_PER_CALL`` tickets and schedule one call through the
+``ClusterCoordinator`` (``StepScheduler``). The call runs on whichever worker
+the coordinator picks and takes up to that many steps there, one after the
+other: each takes the oldest unroll of that shape from that worker's own
+queue, computes ``Learner.gradients`` (eqs. (9)-(10), each remote variable
+read once) and applies them with the one shared RMSProp on the ps tasks
+(``Learner.apply``), then leaves the parameters it read in the worker's
+policy queue for its actors if they took the last copy. Each returns a few
+numbers: what happened, the policy lag, the unroll it took, the metrics and
+the worker's index. A step that finds its worker's queue empty (the ticket's
 unroll is on another host) changes nothing; the ticket is claimed again.
 
 So the chief handles per step a schedule, a few dozen numbers and a report;
@@ -45,7 +47,7 @@ EMPTY, TRAINED, DROPPED = 0, 1, 2
 # there, up to this): the chief's cost of a call (the coordinator's schedule
 # and fetch, a few ms of its CPU) is shared by them.
 UNROLLS_PER_CALL = host_queue.UNROLL_CAPACITY
-# After a step found its worker's queue empty: wait this long before the next try.
+# After a call found its worker's queue empty: wait this long before the next try.
 EMPTY_RETRY_SECS = 0.005
 # How long a step's result is awaited after its worker was lost (as TensorFlow's
 # coordinator waits for a worker to come back), and how often it is retried.
