@@ -140,8 +140,13 @@ def _stats(logdir) -> dict:
   return data.get('stats', {})
 
 
-def _assert_frames_per_host_in_tensorboard(logdir, num_hosts: int) -> None:
-  """TensorBoard has every host's frames, rising to what ``summary.json`` says."""
+def _assert_frames_per_host_in_tensorboard(logdir, num_hosts: int,
+                                           restarted: tuple[int, ...] = ()) -> None:
+  """TensorBoard has every host's frames, up to what ``summary.json`` says.
+
+  They rise, except a ``restarted`` host's: the frames of the unrolls it lost
+  are taken back (they are acted again), so its count may fall once.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   values = {}
   for path in glob.glob(os.path.join(logdir, 'tensorboard', 'events.*')):
@@ -151,7 +156,12 @@ def _assert_frames_per_host_in_tensorboard(logdir, num_hosts: int) -> None:
           values.setdefault(value.tag, []).append(
               float(tf.make_ndarray(value.tensor)))
   assert sorted(values) == [f'frames_per_host/worker_{h}' for h in range(num_hosts)]
-  assert all(v[-1] > 0 and v == sorted(v) for v in values.values()), values
+  summary = _json(os.path.join(logdir, results.SUMMARY_FILE))
+  for h in range(num_hosts):
+    v = values[f'frames_per_host/worker_{h}']
+    assert 0 < v[-1] <= summary['cluster']['frames_per_host'][h], (h, v)
+    falls = sum(b < a for a, b in zip(v, v[1:]))
+    assert falls <= (1 if h in restarted else 0), (h, v)
 
 
 def _log(logdir, name) -> str:
@@ -254,7 +264,7 @@ def test_local_cluster_survives_a_killed_worker(tmp_path):
   assert sum(stats['frames_per_host']) == 2 * budget
   assert stats['frames_per_host'][0] > 0
   assert 0 < stats['frames_since_restart'][1] < stats['frames_per_host'][1]
-  _assert_frames_per_host_in_tensorboard(logdir, num_hosts=2)
+  _assert_frames_per_host_in_tensorboard(logdir, num_hosts=2, restarted=(1,))
   servers = _json(os.path.join(logdir, trainer_lib.CLUSTER_FILE))['servers']
   assert all(_pid_gone(s['pid']) for s in servers)  # The launcher stopped them all.
 
