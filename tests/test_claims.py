@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from distral_tf.envs import two_rooms
 from distral_tf.envs import two_rooms_tasks
 from distral_tf.experiments import analysis
 from distral_tf.experiments import claims
+from distral_tf.experiments import random_returns
 
 
 def samples(**by_setting):
@@ -143,9 +146,26 @@ def test_a_good_run_reaches_a_fraction_of_the_two_rooms_optimum():
 
 def test_without_a_known_optimum_good_is_relative_to_the_best_run():
   runs = [fake_run('a3c', s, {'t': v}) for s, v in enumerate((10.0, 7.9, 8.0))]
-  got, good_means = claims.collect_samples(runs, 'task', reference=lambda run: None)
+  got, good_means = claims.collect_samples(runs, 'task', reference=lambda run, scales: None)
   assert 'best run' in good_means
   assert list(got['a3c'].values())[0][:, claims.GOOD].tolist() == [1, 0, 1]
+
+
+def test_on_deepmind_lab_good_is_twice_the_random_policys_return():
+  random = random_returns.random_return('mazes', 'nav_maze_static_01')
+  assert random and random > 0
+  runs = [dataclasses.replace(fake_run('a3c', s, {'nav_maze_static_01': v}),
+                              level_set='mazes')
+          for s, v in enumerate((2 * random - 0.01, 2 * random, 0.5))]
+  got, good_means = claims.collect_samples(runs, 'task')
+  assert 'random policy' in good_means
+  assert list(got['a3c'].values())[0][:, claims.GOOD].tolist() == [0, 1, 0]
+  # Returns divided by a task's scale: so is the random policy's.
+  got, _ = claims.collect_samples(runs, 'task', scales={'nav_maze_static_01': 2.0})
+  assert list(got['a3c'].values())[0][:, claims.GOOD].tolist() == [0, 1, 0]
+  # A task without a recorded random return: relative to the best run.
+  other = [dataclasses.replace(fake_run('a3c', 0, {'t': 1.0}), level_set='mazes')]
+  assert 'best run' in claims.collect_samples(other, 'task')[1]
 
 
 def test_two_rooms_optimal_returns_by_task_name():

@@ -160,3 +160,32 @@ print(heights)
   assert np.all(heights[:3] == ground)
   assert heights[3:].max() > ground + 20  # Up in the air after JUMP ...
   assert abs(heights[-1] - ground) < 1  # ... and back on the ground.
+
+
+def test_reproduce_dmlab_smoke_preset_draws_the_mazes_panel(tmp_path):
+  """``reproduce --preset=dmlab_smoke``: the mazes plan's pipeline, real runs,
+  in two pieces (``--max_runs``), drawn into its own part of the results doc."""
+  doc = tmp_path / 'reproduction.md'
+  doc.write_text('# R\n<!-- results:dmlab_smoke:begin -->\nTBD\n'
+                 '<!-- results:dmlab_smoke:end -->\n')
+  # pi_0's last evaluation plays a whole episode per task (--eval_share=100):
+  # the distilled panel has rows.
+  launch = (f'--launch_command={sys.executable} -m distral_tf.launch --hidden_size=32 '
+            f'--eval_share=100 --dmlab_level_cache_dir={tmp_path / "cache"}')
+  args = [sys.executable, '-m', 'distral_tf.experiments.reproduce', '--preset=dmlab_smoke',
+          f'--sweep_dir={tmp_path / "runs"}', f'--out={tmp_path / "out"}',
+          f'--results_doc={doc}', launch]
+  for piece in (['--max_runs=1'], []):
+    out = subprocess.run(args + piece, cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+  for algorithm in ('a3c', 'kl_ent_2col'):
+    run = tmp_path / 'runs' / 'mazes' / algorithm / 'ent0.01_lr0.0005' / 'seed0'
+    summary = json.loads((run / results.SUMMARY_FILE).read_text())
+    assert summary['finished'] and summary['total_env_steps'] >= 2 * 2000
+    assert json.loads((run / 'config.json').read_text())['lr_anneal_frames'] == 12_000_000
+  part = tmp_path / 'out' / 'dmlab_smoke'
+  assert (part / 'figure4_mazes.png').exists()
+  text = doc.read_text()
+  assert '2 of 2 runs finished' in text and '| mazes | pi_0 | kl_ent_2col |' in text
+  assert 'random policy' in text  # Good runs: twice the random policy's return.

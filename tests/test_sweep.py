@@ -19,6 +19,7 @@ import pytest
 
 from distral_tf import results
 from distral_tf.experiments import analysis
+from distral_tf.experiments import presets
 from distral_tf.experiments import schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -333,6 +334,28 @@ def test_reproduce_smoke_preset_writes_figures_table_and_doc(tmp_path):
   assert '(2 invocation(s), --parallel=2)' in doc.read_text()
 
 
+def test_reproduce_runs_a_preset_in_pieces_with_max_runs(tmp_path):
+  env, launch = make_env(tmp_path)
+  sweep, out = tmp_path / 'runs', tmp_path / 'out'
+  common = ['--preset=dmlab_smoke', f'--sweep_dir={sweep}', f'--out={out}', launch]
+  first = run_module('reproduce', [*common, '--max_runs=1'], env)
+  assert first.returncode == 0, first.stderr + first.stdout
+  assert '--max_runs=1: running 1 of the 2 unfinished runs' in first.stdout
+  a3c = schedule.sweep_logdir(str(sweep), 'mazes', 'a3c', 0.01, 5e-4, 0)
+  kl = schedule.sweep_logdir(str(sweep), 'mazes', 'kl_ent_2col', 0.01, 5e-4, 0)
+  assert schedule.is_finished(a3c) and not os.path.exists(kl)
+  # The plan's trainer flags reach the runs.
+  assert '--lr_anneal_frames=12000000' in attempts(a3c)[0]
+  # Drawn from the run there is, into the preset's own part.
+  assert (out / 'dmlab_smoke' / 'figure4_mazes.png').exists()
+  second = run_module('reproduce', common, env)
+  assert second.returncode == 0, second.stderr + second.stdout
+  assert schedule.is_finished(kl) and len(attempts(a3c)) == 1
+  log = json.loads((out / 'runs' / 'reproduce_time.json').read_text())['invocations']
+  assert [i['runs_completed'] for i in log] == [1, 1]
+  assert {i['preset'] for i in log} == {'dmlab_smoke'}
+
+
 def test_reproduce_checks_its_results_doc_before_running_anything(tmp_path):
   env, launch = make_env(tmp_path)
   unmarked = tmp_path / 'plain.md'
@@ -410,7 +433,7 @@ def test_reproduce_runs_a_part_of_its_preset_with_level_sets(tmp_path):
 def test_a_sweep_plan_runs_its_subset_of_the_algorithms():
   from distral_tf.experiments import reproduce  # pylint: disable=g-import-not-at-top
   subset = ('a3c', 'a3c_multitask', 'kl_ent_2col')
-  plan = reproduce.SweepPlan('miniworld', (0.01,), (5e-4, 1e-3), seeds=2,
+  plan = presets.SweepPlan('miniworld', (0.01,), (5e-4, 1e-3), seeds=2,
                              env_steps_per_task=100, num_tasks=4, workers_per_task=8,
                              algorithms=subset)
   assert plan.num_runs == 3 * 2 * 2 and plan.total_frames == 12 * 100 * 4
@@ -422,13 +445,13 @@ def test_a_sweep_plan_runs_its_subset_of_the_algorithms():
   assert all(f'--algorithm={s.logdir.split(os.sep)[2]}' in s.args for s in specs)
   assert '--algorithms=a3c,a3c_multitask,kl_ent_2col ' in reproduce.sweep_command(
       plan, 'S', 1)
-  full = reproduce.SweepPlan('two_rooms', (0.01,), (1e-3,), seeds=1,
+  full = presets.SweepPlan('two_rooms', (0.01,), (1e-3,), seeds=1,
                              env_steps_per_task=100, num_tasks=2, workers_per_task=1)
   assert full.algorithms == analysis.ALGORITHM_ORDER and full.not_run == ()
   assert full.num_runs == 7 and len(reproduce.plan_specs(full, 'S')) == 7
   for bad in (('a3c', 'nope'), (), ('a3c', 'a3c')):
     with pytest.raises(ValueError):
-      reproduce.SweepPlan('two_rooms', (0.01,), (1e-3,), seeds=1, env_steps_per_task=1,
+      presets.SweepPlan('two_rooms', (0.01,), (1e-3,), seeds=1, env_steps_per_task=1,
                           num_tasks=2, workers_per_task=1, algorithms=bad)
 
 
@@ -453,8 +476,7 @@ def test_the_wall_time_sentence_counts_the_invocations_of_the_level_sets_drawn(t
 def test_cpu_miniworld_plan_takes_every_algorithms_defaults():
   from distral_tf import cli  # pylint: disable=g-import-not-at-top
   from distral_tf.agents import config  # pylint: disable=g-import-not-at-top
-  from distral_tf.experiments import reproduce  # pylint: disable=g-import-not-at-top
-  (plan,) = [p for p in reproduce.PRESETS['cpu'] if p.level_set == 'miniworld']
+  (plan,) = [p for p in presets.PRESETS['cpu'] if p.level_set == 'miniworld']
   assert plan.algorithms == ('a3c', 'a3c_multitask', 'kl_ent_2col')
   assert (plan.seeds, plan.num_tasks, plan.num_runs) == (2, 4, 6)
   fv = cli.FLAGS

@@ -99,6 +99,19 @@ def test_resume_continues_counters_schedule_and_results(tmp_path):
   assert state < 0.05 * 1e-3
 
 
+def test_lr_anneal_frames_gives_a_short_run_a_long_runs_schedule(tmp_path):
+  # Annealed linearly to 0 over 4x the budget: the run ends at 1 - 1/4 of the
+  # starting rate (a step or two past the budget at most).
+  summary = _run(tmp_path, '--algorithm=a3c', '--level_set=two_rooms', '--num_tasks=2',
+                 '--workers_per_task=2', '--env_processes=false', '--unroll_length=10',
+                 '--env_steps_per_task=4000', '--lr_anneal_frames=16000',
+                 '--lr_schedule=linear', '--learning_rate=1e-3')
+  assert summary['finished']
+  fraction = summary['total_env_steps'] / (2 * 16000)
+  assert _restore_learning_rate(tmp_path) == pytest.approx(1e-3 * (1 - fraction), rel=1e-3)
+  assert 0.7e-3 < _restore_learning_rate(tmp_path) < 0.76e-3
+
+
 def _restore_learning_rate(logdir) -> float:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   path = tf.train.latest_checkpoint(str(logdir / checkpointing.CHECKPOINT_DIR))

@@ -15,6 +15,7 @@ from distral_tf import errors
 from distral_tf import results
 from distral_tf.experiments import analysis
 from distral_tf.experiments import claims
+from distral_tf.experiments import presets
 from distral_tf.experiments import schedule
 
 from test_claims import fake_run
@@ -105,8 +106,8 @@ def test_a_variant_that_ran_joins_the_distral_claims_on_lines_of_its_own():
 
 def test_the_adaptive_preset_adds_the_variant_to_the_cpu_sweeps():
   from distral_tf.experiments import reproduce  # pylint: disable=g-import-not-at-top
-  cpu = {p.level_set: p for p in reproduce.PRESETS['cpu']}
-  adaptive = reproduce.PRESETS['adaptive']
+  cpu = {p.level_set: p for p in presets.PRESETS['cpu']}
+  adaptive = presets.PRESETS['adaptive']
   assert [p.level_set for p in adaptive] == ['two_rooms', 'minigrid']
   for plan in adaptive:
     base = cpu[plan.level_set]

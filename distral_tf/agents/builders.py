@@ -114,8 +114,8 @@ def build_agent(config: config_lib.DeepConfig, setup: Setup,
   """The network (all variables created) and its learner."""
   network = build_network(config, setup, observation_spec)
   level_set = setup.level_set
-  total_steps = (len(level_set.tasks) * config.env_steps_per_task //
-                 level_set.frames_per_step)
+  anneal_frames = config.lr_anneal_frames or config.env_steps_per_task
+  total_steps = len(level_set.tasks) * anneal_frames // level_set.frames_per_step
   learner_config = learner_lib.LearnerConfig(
       learning_rate=config.learning_rate, total_steps=max(total_steps, 1),
       discount=config.discount, rmsprop_decay=config.rmsprop_decay,

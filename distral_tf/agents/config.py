@@ -67,6 +67,7 @@ class DeepConfig:
   off_policy_correction: str = 'vtrace'
   max_policy_lag: int = 0          # drop unrolls older than this many updates; 0: keep all
   lr_schedule: str = 'linear'
+  lr_anneal_frames: int = 0        # frames per task over which 'linear' anneals to 0; 0: the budget
   hidden_size: int = 256           # fc and LSTM width of every column (paper: 256)
   lstm_skip: bool = True           # read-outs see LSTM output + fc output (paper: no)
   eval_interval: int = 0           # frames per task between pi_0 evaluations; 0: 20 per run
@@ -199,6 +200,11 @@ flags.DEFINE_integer('max_policy_lag', DEFAULTS.max_policy_lag,
 flags.DEFINE_enum('lr_schedule', DEFAULTS.lr_schedule, ['linear', 'constant'],
                   'Learning rate: "linear" anneals it to 0 over --env_steps_per_task '
                   '(paper), "constant" keeps it.')
+flags.DEFINE_integer('lr_anneal_frames', DEFAULTS.lr_anneal_frames,
+                     'Frames per task over which the "linear" schedule anneals the rate '
+                     'to 0 (the rate then ends the run at 1 - budget/this of its start); '
+                     '0: --env_steps_per_task. A short run with a long run\'s schedule.',
+                     lower_bound=0)
 flags.DEFINE_integer('hidden_size', DEFAULTS.hidden_size,
                      'Width of the fc layer and LSTM of every column (paper: 256).')
 flags.DEFINE_boolean('lstm_skip', DEFAULTS.lstm_skip,

@@ -7,8 +7,11 @@ on the runs of a sweep (``analysis.discover_runs``):
 2. Distral's share of good runs over the whole grid >= the baselines' (panel
    A2: robustness). A run is *good* when its final return (mean over its tasks)
    is at least ``GOOD_FRACTION`` of the optimum: the tasks' optimal return where
-   the level set knows it (``two_rooms``), otherwise the best final return of any
-   run of the level set.
+   the level set knows it (``two_rooms``); otherwise, where the uniform random
+   policy's returns of the run's tasks are recorded and positive
+   (``random_returns``: DeepMind Lab), ``TIMES_RANDOM`` times their mean (the
+   learning check's bar, docs/dmlab.md); otherwise ``GOOD_FRACTION`` of the best
+   final return of any run of the level set.
 3. Two columns learn faster than one: AUC of pi_i, 2col - 1col.
 4. KL+ent >= KL at the end of training: final return of pi_i.
 5. pi_0 of the 2col algorithms is the best distilled policy: AUC of pi_0.
@@ -54,8 +57,10 @@ from typing import Callable, Collection, Mapping, Sequence
 import numpy as np
 
 from distral_tf.experiments import analysis
+from distral_tf.experiments import random_returns
 
 GOOD_FRACTION = 0.8
+TIMES_RANDOM = 2.0
 NUM_REPLICATES = 2000
 BOOTSTRAP_SEED = 0
 BASELINES = ('a3c', 'a3c_multitask', 'a3c_2col')
@@ -217,41 +222,77 @@ def compare(claim: str, panel: str, metric: int, left: Sequence[str],
                     ci=(low, high), spread=spread, verdict=verdict, seeds=seeds)
 
 
-def run_reference(run: analysis.Run) -> float | None:
+def optimal_return(run: analysis.Run) -> float | None:
   """The mean optimal return of ``run``'s tasks where the level set knows it."""
   if run.level_set != 'two_rooms':
     return None
   from distral_tf.envs import two_rooms_tasks  # pylint: disable=g-import-not-at-top
-  tasks = sorted({t for s in run.scores.values() for t in s.finals})
   try:
-    optimum = two_rooms_tasks.optimal_returns(run.config or None, tasks)
+    optimum = two_rooms_tasks.optimal_returns(run.config or None, _tasks(run))
   except ValueError:
     return None
   return float(np.mean(list(optimum.values())))
 
 
+def random_return(run: analysis.Run, scales: Mapping[str, float]) -> float | None:
+  """The mean over ``run``'s tasks of the random policy's recorded return (each
+  divided by its task's scale), or None when a task has none."""
+  values = []
+  for task in _tasks(run):
+    value = random_returns.random_return(run.level_set, task)
+    if value is None:
+      return None
+    values.append(value / scales.get(task, 1.0))
+  return float(np.mean(values)) if values else None
+
+
+def good_threshold(run: analysis.Run, scales: Mapping[str, float]
+                   ) -> tuple[float, str] | None:
+  """The final return from which ``run`` is good, and what it is; None when
+  the level set has no reference (see the module doc)."""
+  optimum = optimal_return(run)
+  if optimum is not None:
+    return (GOOD_FRACTION * optimum,
+            f'final return >= {GOOD_FRACTION:g} x the tasks\' optimal return')
+  rand = random_return(run, scales)
+  if rand is not None and rand > 0:
+    return (TIMES_RANDOM * rand, f'final return >= {TIMES_RANDOM:g} x the uniform '
+            'random policy\'s (mean over the tasks, random_returns.json)')
+  return None
+
+
+def _tasks(run: analysis.Run) -> list[str]:
+  return sorted({t for s in run.scores.values() for t in s.finals})
+
+
 def collect_samples(runs: Sequence[analysis.Run], panel: str,
                     scales: Mapping[str, float] | None = None,
-                    reference: Callable[[analysis.Run], float | None] = run_reference
+                    reference: Callable[[analysis.Run, Mapping[str, float]],
+                                        tuple[float, str] | None] = good_threshold
                     ) -> tuple[dict[str, Samples], str]:
-  """Per algorithm, its runs' (AUC, final, good) by setting; and what *good* meant."""
+  """Per algorithm, its runs' (AUC, final, good) by setting; and what *good* meant.
+
+  Good: final >= ``reference``'s threshold where every run has one (of the same
+  meaning), else >= ``GOOD_FRACTION`` of the best run's final return.
+  """
+  scales = dict(scales or {})
   metrics = []
   for run in runs:
     source = 'task' if panel == 'task' else analysis.distilled_source(run.algorithm)
-    m = analysis.run_metrics(run, source, dict(scales or {})) if source else None
+    m = analysis.run_metrics(run, source, scales) if source else None
     if m is not None and not (math.isnan(m.mean_auc) or math.isnan(m.mean_final)):
       metrics.append(m)
-  refs = [reference(m.run) for m in metrics]
-  if metrics and all(r is not None for r in refs):
-    good_means = f'final return >= {GOOD_FRACTION:g} x the tasks\' optimal return'
+  refs = [reference(m.run, scales) for m in metrics]
+  if metrics and all(r is not None for r in refs) and len({r[1] for r in refs}) == 1:
+    thresholds, good_means = [r[0] for r in refs], refs[0][1]
   else:
     best = max((m.mean_final for m in metrics), default=math.nan)
-    refs = [best] * len(metrics)
+    thresholds = [GOOD_FRACTION * best] * len(metrics)
     good_means = (f'final return >= {GOOD_FRACTION:g} x the best run\'s final return '
                   f'({best:.3g})')
   out: dict[str, dict[tuple, list]] = {}
-  for m, ref in zip(metrics, refs):
-    good = float(ref is not None and ref > 0 and m.mean_final >= GOOD_FRACTION * ref)
+  for m, threshold in zip(metrics, thresholds):
+    good = float(threshold > 0 and m.mean_final >= threshold)
     out.setdefault(m.run.algorithm, {}).setdefault(m.run.setting, []).append(
         (m.mean_auc, m.mean_final, good))
   return ({a: {s: np.asarray(v, dtype=np.float64) for s, v in by_s.items()}

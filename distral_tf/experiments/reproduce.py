@@ -35,7 +35,6 @@ where the records end. The runs are the same as those of the ``sweep`` and
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shlex
 import time
@@ -48,150 +47,18 @@ from distral_tf import results
 from distral_tf import run_dir
 from distral_tf.experiments import analysis
 from distral_tf.experiments import panels
+from distral_tf.experiments import presets
 from distral_tf.experiments import run_records
 from distral_tf.experiments import schedule
 from distral_tf.experiments import transfer_runs
 
 
-@dataclasses.dataclass(frozen=True)
-class SweepPlan:
-  """One level set's reduced sweep: ``algorithms`` x grid x seeds."""
-  level_set: str
-  entropy_costs: tuple[float, ...]
-  learning_rates: tuple[float, ...]
-  seeds: int
-  env_steps_per_task: int
-  num_tasks: int
-  workers_per_task: int
-  # The entries swept (``analysis.ENTRIES``): the paper's seven algorithms by
-  # default; a subset, or with variants such as ``kl_ent_2col_adaptive``.
-  algorithms: tuple[str, ...] = analysis.ALGORITHM_ORDER
-
-  def __post_init__(self) -> None:
-    unknown = [a for a in self.algorithms if a not in analysis.ENTRIES]
-    if unknown or not self.algorithms or len(set(self.algorithms)) != len(
-        self.algorithms):
-      raise ValueError(f'{self.level_set}: algorithms must be distinct names of '
-                       f'{", ".join(analysis.ENTRY_ORDER)}; got '
-                       f'{", ".join(self.algorithms) or "none"}')
-
-  @property
-  def extra_args(self) -> tuple[str, ...]:
-    return (f'--num_tasks={self.num_tasks}',
-            f'--workers_per_task={self.workers_per_task}')
-
-  @property
-  def not_run(self) -> tuple[str, ...]:
-    """The paper's algorithms this plan leaves out, in ``analysis`` order."""
-    return tuple(a for a in analysis.ALGORITHM_ORDER if a not in self.algorithms)
-
-  @property
-  def num_runs(self) -> int:
-    return (len(self.algorithms) * len(self.entropy_costs) *
-            len(self.learning_rates) * self.seeds)
-
-  @property
-  def total_frames(self) -> int:
-    return self.num_runs * self.env_steps_per_task * self.num_tasks
-
-
-# The CPU-scale reproduction. two_rooms: the paper's full grid (3 entropy costs
-# x 3 learning rates) x 3 seeds, bracketing the level set's defaults (Distral
-# 0.01 / 3e-3, the A3C family 0.05 / 1e-2), at the default budget of 60,000
-# frames per task (4 tasks). minigrid: a 2 x 2 grid around its defaults x 3
-# seeds at 200,000 frames per task, where the first tasks reach 0.8 of their
-# optimum. miniworld (3D, rendered in software): only A3C, A3C_multitask and
-# KL+ent_2col, 2 seeds, at the level set's defaults, which are the same for the
-# three (entropy cost 0.01 and learning rate 5e-4, annealed linearly: the common
-# defaults, agents/config.py), with a budget of about two hours for the 6 runs.
-# Wall time is recorded in the results (``--level_sets`` runs a part).
-MINIWORLD_ALGORITHMS = ('a3c', 'a3c_multitask', 'kl_ent_2col')
-_CPU_PLANS = (
-    SweepPlan('two_rooms', (0.01, 0.03, 0.05), (1e-3, 3e-3, 1e-2), seeds=3,
-              env_steps_per_task=60_000, num_tasks=4, workers_per_task=16),
-    SweepPlan('minigrid', (0.001, 0.01), (5e-4, 1e-3), seeds=3,
-              env_steps_per_task=200_000, num_tasks=4, workers_per_task=8),
-    # Budget, from the sweep's own runs two at a time (--parallel=2) on 2
-    # cores: a3c and a3c_multitask train at 1,000-1,270 frames/s each (4
-    # tasks x 8 workers); kl_ent_2col was about 10% slower than a3c in
-    # `python -m distral_tf.bench --level_set=miniworld` (495 vs 554 frames/s
-    # alone on a slower machine). Taking 1,100 and 950 frames/s, the three
-    # pairs of seeds cost 4 x B x (2 / 1,100 + 1 / 950) = 0.0115 B seconds
-    # for B frames per task; with about 2 minutes of start-up a pair, B =
-    # 480,000 is 92 + 6 minutes: about 1.7 hours for the 6 runs, within two.
-    # Measured: one invocation of 89 minutes (runs at 930-1,490 frames/s).
-    SweepPlan('miniworld', (0.01,), (5e-4,), seeds=2,
-              env_steps_per_task=480_000, num_tasks=4, workers_per_task=8,
-              algorithms=MINIWORLD_ALGORITHMS),
-)
-ADAPTIVE = 'kl_ent_2col_adaptive'
-PRESETS: dict[str, tuple[SweepPlan, ...]] = {
-    'cpu': _CPU_PLANS,
-    'smoke': (
-        SweepPlan('two_rooms', (0.03,), (1e-3,), seeds=1, env_steps_per_task=2_000,
-                  num_tasks=2, workers_per_task=1),
-        SweepPlan('minigrid', (0.01,), (5e-4,), seeds=1, env_steps_per_task=2_000,
-                  num_tasks=2, workers_per_task=1),
-        SweepPlan('miniworld', (0.01,), (5e-4,), seeds=1, env_steps_per_task=2_000,
-                  num_tasks=2, workers_per_task=1, algorithms=MINIWORLD_ALGORITHMS),
-    ),
-    # The cpu preset's two_rooms and minigrid sweeps with kl_ent_2col_adaptive
-    # beside the seven (initial costs: the entropy costs of the grid). Its 39
-    # runs are new (27 on two_rooms, 12 on minigrid); the other 273 are the cpu
-    # preset's, restored from their records (run only where there are none).
-    # Time at --parallel=2, from the cpu preset's runs on 2 cores (their
-    # summary.json and reproduce_time.json): two_rooms ran its 198 runs in one
-    # invocation of 1,992 s (10 s a run; kl_ent_2col's trained in 12-15 s), so
-    # 27 runs take about 5 minutes; minigrid's kl_ent_2col runs took 342-389 s
-    # each (median 357 s, two at a time), so 12 runs take 12 x 357 / 2 s = 36
-    # minutes, about 40 with start-up. The dual step adds one small update per
-    # gradient step. About 45 minutes in all (on the slower machine of
-    # docs/reproduction.md, where minigrid runs took 11-22 minutes, 1.2-2.3
-    # hours).
-    'adaptive': tuple(
-        dataclasses.replace(p, algorithms=p.algorithms + (ADAPTIVE,))
-        for p in _CPU_PLANS if p.level_set in ('two_rooms', 'minigrid')),
-    # Minutes: the entry beside its algorithm and a baseline, at settings off
-    # the adaptive preset's grids (a smoke run is never taken for one of its).
-    'adaptive_smoke': (
-        SweepPlan('two_rooms', (0.02,), (2e-3,), seeds=1, env_steps_per_task=2_000,
-                  num_tasks=2, workers_per_task=1,
-                  algorithms=('a3c', 'kl_ent_2col', ADAPTIVE)),
-        SweepPlan('minigrid', (0.005,), (7e-4,), seeds=1, env_steps_per_task=2_000,
-                  num_tasks=2, workers_per_task=1,
-                  algorithms=('a3c', 'kl_ent_2col', ADAPTIVE)),
-    ),
-}
-# Presets drawn apart from the cpu preset's results: their figures, table,
-# claims and results.md go to <--out>/<part>, and --results_doc's block is the
-# one between the lines <!-- results:<part>:begin --> and <!-- results:<part>:end -->.
-# Their runs share --sweep_dir and the records with the cpu preset.
-PARTS = {'adaptive': 'adaptive', 'adaptive_smoke': 'adaptive_smoke'}
-# Transfer to a held-out task (task 3 of the sweeps' 4; 3 seeds), at the sweeps'
-# budgets, with KL+ent_2col at its level-set defaults.
-TRANSFERS: dict[str, tuple[transfer_runs.TransferPlan, ...]] = {
-    'cpu': (
-        transfer_runs.TransferPlan('two_rooms', 'kl_ent_2col', holdout=3, num_tasks=4,
-                                   seeds=3, env_steps_per_task=60_000,
-                                   holdout_env_steps=60_000),
-        transfer_runs.TransferPlan('minigrid', 'kl_ent_2col', holdout=3, num_tasks=4,
-                                   seeds=3, env_steps_per_task=200_000,
-                                   holdout_env_steps=200_000),
-    ),
-    'smoke': (
-        transfer_runs.TransferPlan('two_rooms', 'kl_ent_2col', holdout=1, num_tasks=2,
-                                   seeds=1, env_steps_per_task=2_000,
-                                   holdout_env_steps=2_000),
-    ),
-    'adaptive': (),
-    'adaptive_smoke': (),
-}
 BEGIN_MARK = '<!-- results:begin -->'
 END_MARK = '<!-- results:end -->'
 # In --records_dir: the wall time of every invocation that ran runs.
 TIME_LOG = 'reproduce_time.json'
 
-_PRESET = flags.DEFINE_enum('preset', 'cpu', list(PRESETS),
+_PRESET = flags.DEFINE_enum('preset', 'cpu', list(presets.PRESETS),
                             'cpu: the reduced reproduction; adaptive: its two_rooms and '
                             'minigrid sweeps with kl_ent_2col_adaptive beside the seven; '
                             'smoke, adaptive_smoke: minutes, to check their pipelines.')
@@ -215,12 +82,17 @@ _LAUNCH_COMMAND = flags.DEFINE_string(
     'default "<python> -m distral_tf.launch".')
 _PRINT_COMMANDS = flags.DEFINE_boolean(
     'print_commands', False, 'Print the equivalent sweep and figure commands and exit.')
+_MAX_RUNS = flags.DEFINE_integer(
+    'max_runs', 0, 'Run at most this many of the unfinished runs (in their order: '
+    'seed first), then draw from the runs there are; 0: all. For a reproduction '
+    'longer than a sitting: each piece finishes its runs and records them.',
+    lower_bound=0)
 _FIGURES_ONLY = flags.DEFINE_boolean(
     'figures_only', False, 'Only draw figures and tables from the runs there are.')
 
 
-def select_plans(plans: Sequence[SweepPlan],
-                 level_sets: Sequence[str]) -> tuple[SweepPlan, ...]:
+def select_plans(plans: Sequence[presets.SweepPlan],
+                 level_sets: Sequence[str]) -> tuple[presets.SweepPlan, ...]:
   """The plans of ``level_sets`` (all when empty); raises ``errors.UsageError``."""
   names = [p.level_set for p in plans]
   unknown = [n for n in level_sets if n not in names]
@@ -230,7 +102,7 @@ def select_plans(plans: Sequence[SweepPlan],
   return tuple(p for p in plans if not level_sets or p.level_set in level_sets)
 
 
-def sweep_command(plan: SweepPlan, sweep_dir: str, parallel: int) -> str:
+def sweep_command(plan: presets.SweepPlan, sweep_dir: str, parallel: int) -> str:
   """The ``sweep`` command line equivalent to ``plan``."""
   args = ['python', '-m', 'distral_tf.experiments.sweep',
           f'--level_set={plan.level_set}',
@@ -264,24 +136,24 @@ def transfer_frames(plan: transfer_runs.TransferPlan) -> int:
 
 def figures_dir(out: str, preset: str) -> str:
   """Where ``preset`` draws: ``out``, or its part's subdirectory (``PARTS``)."""
-  return os.path.join(out, PARTS[preset]) if preset in PARTS else out
+  return os.path.join(out, presets.PARTS[preset]) if preset in presets.PARTS else out
 
 
 def block_marks(preset: str) -> tuple[str, str]:
   """The lines around the results block of ``preset`` in ``--results_doc``."""
-  if preset not in PARTS:
+  if preset not in presets.PARTS:
     return BEGIN_MARK, END_MARK
-  return (f'<!-- results:{PARTS[preset]}:begin -->',
-          f'<!-- results:{PARTS[preset]}:end -->')
+  return (f'<!-- results:{presets.PARTS[preset]}:begin -->',
+          f'<!-- results:{presets.PARTS[preset]}:end -->')
 
 
-def drawn_algorithms(plans: Sequence[SweepPlan]) -> tuple[str, ...]:
+def drawn_algorithms(plans: Sequence[presets.SweepPlan]) -> tuple[str, ...]:
   """The entries drawn: the paper's seven, and the variants ``plans`` run."""
   return tuple(a for a in analysis.ENTRY_ORDER if a in analysis.ALGORITHM_ORDER or
                any(a in p.algorithms for p in plans))
 
 
-def figure4_command(plans: Sequence[SweepPlan], sweep_dir: str, out_dir: str,
+def figure4_command(plans: Sequence[presets.SweepPlan], sweep_dir: str, out_dir: str,
                     level_sets: Sequence[str]) -> str:
   """The ``figure4`` command line that draws what ``plans`` draw."""
   args = ['python', '-m', 'distral_tf.experiments.figure4', f'--sweep_dir={sweep_dir}',
@@ -294,12 +166,22 @@ def figure4_command(plans: Sequence[SweepPlan], sweep_dir: str, out_dir: str,
   return shlex.join(args)
 
 
-def plan_specs(plan: SweepPlan, sweep_dir: str) -> list[schedule.RunSpec]:
+def plan_specs(plan: presets.SweepPlan, sweep_dir: str) -> list[schedule.RunSpec]:
   """The runs of ``plan`` under ``sweep_dir``: its algorithms x grid x seeds."""
   return schedule.sweep_specs(sweep_dir, plan.level_set, plan.algorithms,
                               plan.entropy_costs, plan.learning_rates,
                               range(plan.seeds), plan.env_steps_per_task,
                               plan.extra_args)
+
+
+def runs_to_start(specs: Sequence[schedule.RunSpec],
+                  max_runs: int) -> list[schedule.RunSpec]:
+  """``specs`` without the unfinished ones after the first ``max_runs`` (0: all)."""
+  if not max_runs:
+    return list(specs)
+  pending = [s for s in specs if not schedule.is_finished(s.logdir)]
+  dropped = {s.logdir for s in pending[max_runs:]}
+  return [s for s in specs if s.logdir not in dropped]
 
 
 def measured_cost(specs: Sequence[schedule.RunSpec]) -> tuple[int, float, int]:
@@ -346,7 +228,7 @@ def wall_time_sentence(records_dir: str, level_sets: Sequence[str],
           f'{",".join(map(str, parallel))}).')
 
 
-def results_markdown(report: dict, plans: Sequence[SweepPlan], specs, base_dir: str,
+def results_markdown(report: dict, plans: Sequence[presets.SweepPlan], specs, base_dir: str,
                      commands: Sequence[str], transfer_stems: Sequence[str],
                      records_dir: str, out_dir: str) -> str:
   """The results section: figures (in ``out_dir``; paths relative to ``base_dir``),
@@ -415,11 +297,11 @@ def replace_block(path: str, text: str,
 def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {" ".join(argv[1:])}')
-  plans = select_plans(PRESETS[_PRESET.value], _LEVEL_SETS.value)
+  plans = select_plans(presets.PRESETS[_PRESET.value], _LEVEL_SETS.value)
   if _RESULTS_DOC.value and not _PRINT_COMMANDS.value:
     read_results_doc(_RESULTS_DOC.value, block_marks(_PRESET.value))
   level_sets = [p.level_set for p in plans]
-  transfers = [t for t in TRANSFERS[_PRESET.value] if t.level_set in level_sets]
+  transfers = [t for t in presets.TRANSFERS[_PRESET.value] if t.level_set in level_sets]
   out_dir = figures_dir(_OUT.value, _PRESET.value)
   commands = [sweep_command(p, _SWEEP_DIR.value, _PARALLEL.value) for p in plans]
   commands += [transfer_command(t, _TRANSFER_DIR.value, _PARALLEL.value, out_dir)
@@ -440,7 +322,7 @@ def main(argv: Sequence[str]) -> int:
     return _reproduce(plans, transfers, commands, records, out_dir)
 
 
-def _reproduce(plans: Sequence[SweepPlan],
+def _reproduce(plans: Sequence[presets.SweepPlan],
                transfers: Sequence[transfer_runs.TransferPlan],
                commands: Sequence[str], records: run_records.Records,
                out_dir: str) -> int:
@@ -458,9 +340,13 @@ def _reproduce(plans: Sequence[SweepPlan],
     print(f'{len(specs)} runs, {frames:,} environment frames in all')
     start = time.time()
     finished_before = sum(schedule.is_finished(s.logdir) for s in specs)
+    to_run = runs_to_start(specs, _MAX_RUNS.value)
+    if len(to_run) < len(specs):
+      print(f'--max_runs={_MAX_RUNS.value}: running {len(to_run) - finished_before} of '
+            f'the {len(specs) - finished_before} unfinished runs')
     try:
       outcome = schedule.run_all(
-          specs, schedule.launch_command_from_flag(_LAUNCH_COMMAND.value),
+          to_run, schedule.launch_command_from_flag(_LAUNCH_COMMAND.value),
           _PARALLEL.value, name='reproduce',
           on_finished=lambda spec: run_records.record_or_warn(
               spec.logdir, records.record_dir(spec.logdir)))
