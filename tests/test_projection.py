@@ -13,12 +13,12 @@ import pytest
 
 from distral_tf.distributed import bench
 from distral_tf.distributed import projection
-from distral_tf.distributed import remote
 from distral_tf.distributed import topology
 
 COSTS = projection.Costs(
     env_seconds_per_frame=1e-3, host_seconds_per_frame=500e-6,
-    chief_fixed_cores=0.1, chief_seconds_per_refresh=0.1, chief_seconds_per_update=0.02, ps_seconds_per_update=0.01,
+    chief_fixed_cores=0.1, chief_seconds_per_report=0.004, chief_seconds_per_call=0.064,
+    steps_per_call=1.5, unrolls_per_call=4, ps_seconds_per_update=0.01,
     chief_bytes_per_update=2e6, ps_bytes_per_update=1e6, frames_per_update=1280)
 
 
@@ -28,19 +28,19 @@ def test_projection_follows_its_formulas():
   p = projection.project(COSTS, res, 'mazes', 5000.0)
   # 16 cores / (200 us of DeepMind Lab + 500 us of acting) per frame.
   assert p.host_fps == pytest.approx(16 / 700e-6)
-  # chief CPU: 1 core less 0.1 at a fixed rate and 0.1 s per policy copy
-  # every 0.5 s, at 0.02 s per step: 35 steps/s; ps 16 / 0.01 = 1600; chief
-  # link 1.25e9 / 2e6 = 625; ps links 4 * 1.25e9 / 1e6 = 5000.
-  assert remote.REFRESH_SECS == 0.5
+  # chief CPU: 1 core less 0.1 at a fixed rate, at 0.004 s per report plus
+  # 0.064 s per call of 4 steps = 0.02 s per step: 45 steps/s; ps 16 / 0.01 =
+  # 1600; chief link 1.25e9 / 2e6 = 625; ps links 4 * 1.25e9 / 1e6 = 5000.
+  assert COSTS.chief_seconds_per_update == pytest.approx(0.02)
   assert p.limit == 'chief CPU'
-  assert p.updates_per_second == pytest.approx(35.0)
-  assert p.frames_per_second == pytest.approx(35.0 * 1280)
-  assert p.hosts == math.ceil(35.0 * 1280 / (16 / 700e-6))
+  assert p.updates_per_second == pytest.approx(45.0)
+  assert p.frames_per_second == pytest.approx(45.0 * 1280)
+  assert p.hosts == math.ceil(45.0 * 1280 / (16 / 700e-6))
 
 
 def test_a_chief_busy_with_fixed_work_takes_no_steps():
   res = projection.Resources(chief_cores=1)
-  costs = dataclasses.replace(COSTS, chief_fixed_cores=0.5, chief_seconds_per_refresh=0.3)
+  costs = dataclasses.replace(COSTS, chief_fixed_cores=1.0)
   p = projection.project(costs, res, 'mazes', 5000.0)
   assert p.limit == 'chief CPU' and p.updates_per_second == 0.0 and p.hosts == 1
 
@@ -54,7 +54,7 @@ def test_projection_names_the_link_when_the_network_binds():
 
 
 def test_a_cost_measured_as_nothing_sets_no_limit():
-  costs = dataclasses.replace(COSTS, chief_seconds_per_update=0.0)
+  costs = dataclasses.replace(COSTS, chief_seconds_per_report=0.0, chief_seconds_per_call=0.0)
   p = projection.project(costs, projection.Resources(), 'mazes', 5000.0)
   assert p.limit == 'chief link' and p.updates_per_second == pytest.approx(625.0)
 
@@ -92,11 +92,11 @@ def test_cpu_of_a_busy_child_is_read_from_proc():
     child.wait()
 
 
-def _sample(frames, steps, refreshes, cpu, port_bytes, servers, chief_pid, when=0.0,
+def _sample(frames, steps, calls, cpu, port_bytes, servers, chief_pid, when=0.0,
             threads=None, unrolls=0):
   sample = object.__new__(bench._Sample)  # pylint: disable=protected-access
   sample.data = dict(servers=servers, chief_pid=chief_pid, thread_cpu=threads or {})
-  sample.time, sample.frames, sample.steps, sample.refreshes = when, frames, steps, refreshes
+  sample.time, sample.frames, sample.steps, sample.calls = when, frames, steps, calls
   sample.unrolls = unrolls
   sample.cpu, sample.bytes = cpu, port_bytes
   return sample
@@ -120,19 +120,23 @@ def test_bench_costs_group_processes_and_ports_by_role():
   moved = {('chief', 'worker'): 3100, ('ps', 'worker'): 5000, ('chief', 'ps'): 1000,
            bench.WITHIN_A_HOST: 9000}
   start = _sample(0, 0, 0, start_cpu, ports, servers, 10, when=100.0,
-                  threads=dict(MainThread=1.0, PolicyMirror=0.5, **{'Evaluator-3': 0.0,
-                                                                   'LearnerThread-0': 1.0}))
-  end = _sample(1000, 10, 2, end_cpu, moved, servers, 10, when=104.0, unrolls=8,
-                threads=dict(MainThread=1.2, PolicyMirror=0.9, **{'Evaluator-3': 0.2,
-                                                                 'LearnerThread-0': 1.5}))
+                  threads={'MainThread': 1.0, 'ActorService_0': 0.5, 'Evaluator-3': 0.0,
+                           'LearnerThread-0': 1.0})
+  end = _sample(1000, 10, 5, end_cpu, moved, servers, 10, when=104.0, unrolls=8,
+                threads={'MainThread': 1.2, 'ActorService_0': 0.9, 'Evaluator-3': 0.2,
+                         'LearnerThread-0': 1.5})
   costs = bench.measured_costs(start, end, cluster)
   assert costs.env_seconds_per_frame == pytest.approx((2.0 + 1.0 + 1.0) / 1000)
   assert costs.host_seconds_per_frame == pytest.approx((2.0 + 3.0) / 1000)
   # The chief's 2 s (not its environment 11's): 0.4 s at a fixed rate (main
-  # thread and evaluator, over 4 s), 0.4 s in two policy copies, 1.2 s in steps.
+  # thread and evaluator, over 4 s), 0.4 s taking 8 reports, 1.2 s in 5 calls
+  # of 10 steps; at saturation a call takes UNROLLS_PER_CALL steps.
   assert costs.chief_fixed_cores == pytest.approx(0.4 / 4)
-  assert costs.chief_seconds_per_refresh == pytest.approx(0.4 / 2)
-  assert costs.chief_seconds_per_update == pytest.approx(1.2 / 10)
+  assert costs.chief_seconds_per_report == pytest.approx(0.4 / 8)
+  assert costs.chief_seconds_per_call == pytest.approx(1.2 / 5)
+  assert costs.steps_per_call == pytest.approx(2.0)
+  assert costs.chief_seconds_per_update == pytest.approx(
+      0.4 / 8 + 1.2 / 5 / bench.steps_lib.UNROLLS_PER_CALL)
   assert costs.ps_seconds_per_update == pytest.approx(1.0 / 10)
   # Every connection with the chief at one end (reports, steps, its policy
   # copies from the ps); with a ps at one end; nothing within a host.

@@ -54,6 +54,7 @@ from distral_tf import bench as local_bench  # --bench_seconds, --bench_warmup_s
 from distral_tf import cli
 from distral_tf import errors
 from distral_tf.distributed import projection
+from distral_tf.distributed import steps as steps_lib
 from distral_tf.distributed import topology
 from distral_tf.distributed import trainer as trainer_lib
 from distral_tf.dmlab import games
@@ -83,6 +84,8 @@ START_TIMEOUT_SECS = 600.0
 # The chief's threads whose work recurs at a rate of their own, not per step.
 FIXED_RATE_THREADS = ('MainThread', 'Evaluator', 'LocalClusterSupervisor',
                       'WorkerPreemptionHandler')
+# The actor service's threads: one report per unroll.
+REPORT_THREADS = ('ActorService',)
 
 
 WITHIN_A_HOST = ('host', 'within')
@@ -155,6 +158,7 @@ class _Sample:
     self.frames = data['frames']
     self.steps = sum(data['stats']['steps'])
     self.refreshes = data['stats']['policy_refreshes']
+    self.calls = data['stats'].get('calls', 0)
     self.frames_per_host = data['stats'].get('frames_per_host', [])
     self.unrolls = sum(data['stats'].get('unrolls_per_host', []))
     self.params_served = data['stats'].get('params_served', 0)
@@ -264,20 +268,23 @@ def measured_costs(start: _Sample, end: _Sample,
   threads = lambda sample, prefixes: sum(
       v for k, v in sample.data.get('thread_cpu', {}).items() if k.startswith(prefixes))
   used = lambda prefixes: threads(end, prefixes) - threads(start, prefixes)
-  fixed, refresh = used(FIXED_RATE_THREADS), used(('PolicyMirror',))
+  fixed, reports = used(FIXED_RATE_THREADS), used(REPORT_THREADS)
+  unrolls = max(end.unrolls - start.unrolls, 1)
+  calls = max(end.calls - start.calls, 1)
   return projection.Costs(
       env_seconds_per_frame=projection.cpu_used(start.cpu, end.cpu, envs) / frames,
       host_seconds_per_frame=projection.cpu_used(start.cpu, end.cpu, set(workers)) / frames,
       chief_fixed_cores=fixed / max(end.time - start.time, 1e-9),
-      chief_seconds_per_refresh=refresh / max(end.refreshes - start.refreshes, 1),
-      chief_seconds_per_update=(chief_cpu - fixed - refresh) / steps,
+      chief_seconds_per_report=reports / unrolls,
+      chief_seconds_per_call=(chief_cpu - fixed - reports) / calls,
+      steps_per_call=steps / calls, unrolls_per_call=steps_lib.UNROLLS_PER_CALL,
       ps_seconds_per_update=projection.cpu_used(start.cpu, end.cpu, ps_tree) / steps,
       # Every connection with the chief (or a ps) at one end, whichever started it.
       chief_bytes_per_update=moved_bytes(start.bytes, end.bytes, 'chief') / steps,
       ps_bytes_per_update=moved_bytes(start.bytes, end.bytes, 'ps') / steps,
       # Both counted as unrolls are reported: a step lags its unroll, and a
       # window of a few steps would otherwise count a few more or fewer of them.
-      frames_per_update=frames / max(end.unrolls - start.unrolls, 1))
+      frames_per_update=frames / unrolls)
 
 
 def _mb(n) -> str:

@@ -13,13 +13,13 @@ its ports, and divides them by the frames acted and the gradient steps taken:
 * the chief's process, split by its threads (``thread_cpu``) into what
   recurs at a fixed rate whatever the number of hosts (``chief_fixed_cores``:
   the run loop's summaries and progress, pi_0's evaluator acting; not the
-  evaluator's environment processes and the policy copy it takes from the ps
-  tasks as each evaluation starts), a policy copy of a thread of its own
-  (``chief_seconds_per_refresh``, at most one every ``remote.REFRESH_SECS``;
-  none since the hosts take theirs from their own workers) and everything
-  else, counted per gradient step (``chief_seconds_per_update``: the actor
-  service taking reports, the learner threads and the coordinator scheduling
-  steps and taking their results, gRPC's and TensorFlow's own threads);
+  evaluator's environment processes), the actor service taking the hosts'
+  reports (``chief_seconds_per_report``: one per unroll, so per gradient step)
+  and everything else, counted per call of gradient steps the learner threads
+  scheduled (``chief_seconds_per_call``: the learner threads and the
+  coordinator scheduling a call and taking its results, gRPC's and
+  TensorFlow's own threads, and whatever else runs per second);
+  ``steps_per_call`` is what the calls took in the window;
 * ``ps_seconds_per_update``: every parameter server (reads, RMSProp updates);
 * ``chief_bytes_per_update`` (reports in, schedules out and results back,
   the chief's policy copies) and ``ps_bytes_per_update`` (variables read and
@@ -36,8 +36,7 @@ host with ``host_cores`` cores acts at
 
 and the learner side takes at most
 
-    U = min((chief_cores - chief_fixed_cores
-             - chief_seconds_per_refresh / REFRESH_SECS) / chief_seconds_per_update,
+    U = min((chief_cores - chief_fixed_cores) / chief_seconds_per_update,
             num_ps * ps_cores / ps_seconds_per_update,
             link / chief_bytes_per_update,
             num_ps * link / ps_bytes_per_update)
@@ -45,7 +44,15 @@ and the learner side takes at most
 gradient steps/s (the parameters are split over the ps tasks, so their work
 and traffic divide), that is ``U * frames_per_update`` frames/s, which
 ``ceil(U * frames_per_update / host_fps)`` worker hosts reach. Every cost is
-held at the measured unroll shape and network.
+held at the measured unroll shape and network. At saturation the hosts' queues
+are full and every call takes ``unrolls_per_call`` steps (``steps.
+UNROLLS_PER_CALL``), so the chief's CPU per step is
+
+    chief_seconds_per_update = chief_seconds_per_report
+                               + chief_seconds_per_call / unrolls_per_call
+
+(on loopback, where a queue seldom holds a second unroll, calls take fewer:
+the per-call cost is measured there, the per-step cost projected from it).
 """
 
 from __future__ import annotations
@@ -55,7 +62,6 @@ import math
 import os
 import threading
 
-from distral_tf.distributed import remote
 
 # The learner-side limits, in the order they are named.
 LIMITS = ('chief CPU', 'ps CPU', 'chief link', 'ps link')
@@ -129,12 +135,19 @@ class Costs:
   env_seconds_per_frame: float
   host_seconds_per_frame: float
   chief_fixed_cores: float
-  chief_seconds_per_refresh: float
-  chief_seconds_per_update: float
+  chief_seconds_per_report: float
+  chief_seconds_per_call: float
+  steps_per_call: float      # measured
+  unrolls_per_call: int      # the most a call takes: at saturation, every call
   ps_seconds_per_update: float
   chief_bytes_per_update: float
   ps_bytes_per_update: float
   frames_per_update: float
+
+  @property
+  def chief_seconds_per_update(self) -> float:
+    """The chief's CPU per gradient step at saturation (module doc)."""
+    return self.chief_seconds_per_report + self.chief_seconds_per_call / self.unrolls_per_call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,8 +176,7 @@ def project(costs: Costs, res: Resources, level_set: str,
   """The module doc's formulas for one level set."""
   host_fps = res.host_cores / (1.0 / frames_per_core + costs.host_seconds_per_frame)
   link = res.link_gbit * 1e9 / 8
-  chief_free = (res.chief_cores - costs.chief_fixed_cores -
-                costs.chief_seconds_per_refresh / remote.REFRESH_SECS)
+  chief_free = res.chief_cores - costs.chief_fixed_cores
   # A cost measured as nothing (a window too short to see it) sets no limit.
   rate = lambda capacity, cost: capacity / cost if cost > 0 else math.inf
   per_limit = (rate(max(chief_free, 0.0), costs.chief_seconds_per_update),
@@ -186,10 +198,13 @@ def format_costs(costs: Costs) -> str:
       f'{costs.host_seconds_per_frame * 1e6:,.0f} µs |',
       f'| chief CPU at a fixed rate (run loop, pi_0\'s evaluator) | '
       f'{costs.chief_fixed_cores:.2f} cores |',
-      f'| chief CPU per policy copy (from the ps, encoded for the hosts) | '
-      f'{costs.chief_seconds_per_refresh * 1e3:,.1f} ms |',
-      f'| chief CPU per gradient step (the rest) | '
-      f'{costs.chief_seconds_per_update * 1e3:,.1f} ms |',
+      f'| chief CPU per report of an unroll (actor service) | '
+      f'{costs.chief_seconds_per_report * 1e3:,.1f} ms |',
+      f'| chief CPU per call of gradient steps (the rest; '
+      f'{costs.steps_per_call:.2f} steps per call measured) | '
+      f'{costs.chief_seconds_per_call * 1e3:,.1f} ms |',
+      f'| chief CPU per gradient step at saturation (calls of '
+      f'{costs.unrolls_per_call} steps) | {costs.chief_seconds_per_update * 1e3:,.1f} ms |',
       f'| parameter servers\' CPU per gradient step | '
       f'{costs.ps_seconds_per_update * 1e3:,.1f} ms |',
       f'| chief traffic per gradient step | {costs.chief_bytes_per_update / 1e6:.2f} MB |',
