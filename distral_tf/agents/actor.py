@@ -53,6 +53,11 @@ class Progress:
     self._recent_lags: collections.deque[int] = collections.deque(maxlen=100)
     self.lock = threading.Lock()
 
+  def add_dropped(self) -> None:
+    """Counts one unroll dropped for its policy lag (``max_policy_lag``)."""
+    with self.lock:
+      self.dropped_unrolls += 1
+
   def add_update(self, task_sizes: Sequence[int], lag: int,
                  metrics: dict[str, float]) -> None:
     """Counts one applied update of the tasks with ``task_sizes > 0``.
@@ -351,8 +356,7 @@ class LearnerThread:
         with self._progress.lock:
           lag = self._progress.updates - updates_before
         if self._max_policy_lag and lag > self._max_policy_lag:
-          with self._progress.lock:
-            self._progress.dropped_unrolls += 1
+          self._progress.add_dropped()
           continue
         metrics = {k: float(v) for k, v in self._learner.train_step(task_sizes,
                                                                      batch).items()}

@@ -333,8 +333,7 @@ class StepThread:
             continue
           self._tickets.taken(key, result.worker, result.incarnation, result.number)
           if result.status == DROPPED:
-            with self._progress.lock:
-              self._progress.dropped_unrolls += 1
+            self._progress.add_dropped()
             continue
           learner_lib.check_finite(result.metrics, self._progress.updates + 1)
           self._progress.add_update(key, result.lag, result.metrics)
