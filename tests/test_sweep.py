@@ -473,6 +473,31 @@ def test_the_wall_time_sentence_counts_the_invocations_of_the_level_sets_drawn(t
   assert reproduce.wall_time_sentence(str(tmp_path / 'none'), ['minigrid']) == ''
 
 
+def test_dmlab_plan_takes_the_mazes_defaults_and_the_long_schedule():
+  from distral_tf import cli  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import config  # pylint: disable=g-import-not-at-top
+  from distral_tf.agents import config_limits  # pylint: disable=g-import-not-at-top
+  (plan,) = presets.PRESETS['dmlab_cpu']
+  assert (plan.level_set, plan.num_tasks, plan.seeds, plan.num_runs) == ('mazes', 4, 2, 10)
+  assert plan.algorithms == ('a3c', 'a3c_multitask', 'a3c_2col', 'kl_2col', 'kl_ent_2col')
+  # The 8 environments of a 2-core machine (what the level set's default gives there).
+  assert plan.workers_per_task == config_limits.machine_workers_per_task(
+      4, cores=2, memory_bytes=24e9)
+  fv = cli.FLAGS
+  for algorithm in plan.algorithms:
+    fv.unparse_flags()
+    fv(['distral_tf', f'--algorithm={algorithm}', '--level_set=mazes'])
+    deep, _ = config.from_flags(fv)
+    assert plan.entropy_costs == (deep.entropy_cost,), algorithm
+    assert plan.learning_rates == (deep.learning_rate,), algorithm
+  fv.unparse_flags()
+  # Every run anneals its rate over 12M frames per task, past its budget.
+  from distral_tf.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  (spec, *_) = reproduce.plan_specs(plan, 'S')
+  assert '--lr_anneal_frames=12000000' in spec.args
+  assert presets.DMLAB_LR_ANNEAL_FRAMES > plan.env_steps_per_task
+
+
 def test_cpu_miniworld_plan_takes_every_algorithms_defaults():
   from distral_tf import cli  # pylint: disable=g-import-not-at-top
   from distral_tf.agents import config  # pylint: disable=g-import-not-at-top

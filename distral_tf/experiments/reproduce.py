@@ -20,9 +20,15 @@ entry's runs and restores the others from the records, and draws all of them
 into ``<--out>/adaptive`` (``PARTS``); ``--preset=adaptive_smoke`` checks it in
 minutes.
 
+``--preset=dmlab_cpu`` runs Figure 4's mazes panel on DeepMind Lab at CPU
+scale (``presets``: 4 tasks, 5 algorithms, 2 seeds, about 8 hours on 2 cores)
+into ``<--out>/dmlab``; ``--max_runs=N`` runs the next N unfinished runs of a
+preset and draws what there is, so that a long one is done in pieces that each
+finish and are recorded.
+
 With ``--results_doc`` the text between the ``<!-- results:begin -->`` and
 ``<!-- results:end -->`` lines of that Markdown file is replaced by the results
-(``<!-- results:adaptive:begin -->`` ... for the ``adaptive`` preset).
+(``<!-- results:<part>:begin -->`` ... for a preset drawn apart, ``presets.PARTS``).
 Resumable: run the same command again after an interruption (while one
 invocation runs, a second on the same directories is refused). Each run is
 recorded as it finishes (``run_records``: its config, summary and compressed
@@ -61,7 +67,9 @@ TIME_LOG = 'reproduce_time.json'
 _PRESET = flags.DEFINE_enum('preset', 'cpu', list(presets.PRESETS),
                             'cpu: the reduced reproduction; adaptive: its two_rooms and '
                             'minigrid sweeps with kl_ent_2col_adaptive beside the seven; '
-                            'smoke, adaptive_smoke: minutes, to check their pipelines.')
+                            'dmlab_cpu: Figure 4\'s mazes panel on DeepMind Lab (10 runs, '
+                            'about 8 hours: use --max_runs); smoke, adaptive_smoke, '
+                            'dmlab_smoke: minutes, to check their pipelines.')
 _LEVEL_SETS = flags.DEFINE_list(
     'level_sets', [], 'Run and draw only these level sets of the preset; default: all.')
 _SWEEP_DIR = flags.DEFINE_string('sweep_dir', 'runs/reproduction',
