@@ -148,9 +148,10 @@ _DMLAB_PLAN = SweepPlan('mazes', (0.01,), (5e-4,), seeds=2,
                         algorithms=DMLAB_ALGORITHMS,
                         trainer_flags=(f'--lr_anneal_frames={DMLAB_LR_ANNEAL_FRAMES}',))
 PRESETS['dmlab_cpu'] = (_DMLAB_PLAN,)
-# Minutes, on a real DeepMind Lab: the same plan at a budget of 2,000 frames.
+# Minutes, on a real DeepMind Lab: the same plan at a budget of 4,000 frames
+# per task, past the end of a maze's first episode (3,600 frames).
 PRESETS['dmlab_smoke'] = (dataclasses.replace(
-    _DMLAB_PLAN, seeds=1, num_tasks=2, workers_per_task=1, env_steps_per_task=2_000,
+    _DMLAB_PLAN, seeds=1, num_tasks=2, workers_per_task=1, env_steps_per_task=4_000,
     algorithms=('a3c', 'kl_ent_2col')),)
 # Presets drawn apart from the cpu preset's results: their figures, table,
 # claims and results.md go to <--out>/<part>, and --results_doc's block is the
