@@ -473,9 +473,21 @@ def test_the_wall_time_sentence_counts_the_invocations_of_the_level_sets_drawn(t
   assert reproduce.wall_time_sentence(str(tmp_path / 'none'), ['minigrid']) == ''
 
 
-def test_dmlab_plan_takes_the_mazes_defaults_and_the_long_schedule():
+def _trainer_defaults(plan):
+  """(algorithm, the trainer's configuration at its defaults on the plan's level set)."""
   from distral_tf import cli  # pylint: disable=g-import-not-at-top
   from distral_tf.agents import config  # pylint: disable=g-import-not-at-top
+  fv = cli.FLAGS
+  try:
+    for algorithm in plan.algorithms:
+      fv.unparse_flags()
+      fv(['distral_tf', f'--algorithm={algorithm}', f'--level_set={plan.level_set}'])
+      yield algorithm, config.from_flags(fv)[0]
+  finally:
+    fv.unparse_flags()
+
+
+def test_dmlab_plan_takes_the_mazes_defaults_and_the_long_schedule():
   from distral_tf.agents import config_limits  # pylint: disable=g-import-not-at-top
   (plan,) = presets.PRESETS['dmlab_cpu']
   assert (plan.level_set, plan.num_tasks, plan.seeds, plan.num_runs) == ('mazes', 4, 2, 10)
@@ -483,14 +495,9 @@ def test_dmlab_plan_takes_the_mazes_defaults_and_the_long_schedule():
   # The 8 environments of a 2-core machine (what the level set's default gives there).
   assert plan.workers_per_task == config_limits.machine_workers_per_task(
       4, cores=2, memory_bytes=24e9)
-  fv = cli.FLAGS
-  for algorithm in plan.algorithms:
-    fv.unparse_flags()
-    fv(['distral_tf', f'--algorithm={algorithm}', '--level_set=mazes'])
-    deep, _ = config.from_flags(fv)
+  for algorithm, deep in _trainer_defaults(plan):
     assert plan.entropy_costs == (deep.entropy_cost,), algorithm
     assert plan.learning_rates == (deep.learning_rate,), algorithm
-  fv.unparse_flags()
   # Every run anneals its rate over 12M frames per task, past its budget.
   from distral_tf.experiments import reproduce  # pylint: disable=g-import-not-at-top
   (spec, *_) = reproduce.plan_specs(plan, 'S')
@@ -499,20 +506,13 @@ def test_dmlab_plan_takes_the_mazes_defaults_and_the_long_schedule():
 
 
 def test_cpu_miniworld_plan_takes_every_algorithms_defaults():
-  from distral_tf import cli  # pylint: disable=g-import-not-at-top
-  from distral_tf.agents import config  # pylint: disable=g-import-not-at-top
   (plan,) = [p for p in presets.PRESETS['cpu'] if p.level_set == 'miniworld']
   assert plan.algorithms == ('a3c', 'a3c_multitask', 'kl_ent_2col')
   assert (plan.seeds, plan.num_tasks, plan.num_runs) == (2, 4, 6)
-  fv = cli.FLAGS
-  for algorithm in plan.algorithms:
-    fv.unparse_flags()
-    fv(['distral_tf', f'--algorithm={algorithm}', '--level_set=miniworld'])
-    deep, _ = config.from_flags(fv)
+  for algorithm, deep in _trainer_defaults(plan):
     assert plan.entropy_costs == (deep.entropy_cost,), algorithm
     assert plan.learning_rates == (deep.learning_rate,), algorithm
     assert plan.workers_per_task == deep.workers_per_task
-  fv.unparse_flags()
 
 
 def test_transfer_runs_of_a_chosen_setting_have_their_own_directory():
