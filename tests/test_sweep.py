@@ -337,9 +337,13 @@ def test_reproduce_smoke_preset_writes_figures_table_and_doc(tmp_path):
 def test_reproduce_runs_a_preset_in_pieces_with_max_runs(tmp_path):
   env, launch = make_env(tmp_path)
   sweep, out = tmp_path / 'runs', tmp_path / 'out'
-  common = ['--preset=dmlab_smoke', f'--sweep_dir={sweep}', f'--out={out}', launch]
+  transfer = tmp_path / 'transfer'
+  common = ['--preset=dmlab_smoke', f'--sweep_dir={sweep}', f'--out={out}',
+            f'--transfer_dir={transfer}', launch]
   first = run_module('reproduce', [*common, '--max_runs=1'], env)
   assert first.returncode == 0, first.stderr + first.stdout
+  # The preset has no transfer runs: its --transfer_dir is neither made nor held.
+  assert not transfer.exists()
   assert '--max_runs=1: running 1 of the 2 unfinished runs' in first.stdout
   a3c = schedule.sweep_logdir(str(sweep), 'mazes', 'a3c', 0.01, 5e-4, 0)
   kl = schedule.sweep_logdir(str(sweep), 'mazes', 'kl_ent_2col', 0.01, 5e-4, 0)

@@ -324,9 +324,10 @@ def main(argv: Sequence[str]) -> int:
       {_SWEEP_DIR.value: 'reproduction', _TRANSFER_DIR.value: 'transfer'})
   # Fails here, before any run: every directory written is this command's while
   # it runs (a second invocation on any of them is refused, naming this one).
-  with run_dir.held({'out': _OUT.value, 'records_dir': records.path,
-                     'sweep_dir': _SWEEP_DIR.value,
-                     'transfer_dir': _TRANSFER_DIR.value}):
+  held = {'out': _OUT.value, 'records_dir': records.path, 'sweep_dir': _SWEEP_DIR.value}
+  if transfers:  # a preset without transfer runs leaves --transfer_dir free
+    held['transfer_dir'] = _TRANSFER_DIR.value
+  with run_dir.held(held):
     return _reproduce(plans, transfers, commands, records, out_dir)
 
 
