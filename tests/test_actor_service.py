@@ -242,6 +242,29 @@ def test_messages_keep_values_dtypes_and_shapes():
   assert actor_rpc.decode(actor_rpc.encode([])) == []
 
 
+def test_reports_round_trip_and_malformed_ones_are_refused():
+  spec = host_queue.ElementSpec(('int64', 'float32'), ((), (20, 4, 72, 96, 3))).to_json()
+  sent = actor_rpc.Report(3, -(2**62) + 5, 2**40, (0, 16, 2),
+                          np.array([[1, 2.5, 900], [2, -1.25, 30]], np.float32),
+                          spec.encode())
+  data = actor_rpc.encode_report(sent)
+  got = actor_rpc.decode_report(data)
+  assert (got.host, got.incarnation, got.number, got.task_sizes, got.spec) == (
+      sent.host, sent.incarnation, sent.number, sent.task_sizes, sent.spec)
+  np.testing.assert_array_equal(got.episodes, sent.episodes)
+  assert host_queue.ElementSpec.from_json(got.spec.decode()) == (
+      host_queue.ElementSpec.from_json(spec))
+  none = actor_rpc.decode_report(actor_rpc.encode_report(sent._replace(episodes=[])))
+  assert none.episodes.shape == (0, 3)
+  # Header, 3 sizes, 2 rows and the spec: nothing else travels.
+  assert len(data) == 32 + 3 * 4 + 2 * 12 + len(spec)
+  for bad in (data[:-1], data + b'x', data[:10]):
+    with pytest.raises(ValueError, match='report of'):
+      actor_rpc.decode_report(bad)
+  for counted, stop in ((True, False), (False, True), (False, False)):
+    assert actor_rpc.decode_answer(actor_rpc.encode_answer(counted, stop)) == (counted, stop)
+
+
 def test_hosts_split_the_workers_of_every_task():
   level_set = level_sets.make_level_set('two_rooms', num_tasks=3, seed=0)
   everything = batch_lib.thread_specs(level_set, 7, workers_per_task=5, actor_threads=2)

@@ -120,23 +120,29 @@ def test_bench_costs_group_processes_and_ports_by_role():
   moved = {('chief', 'worker'): 3100, ('ps', 'worker'): 5000, ('chief', 'ps'): 1000,
            bench.WITHIN_A_HOST: 9000}
   start = _sample(0, 0, 0, start_cpu, ports, servers, 10, when=100.0,
-                  threads={'MainThread': 1.0, 'ActorService_0': 0.5, 'Evaluator-3': 0.0,
-                           'LearnerThread-0': 1.0})
+                  threads={'MainThread': 1.0, 'ActorRpc_0': 0.5, 'Evaluator-3': 0.0,
+                           'ActorService-1': 0.0, 'LearnerThread-0': 1.0,
+                           'Thread-1 (_serve)': 0.1})
   end = _sample(1000, 10, 5, end_cpu, moved, servers, 10, when=104.0, unrolls=8,
-                threads={'MainThread': 1.2, 'ActorService_0': 0.9, 'Evaluator-3': 0.2,
-                         'LearnerThread-0': 1.5})
+                threads={'MainThread': 1.2, 'ActorRpc_0': 0.8, 'Evaluator-3': 0.2,
+                         'ActorService-1': 0.2, 'LearnerThread-0': 1.5,
+                         'Thread-1 (_serve)': 0.2})
   costs = bench.measured_costs(start, end, cluster)
   assert costs.env_seconds_per_frame == pytest.approx((2.0 + 1.0 + 1.0) / 1000)
   assert costs.host_seconds_per_frame == pytest.approx((2.0 + 3.0) / 1000)
-  # The chief's 2 s (not its environment 11's): 0.4 s at a fixed rate (main
-  # thread and evaluator, over 4 s), 0.4 s taking 8 reports, 1.2 s in 5 calls
-  # of 10 steps; at saturation a call takes UNROLLS_PER_CALL steps.
-  assert costs.chief_fixed_cores == pytest.approx(0.4 / 4)
+  # The chief's 2 s (not its environment 11's): 0.6 s at a fixed rate (main
+  # thread, evaluator and the actor service's own thread, over 4 s), 0.4 s in
+  # the gRPC threads taking 8 reports (its handlers and grpcio's thread that
+  # takes the calls in), 1.0 s in 5 calls of 10 steps; at
+  # saturation a call takes UNROLLS_PER_CALL steps.
+  assert costs.chief_fixed_cores == pytest.approx(0.6 / 4)
   assert costs.chief_seconds_per_report == pytest.approx(0.4 / 8)
-  assert costs.chief_seconds_per_call == pytest.approx(1.2 / 5)
+  assert costs.chief_seconds_per_call == pytest.approx(1.0 / 5)
+  # Of the chief's 2 s, its Python threads used 1.5 s; the other 0.5 s, per call.
+  assert costs.chief_native_seconds_per_call == pytest.approx(0.5 / 5)
   assert costs.steps_per_call == pytest.approx(2.0)
   assert costs.chief_seconds_per_update == pytest.approx(
-      0.4 / 8 + 1.2 / 5 / bench.steps_lib.UNROLLS_PER_CALL)
+      0.4 / 8 + 1.0 / 5 / bench.steps_lib.UNROLLS_PER_CALL)
   assert costs.ps_seconds_per_update == pytest.approx(1.0 / 10)
   # Every connection with the chief at one end (reports, steps, its policy
   # copies from the ps); with a ps at one end; nothing within a host.

@@ -17,9 +17,12 @@ Four methods of the service ``distral.Actors``:
   when it starts), the unroll's number among the host's unrolls of its shape,
   task sizes, the episodes that ended in the unroll (rows
   ``[task, return, length]``) and the element spec of the unroll, which the
-  host has just put into its own queue (``host_queue``); the answer (JSON)
-  says whether it was counted and whether the run wants no more. The unroll
-  itself stays on the host.
+  host has just put into its own queue (``host_queue``); the answer says
+  whether it was counted and whether the run wants no more. The unroll itself
+  stays on the host. Reports come once per unroll, so they are packed binary
+  (``encode_report``: a fixed header, then the arrays' bytes and the spec's
+  JSON) and answered with two bytes: a TensorProto per field and a JSON
+  answer cost the chief several times their CPU.
 
 TensorFlow's ``tf.distribute.experimental.rpc`` would carry the same calls,
 but its server runs functions in the chief's eager context, which the
@@ -30,7 +33,8 @@ cluster coordinator rebuilds when a worker fails: the chief then crashed
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+import struct
+from typing import Any, NamedTuple, Sequence
 
 import grpc
 import numpy as np
@@ -65,6 +69,63 @@ def decode(data: bytes) -> list[np.ndarray]:
   """``encode``'s bytes -> the arrays."""
   outer = tf.make_ndarray(tensor_pb2.TensorProto.FromString(data))
   return [tf.make_ndarray(tensor_pb2.TensorProto.FromString(part)) for part in outer]
+
+
+class Report(NamedTuple):
+  """A host's report of one unroll it put into its own queue."""
+  host: int
+  incarnation: int
+  number: int
+  task_sizes: tuple[int, ...]
+  episodes: np.ndarray  # float32 rows [task, return, length]
+  spec: bytes  # host_queue.ElementSpec's JSON
+
+
+# host, incarnation, number, then how many task sizes, episode rows and spec bytes follow.
+_REPORT_HEADER = struct.Struct('<iqqiii')
+
+
+def encode_report(report: Report) -> bytes:
+  """``report`` -> bytes: the header, task sizes (int32), episode rows
+  (float32), the spec (little-endian throughout)."""
+  sizes = np.asarray(report.task_sizes, '<i4')
+  episodes = np.asarray(report.episodes, '<f4').reshape(-1, 3)
+  return b''.join([
+      _REPORT_HEADER.pack(report.host, report.incarnation, report.number, sizes.size,
+                          len(episodes), len(report.spec)),
+      sizes.tobytes(), episodes.tobytes(), report.spec])
+
+
+def decode_report(data: bytes) -> Report:
+  """``encode_report``'s bytes -> the report.
+
+  Raises:
+    ValueError: ``data`` is not a whole report.
+  """
+  if len(data) < _REPORT_HEADER.size:
+    raise ValueError(f'a report of {len(data)} bytes is shorter than its header')
+  host, incarnation, number, num_tasks, num_episodes, spec_bytes = (
+      _REPORT_HEADER.unpack_from(data))
+  sizes_at = _REPORT_HEADER.size
+  episodes_at = sizes_at + 4 * num_tasks
+  spec_at = episodes_at + 12 * num_episodes
+  if min(num_tasks, num_episodes, spec_bytes) < 0 or len(data) != spec_at + spec_bytes:
+    raise ValueError(f'a report of {len(data)} bytes does not hold the {num_tasks} task '
+                     f'sizes, {num_episodes} episodes and {spec_bytes} spec bytes '
+                     'its header names')
+  sizes = np.frombuffer(data, '<i4', num_tasks, sizes_at)
+  episodes = np.frombuffer(data, '<f4', 3 * num_episodes, episodes_at).reshape(-1, 3)
+  return Report(host, incarnation, number, tuple(sizes.tolist()), episodes,
+                data[spec_at:])
+
+
+def encode_answer(counted: bool, stop: bool) -> bytes:
+  return bytes([counted, stop])
+
+
+def decode_answer(data: bytes) -> tuple[bool, bool]:
+  """``encode_answer``'s bytes -> ``(counted, stop)``."""
+  return bool(data[0]), bool(data[1])
 
 
 def unroll_structure(network) -> learner_lib.Unroll:
@@ -118,12 +179,9 @@ class Client:
   def report(self, host: int, incarnation: int, number: int, task_sizes: Sequence[int],
              episodes: np.ndarray, spec: str) -> tuple[bool, bool]:
     """Tells the chief an unroll is in this host's queue; returns ``(counted, stop)``."""
-    request = encode([np.int32(host), np.int64(incarnation), np.int64(number),
-                      np.asarray(task_sizes, np.int32),
-                      np.asarray(episodes, np.float32).reshape(-1, 3),
-                      np.asarray(spec.encode())])
-    answer = json.loads(self._call(REPORT, request))
-    return bool(answer['counted']), bool(answer['stop'])
+    request = encode_report(Report(host, incarnation, number, tuple(task_sizes),
+                                   episodes, spec.encode()))
+    return decode_answer(self._call(REPORT, request))
 
   def close(self) -> None:
     self._channel.close()

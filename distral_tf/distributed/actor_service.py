@@ -25,7 +25,6 @@ has its frames (or the run stops), then ``done`` is True.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import threading
 import time
 import uuid
@@ -47,6 +46,8 @@ from distral_tf.distributed import topology
 # A host whose last unroll is older than this is not counted as acting.
 ACTING_WINDOW_SECS = 30.0
 SERVER_THREADS = 8
+# The names of the gRPC server's threads, which run the hosts' calls.
+HANDLER_THREADS = 'ActorRpc'
 # A host asking for the policy gets a copy at most this old.
 PARAMS_MAX_AGE_SECS = 5.0
 
@@ -79,6 +80,7 @@ class ActorService:
     self.params_served = 0
     self.report_bytes = 0
     self.unroll_bytes = 0  # Of the largest unroll reported (it stays on its host).
+    self._specs: dict[bytes, host_queue.ElementSpec] = {}
     self.lost_unrolls = 0
     self._incarnations = [None] * num_hosts
     self._frames_at_restart = np.zeros(num_hosts, np.int64)
@@ -101,11 +103,11 @@ class ActorService:
         actor_rpc.PLAN: lambda request, context: self._plan,
         actor_rpc.VERSION: lambda request, context: str(self._params[0]).encode(),
         actor_rpc.PARAMS: lambda request, context: self._serve_params(),
-        actor_rpc.REPORT: lambda request, context: json.dumps(
-            dict(zip(('counted', 'stop'), self._report(request)))).encode(),
+        actor_rpc.REPORT: lambda request, context: actor_rpc.encode_answer(
+            *self._report(request)),
     }
     server = grpc.server(
-        concurrent.futures.ThreadPoolExecutor(SERVER_THREADS, 'ActorService'),
+        concurrent.futures.ThreadPoolExecutor(SERVER_THREADS, HANDLER_THREADS),
         options=actor_rpc.CHANNEL_OPTIONS)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         actor_rpc.SERVICE,
@@ -139,9 +141,8 @@ class ActorService:
 
     Returns ``(counted, stop)``. Never waits.
     """
-    host, incarnation, number, task_sizes, episodes, spec = actor_rpc.decode(request)
-    host, incarnation = int(host), int(incarnation)
-    sizes = tuple(int(n) for n in task_sizes)
+    report = actor_rpc.decode_report(request)
+    host, incarnation, sizes = report.host, report.incarnation, report.task_sizes
     tasks = [t for t, n in enumerate(sizes) if n]
     with self._lock:
       if self._incarnations[host] != incarnation:
@@ -158,11 +159,14 @@ class ActorService:
       self.unrolls_per_host[host] += 1
       self.report_bytes += len(request)
       self._last_put[host] = time.time()
-      for task, episode_return, length in episodes:
-        self._recorder.record(int(task), float(episode_return), int(length))
-      element = host_queue.ElementSpec.from_json(spec.item().decode())
-      self.unroll_bytes = max(self.unroll_bytes, element.num_bytes)
-      self.tickets.add(host, sizes, element, int(number))
+      for task, episode_return, length in report.episodes.tolist():
+        self._recorder.record(int(task), episode_return, int(length))
+      element = self._specs.get(report.spec)
+      if element is None:  # A host sends the same few specs (one per shape) over and over.
+        element = self._specs[report.spec] = host_queue.ElementSpec.from_json(
+            report.spec.decode())
+        self.unroll_bytes = max(self.unroll_bytes, element.num_bytes)
+      self.tickets.add(host, sizes, element, report.number)
     return True, False
 
   def _drop_host(self, host: int) -> None:

@@ -53,6 +53,7 @@ from absl import flags
 from distral_tf import bench as local_bench  # --bench_seconds, --bench_warmup_seconds.
 from distral_tf import cli
 from distral_tf import errors
+from distral_tf.distributed import actor_service
 from distral_tf.distributed import projection
 from distral_tf.distributed import steps as steps_lib
 from distral_tf.distributed import topology
@@ -81,11 +82,13 @@ _TRAINER_FLAGS = ('level_set', 'algorithm', 'seed', 'num_tasks', 'workers_per_ta
                   'actor_threads', 'learner_threads', 'unroll_length',
                   'env_processes', 'learning_rate', 'entropy_cost')
 START_TIMEOUT_SECS = 600.0
-# The chief's threads whose work recurs at a rate of their own, not per step.
+# The chief's threads whose work recurs at a rate of their own, not per step
+# (``ActorService-`` is its run-loop thread, which looks for silent hosts).
 FIXED_RATE_THREADS = ('MainThread', 'Evaluator', 'LocalClusterSupervisor',
-                      'WorkerPreemptionHandler')
-# The actor service's threads: one report per unroll.
-REPORT_THREADS = ('ActorService',)
+                      'WorkerPreemptionHandler', 'ActorService-')
+# The actor service's gRPC threads: one report per unroll (grpcio's own thread
+# that takes each call in and hands it to them is named '... (_serve)').
+REPORT_THREADS = (actor_service.HANDLER_THREADS, '(_serve)')
 
 
 WITHIN_A_HOST = ('host', 'within')
@@ -265,10 +268,13 @@ def measured_costs(start: _Sample, end: _Sample,
   steps = max(end.steps - start.steps, 1)
   # The chief's process; not its servers (loopback) nor pi_0's evaluator environments.
   chief_cpu = projection.cpu_used(start.cpu, end.cpu, {end.data['chief_pid']})
-  threads = lambda sample, prefixes: sum(
-      v for k, v in sample.data.get('thread_cpu', {}).items() if k.startswith(prefixes))
-  used = lambda prefixes: threads(end, prefixes) - threads(start, prefixes)
+  threads = lambda sample, names: sum(
+      v for k, v in sample.data.get('thread_cpu', {}).items()
+      if any(k.startswith(n) or k.endswith(n) for n in names))
+  used = lambda names: threads(end, names) - threads(start, names)
   fixed, reports = used(FIXED_RATE_THREADS), used(REPORT_THREADS)
+  python = sum(end.data.get('thread_cpu', {}).values()) - sum(
+      start.data.get('thread_cpu', {}).values())
   unrolls = max(end.unrolls - start.unrolls, 1)
   calls = max(end.calls - start.calls, 1)
   return projection.Costs(
@@ -284,7 +290,8 @@ def measured_costs(start: _Sample, end: _Sample,
       ps_bytes_per_update=moved_bytes(start.bytes, end.bytes, 'ps') / steps,
       # Both counted as unrolls are reported: a step lags its unroll, and a
       # window of a few steps would otherwise count a few more or fewer of them.
-      frames_per_update=frames / unrolls)
+      frames_per_update=frames / unrolls,
+      chief_native_seconds_per_call=max(chief_cpu - python, 0.0) / calls)
 
 
 def _mb(n) -> str:

@@ -12,13 +12,15 @@ its ports, and divides them by the frames acted and the gradient steps taken:
   gradient steps the coordinator schedules there;
 * the chief's process, split by its threads (``thread_cpu``) into what
   recurs at a fixed rate whatever the number of hosts (``chief_fixed_cores``:
-  the run loop's summaries and progress, pi_0's evaluator acting; not the
-  evaluator's environment processes), the actor service taking the hosts'
+  the run loop's summaries and progress, pi_0's evaluator acting, the actor
+  service's own thread looking for silent hosts; not the evaluator's
+  environment processes), the actor service's gRPC threads taking the hosts'
   reports (``chief_seconds_per_report``: one per unroll, so per gradient step)
   and everything else, counted per call of gradient steps the learner threads
   scheduled (``chief_seconds_per_call``: the learner threads and the
   coordinator scheduling a call and taking its results, gRPC's and
-  TensorFlow's own threads, and whatever else runs per second);
+  TensorFlow's own threads, and whatever else runs per second; of it,
+  ``chief_native_seconds_per_call`` in threads outside Python);
   ``steps_per_call`` is what the calls took in the window;
 * ``ps_seconds_per_update``: every parameter server (reads, RMSProp updates);
 * ``chief_bytes_per_update`` (reports in, schedules out and results back,
@@ -143,6 +145,9 @@ class Costs:
   chief_bytes_per_update: float
   ps_bytes_per_update: float
   frames_per_update: float
+  # Of ``chief_seconds_per_call``: the chief's threads outside Python (gRPC's
+  # and TensorFlow's runtimes), shown apart; the rest is its Python threads.
+  chief_native_seconds_per_call: float = 0.0
 
   @property
   def chief_seconds_per_update(self) -> float:
@@ -203,6 +208,8 @@ def format_costs(costs: Costs) -> str:
       f'| chief CPU per call of gradient steps (the rest; '
       f'{costs.steps_per_call:.2f} steps per call measured) | '
       f'{costs.chief_seconds_per_call * 1e3:,.1f} ms |',
+      f'| ... of which in gRPC\'s and TensorFlow\'s native threads | '
+      f'{costs.chief_native_seconds_per_call * 1e3:,.1f} ms |',
       f'| chief CPU per gradient step at saturation (calls of '
       f'{costs.unrolls_per_call} steps) | {costs.chief_seconds_per_update * 1e3:,.1f} ms |',
       f'| parameter servers\' CPU per gradient step | '
