@@ -21,8 +21,8 @@ Four methods of the service ``distral.Actors``:
   whether it was counted and whether the run wants no more. The unroll itself
   stays on the host. Reports come once per unroll, so they are packed binary
   (``encode_report``: a fixed header, then the arrays' bytes and the spec's
-  JSON) and answered with two bytes: a TensorProto per field and a JSON
-  answer cost the chief several times their CPU.
+  JSON) and answered with two bytes (decoding a report as TensorProtos took
+  about 90 µs of the chief's CPU, packed about 2 µs).
 
 TensorFlow's ``tf.distribute.experimental.rpc`` would carry the same calls,
 but its server runs functions in the chief's eager context, which the
