@@ -434,6 +434,33 @@ def test_reproduce_runs_a_part_of_its_preset_with_level_sets(tmp_path):
   assert '--seeds=2' in lines[0]
 
 
+def test_reproduce_draws_every_level_set_with_runs_whatever_level_sets_runs(tmp_path):
+  """A preset run a level set at a time: each invocation draws all that has run."""
+  env, launch = make_env(tmp_path)
+  doc = tmp_path / 'doc.md'
+  doc.write_text('<!-- results:adaptive_smoke:begin -->\n'
+                 '<!-- results:adaptive_smoke:end -->\n')
+  out = tmp_path / 'out'
+  common = ['--preset=adaptive_smoke', f'--sweep_dir={tmp_path / "runs"}',
+            f'--out={out}', f'--results_doc={doc}', launch]
+  proc = run_module('reproduce', ['--level_sets=two_rooms', *common], env, timeout=300)
+  assert proc.returncode == 0, proc.stderr + proc.stdout
+  text = doc.read_text()
+  # minigrid has no run yet: not drawn, and the block says it is a part.
+  assert 'figure4_two_rooms.png' in text and 'figure4_minigrid.png' not in text
+  assert '--preset=adaptive_smoke --level_sets=two_rooms`: 3 of 3 runs' in text
+  proc = run_module('reproduce', ['--level_sets=minigrid', *common], env, timeout=300)
+  assert proc.returncode == 0, proc.stderr + proc.stdout
+  assert '3/3 done' in proc.stdout  # only minigrid's runs ran
+  text = doc.read_text()
+  assert 'figure4_two_rooms.png' in text and 'figure4_minigrid.png' in text
+  assert '--preset=adaptive_smoke`: 6 of 6 runs' in text
+  assert '| two_rooms | pi_i | a3c |' in text and '| minigrid | pi_i | a3c |' in text
+  assert 'sweep --level_set=two_rooms' in text and 'sweep --level_set=minigrid' in text
+  log = json.loads((out / 'runs' / 'reproduce_time.json').read_text())['invocations']
+  assert [i['level_sets'] for i in log] == [['two_rooms'], ['minigrid']]
+
+
 def test_a_sweep_plan_runs_its_subset_of_the_algorithms():
   from distral_tf.experiments import reproduce  # pylint: disable=g-import-not-at-top
   subset = ('a3c', 'a3c_multitask', 'kl_ent_2col')

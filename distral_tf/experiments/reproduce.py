@@ -5,10 +5,12 @@ Sweeps all seven deep algorithms on ``two_rooms`` and on the pixel level set
 KL+ent_2col) at their defaults on the 3D level set ``miniworld``, and transfers
 KL+ent_2col's pi_0 to a held-out task on ``two_rooms`` and ``minigrid``
 (``--preset=cpu``; ``--preset=smoke`` checks the whole pipeline in minutes;
-``--level_sets`` keeps a part). Then writes Figure 4's panels, the results
+``--level_sets`` runs a part). Then writes Figure 4's panels, the results
 table, the paper's claims with their verdicts (``claims``; a claim about
 algorithms a level set did not run says so), the transfer figures and
-``results.md`` into ``--out``::
+``results.md`` into ``--out``, drawn from every level set of the preset
+that has a finished run, whichever ``--level_sets`` ran (a results block
+stays whole when a preset is run a level set at a time)::
 
   python -m distral_tf.experiments.reproduce --out=docs/reproduction \
       --results_doc=docs/reproduction.md
@@ -71,7 +73,8 @@ _PRESET = flags.DEFINE_enum('preset', 'cpu', list(presets.PRESETS),
                             'about 8 hours: use --max_runs); smoke, adaptive_smoke, '
                             'dmlab_smoke: minutes, to check their pipelines.')
 _LEVEL_SETS = flags.DEFINE_list(
-    'level_sets', [], 'Run and draw only these level sets of the preset; default: all.')
+    'level_sets', [], 'Run only these level sets of the preset (default: all); every '
+    'level set with a finished run is drawn.')
 _SWEEP_DIR = flags.DEFINE_string('sweep_dir', 'runs/reproduction',
                                  'Root directory of the sweeps\' runs.')
 _TRANSFER_DIR = flags.DEFINE_string('transfer_dir', 'runs/transfer',
@@ -238,11 +241,11 @@ def wall_time_sentence(records_dir: str, level_sets: Sequence[str],
 
 def results_markdown(report: dict, plans: Sequence[presets.SweepPlan], specs, base_dir: str,
                      commands: Sequence[str], transfer_stems: Sequence[str],
-                     records_dir: str, out_dir: str) -> str:
-  """The results section: figures (in ``out_dir``; paths relative to ``base_dir``),
-  table, cost."""
+                     records_dir: str, out_dir: str, partial: bool = False) -> str:
+  """The results section of ``plans``: figures (in ``out_dir``; paths relative to
+  ``base_dir``), table, cost (``partial``: not every level set of the preset)."""
   count, wall, frames = measured_cost(specs)
-  part = f' --level_sets={",".join(_LEVEL_SETS.value)}' if _LEVEL_SETS.value else ''
+  part = f' --level_sets={",".join(p.level_set for p in plans)}' if partial else ''
   lines = [f'Produced by `python -m distral_tf.experiments.reproduce '
            f'--preset={_PRESET.value}{part}`: {count} of {len(specs)} runs finished, '
            f'{frames:,} environment frames in {wall / 3600:.2f} hours of run wall '
@@ -302,22 +305,36 @@ def replace_block(path: str, text: str,
     f.write(doc)
 
 
+def equivalent_commands(plans: Sequence[presets.SweepPlan],
+                        transfers: Sequence[transfer_runs.TransferPlan], out_dir: str,
+                        partial: bool) -> list[str]:
+  """The sweep, transfer and figure commands that run and draw ``plans`` and
+  ``transfers`` (``partial``: not every level set of the preset)."""
+  commands = [sweep_command(p, _SWEEP_DIR.value, _PARALLEL.value) for p in plans]
+  commands += [transfer_command(t, _TRANSFER_DIR.value, _PARALLEL.value, out_dir)
+               for t in transfers]
+  commands.append(figure4_command(plans, _SWEEP_DIR.value, out_dir,
+                                  [p.level_set for p in plans] if partial else ()))
+  return commands
+
+
+def transfers_of(preset: str, level_sets: Sequence[str]
+                 ) -> tuple[transfer_runs.TransferPlan, ...]:
+  """The transfer plans of ``preset`` on ``level_sets``."""
+  return tuple(t for t in presets.TRANSFERS[preset] if t.level_set in level_sets)
+
+
 def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise errors.UsageError(f'unexpected arguments {" ".join(argv[1:])}')
   plans = select_plans(presets.PRESETS[_PRESET.value], _LEVEL_SETS.value)
   if _RESULTS_DOC.value and not _PRINT_COMMANDS.value:
     read_results_doc(_RESULTS_DOC.value, block_marks(_PRESET.value))
-  level_sets = [p.level_set for p in plans]
-  transfers = [t for t in presets.TRANSFERS[_PRESET.value] if t.level_set in level_sets]
   out_dir = figures_dir(_OUT.value, _PRESET.value)
-  commands = [sweep_command(p, _SWEEP_DIR.value, _PARALLEL.value) for p in plans]
-  commands += [transfer_command(t, _TRANSFER_DIR.value, _PARALLEL.value, out_dir)
-               for t in transfers]
-  commands.append(figure4_command(plans, _SWEEP_DIR.value, out_dir,
-                                  level_sets if _LEVEL_SETS.value else ()))
   if _PRINT_COMMANDS.value:
-    print('\n'.join(commands))
+    transfers = transfers_of(_PRESET.value, [p.level_set for p in plans])
+    print('\n'.join(equivalent_commands(plans, transfers, out_dir,
+                                        bool(_LEVEL_SETS.value))))
     return 0
   records = run_records.Records(
       _RECORDS_DIR.value or os.path.join(_OUT.value, 'runs'),
@@ -325,49 +342,66 @@ def main(argv: Sequence[str]) -> int:
   # Fails here, before any run: every directory written is this command's while
   # it runs (a second invocation on any of them is refused, naming this one).
   held = {'out': _OUT.value, 'records_dir': records.path, 'sweep_dir': _SWEEP_DIR.value}
-  if transfers:  # a preset without transfer runs leaves --transfer_dir free
+  if presets.TRANSFERS[_PRESET.value]:  # a preset without transfer runs leaves it free
     held['transfer_dir'] = _TRANSFER_DIR.value
   with run_dir.held(held):
-    return _reproduce(plans, transfers, commands, records, out_dir)
+    return _reproduce(plans, records, out_dir)
 
 
-def _reproduce(plans: Sequence[presets.SweepPlan],
-               transfers: Sequence[transfer_runs.TransferPlan],
-               commands: Sequence[str], records: run_records.Records,
-               out_dir: str) -> int:
-  """Restores and records runs, runs the missing ones, writes every result into
-  ``out_dir``."""
-  level_sets = [p.level_set for p in plans]
+def _specs(plans: Sequence[presets.SweepPlan],
+           transfers: Sequence[transfer_runs.TransferPlan]) -> list[schedule.RunSpec]:
+  """The runs of ``plans`` and ``transfers``, under the flags' directories."""
   specs = [s for p in plans for s in plan_specs(p, _SWEEP_DIR.value)]
-  specs += [s for t in transfers
-            for s in transfer_runs.transfer_specs(t, _TRANSFER_DIR.value)]
-  print(run_records.describe(run_records.sync(specs, records), records))
-  failed = False
-  if not _FIGURES_ONLY.value:
-    frames = (sum(p.total_frames for p in plans) +
-              sum(transfer_frames(t) for t in transfers))
-    print(f'{len(specs)} runs, {frames:,} environment frames in all')
-    start = time.time()
-    finished_before = sum(schedule.is_finished(s.logdir) for s in specs)
-    to_run = runs_to_start(specs, _MAX_RUNS.value)
-    if len(to_run) < len(specs):
-      print(f'--max_runs={_MAX_RUNS.value}: running {len(to_run) - finished_before} of '
-            f'the {len(specs) - finished_before} unfinished runs')
-    try:
-      outcome = schedule.run_all(
-          to_run, schedule.launch_command_from_flag(_LAUNCH_COMMAND.value),
-          _PARALLEL.value, name='reproduce',
-          on_finished=lambda spec: run_records.record_or_warn(
-              spec.logdir, records.record_dir(spec.logdir)))
-    finally:  # Interrupted too: a long reproduction is run in several sittings.
-      record_invocation(
-          records.path, time.time() - start,
-          sum(schedule.is_finished(s.logdir) for s in specs) - finished_before,
-          _PARALLEL.value, level_sets, _PRESET.value)
-    schedule.report_failures(outcome)
-    failed = not outcome.ok
+  return specs + [s for t in transfers
+                  for s in transfer_runs.transfer_specs(t, _TRANSFER_DIR.value)]
+
+
+def _run(plans: Sequence[presets.SweepPlan],
+         transfers: Sequence[transfer_runs.TransferPlan],
+         records: run_records.Records) -> bool:
+  """Runs the unfinished runs of ``plans`` and ``transfers`` (``--max_runs`` of
+  them), recording each as it finishes; True when none failed."""
+  specs = _specs(plans, transfers)
+  frames = (sum(p.total_frames for p in plans) +
+            sum(transfer_frames(t) for t in transfers))
+  print(f'{len(specs)} runs, {frames:,} environment frames in all')
+  start = time.time()
+  finished_before = sum(schedule.is_finished(s.logdir) for s in specs)
+  to_run = runs_to_start(specs, _MAX_RUNS.value)
+  if len(to_run) < len(specs):
+    print(f'--max_runs={_MAX_RUNS.value}: running {len(to_run) - finished_before} of '
+          f'the {len(specs) - finished_before} unfinished runs')
+  try:
+    outcome = schedule.run_all(
+        to_run, schedule.launch_command_from_flag(_LAUNCH_COMMAND.value),
+        _PARALLEL.value, name='reproduce',
+        on_finished=lambda spec: run_records.record_or_warn(
+            spec.logdir, records.record_dir(spec.logdir)))
+  finally:  # Interrupted too: a long reproduction is run in several sittings.
+    record_invocation(
+        records.path, time.time() - start,
+        sum(schedule.is_finished(s.logdir) for s in specs) - finished_before,
+        _PARALLEL.value, [p.level_set for p in plans], _PRESET.value)
+  schedule.report_failures(outcome)
+  return outcome.ok
+
+
+def _reproduce(plans: Sequence[presets.SweepPlan], records: run_records.Records,
+               out_dir: str) -> int:
+  """Restores and records every run of the preset, runs the missing ones of
+  ``plans``, then draws every level set with a finished run into ``out_dir``."""
+  everything = presets.PRESETS[_PRESET.value]
+  print(run_records.describe(run_records.sync(
+      _specs(everything, presets.TRANSFERS[_PRESET.value]), records), records))
+  transfers = transfers_of(_PRESET.value, [p.level_set for p in plans])
+  ok = _FIGURES_ONLY.value or _run(plans, transfers, records)
+  drawn = tuple(p for p in everything if p in plans or any(
+      schedule.is_finished(s.logdir) for s in plan_specs(p, _SWEEP_DIR.value)))
+  level_sets = [p.level_set for p in drawn]
+  transfers = transfers_of(_PRESET.value, level_sets)
+  commands = equivalent_commands(drawn, transfers, out_dir, len(drawn) < len(everything))
   report = panels.write_figure4(_SWEEP_DIR.value, out_dir, level_sets,
-                                algorithms=drawn_algorithms(plans))
+                                algorithms=drawn_algorithms(drawn))
   stems = []
   for t in transfers:
     stem = os.path.join(out_dir, t.stem)
@@ -375,17 +409,19 @@ def _reproduce(plans: Sequence[presets.SweepPlan],
                                         stem, t.title):
       print(f'wrote {path}')
     stems.append(stem)
+  specs = _specs(drawn, transfers)
+  partial = len(drawn) < len(everything)
   results_md = os.path.join(out_dir, 'results.md')
   with open(results_md, 'w') as f:
-    f.write(results_markdown(report, plans, specs, out_dir, commands, stems,
-                             records.path, out_dir))
+    f.write(results_markdown(report, drawn, specs, out_dir, commands, stems,
+                             records.path, out_dir, partial))
   print(f'wrote {results_md}')
   if _RESULTS_DOC.value:
     replace_block(_RESULTS_DOC.value, results_markdown(
-        report, plans, specs, os.path.dirname(_RESULTS_DOC.value) or '.', commands,
-        stems, records.path, out_dir), block_marks(_PRESET.value))
+        report, drawn, specs, os.path.dirname(_RESULTS_DOC.value) or '.', commands,
+        stems, records.path, out_dir, partial), block_marks(_PRESET.value))
     print(f'updated {_RESULTS_DOC.value}')
-  return 1 if failed else 0
+  return 0 if ok else 1
 
 
 if __name__ == '__main__':
