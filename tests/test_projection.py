@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from distral_tf.distributed import bench
+from distral_tf.distributed import cluster_costs
 from distral_tf.distributed import projection
 from distral_tf.distributed import topology
 
@@ -94,7 +94,7 @@ def test_cpu_of_a_busy_child_is_read_from_proc():
 
 def _sample(frames, steps, calls, cpu, port_bytes, servers, chief_pid, when=0.0,
             threads=None, unrolls=0):
-  sample = object.__new__(bench._Sample)  # pylint: disable=protected-access
+  sample = object.__new__(cluster_costs.Sample)  # pylint: disable=protected-access
   sample.data = dict(servers=servers, chief_pid=chief_pid, thread_cpu=threads or {})
   sample.time, sample.frames, sample.steps, sample.calls = when, frames, steps, calls
   sample.unrolls = unrolls
@@ -114,11 +114,11 @@ def test_bench_costs_group_processes_and_ports_by_role():
                40: (10, 3.0), 41: (40, 1.0)}
   end_cpu = {10: (1, 7.0), 11: (10, 9.0), 20: (10, 3.0), 30: (10, 5.0), 31: (30, 3.0),
              40: (10, 6.0), 41: (40, 2.0), 42: (40, 1.0)}
-  # Bytes by the roles at the two ends of the connections (bench.socket_bytes).
+  # Bytes by the roles at the two ends of the connections (cluster_costs.socket_bytes).
   ports = {('chief', 'worker'): 100, ('ps', 'worker'): 0, ('chief', 'ps'): 0,
-           bench.WITHIN_A_HOST: 0}
+           cluster_costs.WITHIN_A_HOST: 0}
   moved = {('chief', 'worker'): 3100, ('ps', 'worker'): 5000, ('chief', 'ps'): 1000,
-           bench.WITHIN_A_HOST: 9000}
+           cluster_costs.WITHIN_A_HOST: 9000}
   start = _sample(0, 0, 0, start_cpu, ports, servers, 10, when=100.0,
                   threads={'MainThread': 1.0, 'ActorRpc_0': 0.5, 'Evaluator-3': 0.0,
                            'ActorService-1': 0.0, 'LearnerThread-0': 1.0,
@@ -127,7 +127,7 @@ def test_bench_costs_group_processes_and_ports_by_role():
                 threads={'MainThread': 1.2, 'ActorRpc_0': 0.8, 'Evaluator-3': 0.2,
                          'ActorService-1': 0.2, 'LearnerThread-0': 1.5,
                          'Thread-1 (_serve)': 0.2})
-  costs = bench.measured_costs(start, end, cluster)
+  costs = cluster_costs.measured_costs(start, end, cluster)
   assert costs.env_seconds_per_frame == pytest.approx((2.0 + 1.0 + 1.0) / 1000)
   assert costs.host_seconds_per_frame == pytest.approx((2.0 + 3.0) / 1000)
   # The chief's 2 s (not its environment 11's): 0.6 s at a fixed rate (main
@@ -142,7 +142,7 @@ def test_bench_costs_group_processes_and_ports_by_role():
   assert costs.chief_native_seconds_per_call == pytest.approx(0.5 / 5)
   assert costs.steps_per_call == pytest.approx(2.0)
   assert costs.chief_seconds_per_update == pytest.approx(
-      0.4 / 8 + 1.0 / 5 / bench.steps_lib.UNROLLS_PER_CALL)
+      0.4 / 8 + 1.0 / 5 / cluster_costs.steps_lib.UNROLLS_PER_CALL)
   assert costs.ps_seconds_per_update == pytest.approx(1.0 / 10)
   # Every connection with the chief at one end (reports, steps, its policy
   # copies from the ps); with a ps at one end; nothing within a host.
@@ -152,6 +152,90 @@ def test_bench_costs_group_processes_and_ports_by_role():
   assert costs.frames_per_update == pytest.approx(1000 / 8)
 
 
+def test_split_per_call_solves_the_two_windows_exactly():
+  a, b = 0.0067, 0.0063  # CPU seconds per call, per second.
+  busy = (a * 20 + b * 6.0, 20, 6.0)
+  assert projection.split_per_call(busy, (b * 10.0, 0, 10.0)) == pytest.approx((a, b))
+  # A second window with fewer calls, not none: the same two costs.
+  assert projection.split_per_call(busy, (a * 2 + b * 10.0, 2, 10.0)) == pytest.approx(
+      (a, b))
+  # Noise that would make the per-second part negative holds it at 0.
+  assert projection.split_per_call((1.0, 10, 5.0), (-0.1, 0, 5.0)) == (0.1, 0.0)
+  for idle in ((1.0, 20, 6.0), (1.0, 40, 6.0)):  # The same rate, a higher one.
+    with pytest.raises(ValueError):
+      projection.split_per_call(busy, idle)
+
+
+def test_the_chief_per_second_cost_leaves_fewer_cores_for_steps():
+  res = projection.Resources(chief_cores=1)
+  costs = dataclasses.replace(COSTS, chief_recurring_cores=0.4)
+  p = projection.project(costs, res, 'mazes', 5000.0)
+  # (1 - 0.1 fixed - 0.4 per second) / 0.02 s per step.
+  assert p.limit == 'chief CPU' and p.updates_per_second == pytest.approx(25.0)
+  assert '| 0.400 cores |' in projection.format_costs(costs)
+
+
+def test_bench_costs_split_the_chief_per_call_and_per_second_with_an_idle_window():
+  cluster = topology.ClusterDef('localhost:100', ('localhost:102',), ('localhost:103',))
+  servers = [dict(job='ps', index=0, pid=20), dict(job='worker', index=0, pid=30)]
+  moved = {('chief', 'worker'): 0}
+  cpu = lambda chief: {10: (1, chief), 20: (10, 1.0), 30: (10, 1.0), 31: (30, 1.0)}
+  threads = lambda main, learner: {'MainThread': main, 'StepThread-2': learner}
+  # Busy: 4 s, 5 calls; the chief used 1.2 s: 0.2 s in its main thread (fixed
+  # rate), 0.5 s in its learner thread, so 1.0 s of the rest, 0.5 s native.
+  start = _sample(0, 0, 0, cpu(5.0), moved, servers, 10, when=100.0,
+                  threads=threads(1.0, 1.0))
+  end = _sample(1000, 10, 5, cpu(6.2), moved, servers, 10, when=104.0, unrolls=10,
+                threads=threads(1.2, 1.5))
+  # Idle: 10 s, no call; 0.3 s: 0.2 s fixed, 0.05 s learner thread, so 0.1 s
+  # of the rest (0.01 cores), 0.05 s native (0.005 cores).
+  quiet = (_sample(1000, 10, 5, cpu(8.0), moved, servers, 10, when=110.0,
+                   threads=threads(2.0, 2.0)),
+           _sample(1000, 10, 5, cpu(8.3), moved, servers, 10, when=120.0,
+                   threads=threads(2.2, 2.05)))
+  costs = cluster_costs.measured_costs(start, end, cluster, quiet)
+  assert costs.chief_recurring_cores == pytest.approx(0.01)
+  assert costs.chief_seconds_per_call == pytest.approx((1.0 - 0.01 * 4) / 5)
+  assert costs.chief_native_seconds_per_call == pytest.approx((0.5 - 0.005 * 4) / 5)
+  assert costs.chief_fixed_cores == pytest.approx(0.2 / 4)
+  # Without the idle window the calls take it all.
+  alone = cluster_costs.measured_costs(start, end, cluster)
+  assert alone.chief_seconds_per_call == pytest.approx(1.0 / 5)
+  assert alone.chief_recurring_cores == 0.0
+
+
+def test_the_idle_window_stops_the_worker_hosts_environments_and_only_them():
+  if projection.read_process_cpu() is None:
+    pytest.skip('no /proc')
+  spin = 'while True: pass'
+  host = subprocess.Popen([sys.executable, '-c',
+                           'import subprocess, sys, time\n'
+                           f'subprocess.Popen([sys.executable, "-c", "{spin}"])\n'
+                           'time.sleep(60)'])
+  try:
+    deadline = time.time() + 30
+    while not projection.descendants(projection.read_process_cpu(), host.pid):
+      assert time.time() < deadline
+      time.sleep(0.05)
+    (env,) = projection.descendants(projection.read_process_cpu(), host.pid)
+    cluster = topology.ClusterDef('localhost:100', ('localhost:102',), ('localhost:103',))
+    sample = _sample(0, 0, 0, None, None, [dict(job='worker', index=0, pid=host.pid)], 10)
+    used = lambda: projection.read_process_cpu()[env][1]
+    with cluster_costs.environments_stopped(sample, cluster):  # pylint: disable=protected-access
+      time.sleep(0.3)
+      frozen = used()
+      time.sleep(1.0)
+      assert used() == pytest.approx(frozen, abs=0.02)
+      assert host.poll() is None
+    time.sleep(1.0)
+    assert used() > frozen + 0.05  # Running again.
+  finally:
+    for pid in projection.descendants(projection.read_process_cpu() or {}, host.pid):
+      os.kill(pid, 9)
+    host.kill()
+    host.wait()
+
+
 def test_bench_costs_need_environment_processes():
   cluster = topology.ClusterDef('localhost:100', ('localhost:102',), ('localhost:103',))
   servers = [dict(job='ps', index=0, pid=20), dict(job='worker', index=0, pid=30)]
@@ -159,7 +243,7 @@ def test_bench_costs_need_environment_processes():
   moved = {('chief', 'worker'): 0}
   start = _sample(0, 0, 0, cpu, moved, servers, 10)
   end = _sample(100, 1, 0, cpu, moved, servers, 10)
-  assert bench.measured_costs(start, end, cluster) is None
+  assert cluster_costs.measured_costs(start, end, cluster) is None
 
 
 def test_thread_cpu_names_this_process_threads_and_counts_their_work():
@@ -201,11 +285,11 @@ def test_socket_bytes_tell_roles_and_a_process_talking_to_itself():
     received = 0
     while received < 3000:
       received += len(other_peer.recv(4096))
-    moved = bench.socket_bytes({port}, {os.getpid(): 'chief', child.pid: 'worker'})
-    assert moved[bench.WITHIN_A_HOST] >= 1000
+    moved = cluster_costs.socket_bytes({port}, {os.getpid(): 'chief', child.pid: 'worker'})
+    assert moved[cluster_costs.WITHIN_A_HOST] >= 1000
     assert moved[('chief', 'worker')] >= 3000
-    assert bench.moved_bytes({}, moved) == moved[('chief', 'worker')]
-    assert bench.moved_bytes({}, moved, 'ps') == 0
+    assert cluster_costs.moved_bytes({}, moved) == moved[('chief', 'worker')]
+    assert cluster_costs.moved_bytes({}, moved, 'ps') == 0
   finally:
     child.kill()
     child.wait()

@@ -12,7 +12,8 @@ user runs) and, after ``--bench_warmup_seconds``, measures over
 * bytes moved per gradient step: every byte through the TCP connections of the
   cluster's servers (the chief's actor service included), read from the
   kernel's socket counters (``ss -tinp``) whenever ``cluster.json`` changes,
-  each connection named by the processes at its two ends (``socket_bytes``);
+  each connection named by the processes at its two ends
+  (``cluster_costs.socket_bytes``);
   a process connected to itself (a worker host's session to its own server)
   counts as within a host;
 * the bytes a step moves by construction: the variables of the unroll's tasks
@@ -25,22 +26,25 @@ A last row is the local trainer (``agents/train.py``) on the same flags.
 
 From the first run's window it also measures, per frame and per gradient step,
 the CPU of every process of the cluster and the bytes of the chief and of the
-ps tasks (``projection.Costs``), and projects, for each DeepMind Lab level set,
+ps tasks (``cluster_costs.measured_costs``); a second window of
+``--bench_idle_seconds`` with the worker hosts' environment processes stopped
+(no unroll, so no call of gradient steps) tells the chief's CPU that recurs per
+second from its CPU per call (``projection.split_per_call``). From those costs
+it projects, for each DeepMind Lab level set,
 the worker hosts and frames/s at which the learner side (chief and ps tasks)
 saturates on the cluster of the ``--projection_*`` flags
 (``projection.project``). Measure it on a level set with DeepMind Lab's
 observations and network (``miniworld``: 72x96 RGB) and environments in their
 own processes:
 
-  python -m distral_tf.distributed.bench --level_set=miniworld --num_tasks=4 \
-      --algorithm=kl_ent_2col --workers_per_task=4 --cluster_bench_workers=1,2
+  python -m distral_tf.distributed.bench --level_set=miniworld --num_tasks=1 \
+      --algorithm=kl_ent_2col --workers_per_task=16 --cluster_bench_workers=1
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -53,16 +57,26 @@ from absl import flags
 from distral_tf import bench as local_bench  # --bench_seconds, --bench_warmup_seconds.
 from distral_tf import cli
 from distral_tf import errors
-from distral_tf.distributed import actor_service
 from distral_tf.distributed import projection
-from distral_tf.distributed import steps as steps_lib
 from distral_tf.distributed import topology
-from distral_tf.distributed import trainer as trainer_lib
 from distral_tf.dmlab import games
+
+if __name__ == '__main__':  # Before TensorFlow loads: its start-up lines are hidden.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+with cli.native_stderr_hidden():
+  # pylint: disable=g-import-not-at-top
+  from distral_tf.distributed import cluster_costs
+  from distral_tf.distributed import trainer as trainer_lib
 
 flags.DEFINE_list('cluster_bench_workers', ['1', '2', '4'],
                   'Numbers of worker tasks to measure.')
 flags.DEFINE_integer('cluster_bench_ps', 1, 'Parameter-server tasks.')
+flags.DEFINE_float('bench_idle_seconds', 10.0,
+                   'After the window, a second one this long with the worker hosts\' '
+                   'environment processes stopped (no unroll, so no call): the chief\'s '
+                   'CPU that recurs per second is told from its CPU per call by the two '
+                   'windows (projection.split_per_call). 0: no second window (the per-call '
+                   'cost then takes it all).', lower_bound=0.0)
 # The cluster the projection is for (defaults: launch/k8s/distral-cluster.yaml).
 flags.DEFINE_integer('projection_host_cores', 16, 'Cores of each worker host projected.')
 flags.DEFINE_integer('projection_chief_cores', 1,
@@ -75,116 +89,15 @@ flags.DEFINE_float('projection_link_gbit', 10.0,
                    'Network link of the chief and of each ps, Gbit/s each way.')
 FLAGS = flags.FLAGS
 
-_BYTES = re.compile(r'bytes_(acked|received):(\d+)')
-_PID = re.compile(r'pid=(\d+)')
 # Flags passed on to the trainer.
 _TRAINER_FLAGS = ('level_set', 'algorithm', 'seed', 'num_tasks', 'workers_per_task',
                   'actor_threads', 'learner_threads', 'unroll_length',
                   'env_processes', 'learning_rate', 'entropy_cost')
-START_TIMEOUT_SECS = 600.0
-# The chief's threads whose work recurs at a rate of their own, not per step
-# (``ActorService-`` is its run-loop thread, which looks for silent hosts).
-FIXED_RATE_THREADS = ('MainThread', 'Evaluator', 'LocalClusterSupervisor',
-                      'WorkerPreemptionHandler', 'ActorService-')
-# The actor service's gRPC threads: one report per unroll (grpcio's own thread
-# that takes each call in and hands it to them is named '... (_serve)').
-REPORT_THREADS = (actor_service.HANDLER_THREADS, '(_serve)')
-
-
-WITHIN_A_HOST = ('host', 'within')
-
-
-def socket_bytes(ports: set[int], roles: dict[int, str]) -> dict[tuple[str, str], int] | None:
-  """Bytes acknowledged plus received on the server side of the cluster's
-  connections (a server port in ``ports``), by the roles of their two ends.
-
-  Every connection of the cluster has one end on a server port, so each byte
-  is counted once. ``roles``: process id -> role ('chief', 'ps', 'worker');
-  the key is the two ends' roles, sorted ('other' for a process not named).
-  A connection whose two ends are the same process (a worker host's own
-  client of its own server) counts under ``WITHIN_A_HOST``. None if ``ss`` is
-  unavailable.
-  """
-  try:
-    out = subprocess.run(['ss', '-tinpH', 'state', 'established'], check=True,
-                         capture_output=True, text=True).stdout
-  except (OSError, subprocess.CalledProcessError):
-    return None
-  records, current = [], None  # [local port, peer port, pid, bytes]
-  for line in out.splitlines():
-    if not line.startswith((' ', '\t')):  # "Recv-Q Send-Q local:port peer:port users:..".
-      fields = line.split()
-      current = None
-      if len(fields) >= 4:
-        local, peer = (f.rpartition(':')[2] for f in fields[2:4])
-        pid = _PID.search(line)
-        if local.isdigit() and peer.isdigit():
-          current = [int(local), int(peer), int(pid.group(1)) if pid else None, 0]
-          records.append(current)
-    elif current is not None:
-      current[3] += sum(int(n) for _, n in _BYTES.findall(line))
-  pid_of_port = {r[0]: r[2] for r in records}
-  totals: dict[tuple[str, str], int] = {}
-  for local, peer, pid, moved in records:
-    if local in ports:
-      client = pid_of_port.get(peer)
-      if pid is not None and client == pid:
-        key = WITHIN_A_HOST
-      else:
-        key = tuple(sorted((roles.get(pid, 'other'), roles.get(client, 'other'))))
-      totals[key] = totals.get(key, 0) + moved
-  return totals
-
-
-def moved_bytes(start: dict, end: dict, involving: str | None = None) -> int:
-  """Bytes moved between two ``socket_bytes`` readings: between processes, or
-  (``involving``) on the connections with that role at one end, or within a
-  host (``involving=WITHIN_A_HOST``)."""
-  def take(key) -> bool:
-    if involving == WITHIN_A_HOST:
-      return key == WITHIN_A_HOST
-    return key != WITHIN_A_HOST and (involving is None or involving in key)
-  return sum(n - start.get(k, 0) for k, n in end.items() if take(k))
 
 
 def _trainer_argv() -> list[str]:
   return [f'--{name}={FLAGS[name].value}' for name in _TRAINER_FLAGS
           if FLAGS[name].value is not None]
-
-
-class _Sample:
-  """One reading: ``cluster.json`` as just written, socket and CPU counters."""
-
-  def __init__(self, data: dict, ports: set[int], roles: dict[int, str]):
-    self.data = data
-    self.time = data['time']
-    self.frames = data['frames']
-    self.steps = sum(data['stats']['steps'])
-    self.refreshes = data['stats']['policy_refreshes']
-    self.calls = data['stats'].get('calls', 0)
-    self.frames_per_host = data['stats'].get('frames_per_host', [])
-    self.unrolls = sum(data['stats'].get('unrolls_per_host', []))
-    self.params_served = data['stats'].get('params_served', 0)
-    self.report_bytes = data['stats'].get('report_bytes', 0)
-    self.bytes = socket_bytes(ports, roles)
-    self.cpu = projection.read_process_cpu()
-
-
-def _next_sample(path: str, after: float, ports: set[int], roles: dict[int, str],
-                 proc) -> _Sample:
-  """Waits for ``cluster.json`` newer than ``after``; samples at once."""
-  deadline = time.time() + START_TIMEOUT_SECS
-  while time.time() < deadline:
-    if proc.poll() is not None:
-      raise RuntimeError(f'the trainer exited with status {proc.returncode}')
-    try:
-      if os.path.getmtime(path) > after:
-        with open(path) as f:
-          return _Sample(json.load(f), ports, roles)
-    except (OSError, ValueError, KeyError):
-      pass
-    time.sleep(0.02)
-  raise RuntimeError(f'no update of {path}')
 
 
 def measure(num_workers: int) -> dict:
@@ -198,7 +111,7 @@ def measure(num_workers: int) -> dict:
     with open(os.path.join(logdir, 'bench.log'), 'wb') as log:
       proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
-      first = _next_sample(path, 0.0, set(), {}, proc)
+      first = cluster_costs.next_sample(path, 0.0, set(), {}, proc)
       with open(path) as f:
         info = json.load(f)
       cluster = topology.ClusterDef(info['cluster']['chief'][0],
@@ -208,15 +121,22 @@ def measure(num_workers: int) -> dict:
                for a in cluster.all_addresses() + [topology.actor_address(cluster)]}
       roles = {s['pid']: s['job'] for s in info.get('servers', ())}
       roles[info['chief_pid']] = 'chief'
+      following = lambda: cluster_costs.next_sample(path, os.path.getmtime(path), ports,
+                                                    roles, proc)
       while first.steps < 2 * num_workers:
-        first = _next_sample(path, os.path.getmtime(path), ports, roles, proc)
+        first = following()
       warm_until = time.time() + FLAGS.bench_warmup_seconds
       start = first
       while start.time < warm_until:
-        start = _next_sample(path, os.path.getmtime(path), ports, roles, proc)
+        start = following()
       end = start
       while end.time < start.time + FLAGS.bench_seconds:
-        end = _next_sample(path, os.path.getmtime(path), ports, roles, proc)
+        end = following()
+      idle = None
+      if FLAGS.bench_idle_seconds > 0:
+        with cluster_costs.environments_stopped(end, cluster):
+          idle = cluster_costs.idle_window(path, ports, roles, proc,
+                                           FLAGS.bench_idle_seconds)
     finally:
       if proc.poll() is None:
         proc.send_signal(signal.SIGINT)  # Stops the servers on its way out.
@@ -228,10 +148,11 @@ def measure(num_workers: int) -> dict:
   dt, ds = end.time - start.time, max(end.steps - start.steps, 1)
   measured = within_hosts = None
   if start.bytes is not None and end.bytes is not None:
-    measured = moved_bytes(start.bytes, end.bytes) / ds
-    within_hosts = moved_bytes(start.bytes, end.bytes, WITHIN_A_HOST) / ds
+    moved = lambda involving=None: cluster_costs.moved_bytes(start.bytes, end.bytes,
+                                                             involving) / ds
+    measured, within_hosts = moved(), moved(cluster_costs.WITHIN_A_HOST)
   return dict(workers=num_workers, ps=FLAGS.cluster_bench_ps,
-              costs=measured_costs(start, end, cluster),
+              costs=cluster_costs.measured_costs(start, end, cluster, idle),
               frames_per_second=(end.frames - start.frames) / dt,
               frames_per_host=[(b - a) / dt for a, b in zip(start.frames_per_host,
                                                            end.frames_per_host)],
@@ -243,55 +164,6 @@ def measure(num_workers: int) -> dict:
                   (end.refreshes - start.refreshes + end.params_served -
                    start.params_served) * info['stats']['policy_bytes'] / ds +
                   (end.report_bytes - start.report_bytes) / ds))
-
-
-def measured_costs(start: _Sample, end: _Sample,
-                   cluster: topology.ClusterDef) -> projection.Costs | None:
-  """The projection's inputs over the window from ``start`` to ``end``.
-
-  None without ``/proc`` or ``ss``, or when the worker hosts ran no
-  environment processes (their CPU could not be told from acting's).
-  """
-  if None in (start.cpu, end.cpu, start.bytes, end.bytes):
-    return None
-  table = end.cpu
-  servers = {(s['job'], s['index']): s['pid'] for s in end.data.get('servers', ())}
-  workers = [servers.get(('worker', i)) for i in range(len(cluster.workers))]
-  ps = [servers.get(('ps', i)) for i in range(len(cluster.ps))]
-  if None in workers or None in ps:
-    return None
-  envs = set().union(*(projection.descendants(table, w) for w in workers))
-  if not envs:
-    return None
-  ps_tree = set(ps).union(*(projection.descendants(table, p) for p in ps))
-  frames = max(end.frames - start.frames, 1)
-  steps = max(end.steps - start.steps, 1)
-  # The chief's process; not its servers (loopback) nor pi_0's evaluator environments.
-  chief_cpu = projection.cpu_used(start.cpu, end.cpu, {end.data['chief_pid']})
-  threads = lambda sample, names: sum(
-      v for k, v in sample.data.get('thread_cpu', {}).items()
-      if any(k.startswith(n) or k.endswith(n) for n in names))
-  used = lambda names: threads(end, names) - threads(start, names)
-  fixed, reports = used(FIXED_RATE_THREADS), used(REPORT_THREADS)
-  python = sum(end.data.get('thread_cpu', {}).values()) - sum(
-      start.data.get('thread_cpu', {}).values())
-  unrolls = max(end.unrolls - start.unrolls, 1)
-  calls = max(end.calls - start.calls, 1)
-  return projection.Costs(
-      env_seconds_per_frame=projection.cpu_used(start.cpu, end.cpu, envs) / frames,
-      host_seconds_per_frame=projection.cpu_used(start.cpu, end.cpu, set(workers)) / frames,
-      chief_fixed_cores=fixed / max(end.time - start.time, 1e-9),
-      chief_seconds_per_report=reports / unrolls,
-      chief_seconds_per_call=(chief_cpu - fixed - reports) / calls,
-      steps_per_call=steps / calls, unrolls_per_call=steps_lib.UNROLLS_PER_CALL,
-      ps_seconds_per_update=projection.cpu_used(start.cpu, end.cpu, ps_tree) / steps,
-      # Every connection with the chief (or a ps) at one end, whichever started it.
-      chief_bytes_per_update=moved_bytes(start.bytes, end.bytes, 'chief') / steps,
-      ps_bytes_per_update=moved_bytes(start.bytes, end.bytes, 'ps') / steps,
-      # Both counted as unrolls are reported: a step lags its unroll, and a
-      # window of a few steps would otherwise count a few more or fewer of them.
-      frames_per_update=frames / unrolls,
-      chief_native_seconds_per_call=max(chief_cpu - python, 0.0) / calls)
 
 
 def _mb(n) -> str:

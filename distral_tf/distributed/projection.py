@@ -16,12 +16,16 @@ its ports, and divides them by the frames acted and the gradient steps taken:
   service's own thread looking for silent hosts; not the evaluator's
   environment processes), the actor service's gRPC threads taking the hosts'
   reports (``chief_seconds_per_report``: one per unroll, so per gradient step)
-  and everything else, counted per call of gradient steps the learner threads
-  scheduled (``chief_seconds_per_call``: the learner threads and the
-  coordinator scheduling a call and taking its results, gRPC's and
-  TensorFlow's own threads, and whatever else runs per second; of it,
-  ``chief_native_seconds_per_call`` in threads outside Python);
-  ``steps_per_call`` is what the calls took in the window;
+  and everything else, split between what recurs per second whatever the
+  calls (``chief_recurring_cores``: gRPC's and TensorFlow's runtimes idling,
+  the learner threads waiting for unrolls) and what each call of gradient
+  steps the learner threads schedule costs (``chief_seconds_per_call``: the
+  learner threads and the coordinator scheduling a call and taking its
+  results, in Python and in gRPC's and TensorFlow's threads; of it,
+  ``chief_native_seconds_per_call`` in threads outside Python). The split
+  comes from two windows at different call rates, the second with no call
+  (``split_per_call``); ``steps_per_call`` is what the calls took in the
+  first;
 * ``ps_seconds_per_update``: every parameter server (reads, RMSProp updates);
 * ``chief_bytes_per_update`` (reports in, schedules out and results back,
   the chief's policy copies) and ``ps_bytes_per_update`` (variables read and
@@ -38,7 +42,8 @@ host with ``host_cores`` cores acts at
 
 and the learner side takes at most
 
-    U = min((chief_cores - chief_fixed_cores) / chief_seconds_per_update,
+    U = min((chief_cores - chief_fixed_cores - chief_recurring_cores)
+                / chief_seconds_per_update,
             num_ps * ps_cores / ps_seconds_per_update,
             link / chief_bytes_per_update,
             num_ps * link / ps_bytes_per_update)
@@ -131,6 +136,24 @@ def cpu_used(start: dict[int, tuple[int, float]], end: dict[int, tuple[int, floa
              for p in pids if p in end)
 
 
+def split_per_call(busy: tuple[float, float, float],
+                   idle: tuple[float, float, float]) -> tuple[float, float]:
+  """(a, b): CPU seconds per call and per second, from two windows' CPU
+  seconds C, calls n and seconds T, each window taken as C = a n + b T.
+
+  ``busy`` must have the higher call rate (``idle``: fewer calls per second,
+  none when the hosts are stopped); solved exactly, b = (C2 n1 - C1 n2) /
+  (n1 T2 - n2 T1) and a = (C1 - b T1) / n1, then each held at 0 or more (a
+  short window's noise). Raises ``ValueError`` if the rates do not differ.
+  """
+  (c1, n1, t1), (c2, n2, t2) = busy, idle
+  det = n1 * t2 - n2 * t1
+  if det <= 0 or t1 <= 0 or t2 <= 0:
+    raise ValueError(f'no split: {n1} calls in {t1:g} s and {n2} in {t2:g} s')
+  b = max((c2 * n1 - c1 * n2) / det, 0.0)
+  return max((c1 - b * t1) / n1, 0.0), b
+
+
 @dataclasses.dataclass(frozen=True)
 class Costs:
   """What one frame and one gradient step cost, measured (see the module doc)."""
@@ -148,6 +171,9 @@ class Costs:
   # Of ``chief_seconds_per_call``: the chief's threads outside Python (gRPC's
   # and TensorFlow's runtimes), shown apart; the rest is its Python threads.
   chief_native_seconds_per_call: float = 0.0
+  # The chief's CPU (outside the fixed-rate threads and the reports) that
+  # recurs per second whatever the calls; not in ``chief_seconds_per_call``.
+  chief_recurring_cores: float = 0.0
 
   @property
   def chief_seconds_per_update(self) -> float:
@@ -181,7 +207,7 @@ def project(costs: Costs, res: Resources, level_set: str,
   """The module doc's formulas for one level set."""
   host_fps = res.host_cores / (1.0 / frames_per_core + costs.host_seconds_per_frame)
   link = res.link_gbit * 1e9 / 8
-  chief_free = res.chief_cores - costs.chief_fixed_cores
+  chief_free = res.chief_cores - costs.chief_fixed_cores - costs.chief_recurring_cores
   # A cost measured as nothing (a window too short to see it) sets no limit.
   rate = lambda capacity, cost: capacity / cost if cost > 0 else math.inf
   per_limit = (rate(max(chief_free, 0.0), costs.chief_seconds_per_update),
@@ -203,6 +229,9 @@ def format_costs(costs: Costs) -> str:
       f'{costs.host_seconds_per_frame * 1e6:,.0f} µs |',
       f'| chief CPU at a fixed rate (run loop, pi_0\'s evaluator) | '
       f'{costs.chief_fixed_cores:.2f} cores |',
+      f'| chief CPU recurring per second (gRPC\'s and TensorFlow\'s runtimes, '
+      f'learner threads waiting; measured with no call) | '
+      f'{costs.chief_recurring_cores:.3f} cores |',
       f'| chief CPU per report of an unroll (actor service) | '
       f'{costs.chief_seconds_per_report * 1e3:,.1f} ms |',
       f'| chief CPU per call of gradient steps (the rest; '
