@@ -279,5 +279,7 @@ def test_real_run_lowers_a_high_initial_cost(tmp_path):
   assert set(logged) == {f'entropy_cost/{task}' for task in costs}
   for series in logged.values():
     values = [v for _, v in sorted(series)]
-    # The first summary may come before the first dual step: 0.05 as a float32.
-    assert values[0] <= np.float32(0.05) and values[-1] < values[0]
+    # The first summary may come before the first dual step (0.05 as a
+    # float32), or, on a fast machine, be the run's only one, after many.
+    assert values[0] <= np.float32(0.05) and values[-1] <= values[0]
+    assert values[-1] < np.float32(0.05)
