@@ -129,6 +129,13 @@ def next_sample(path: str, after: float, ports: set[int], roles: dict[int, str],
   raise RuntimeError(f'no update of {path}')
 
 
+def server_pids(sample: Sample, job: str, count: int) -> list[int | None]:
+  """The process ids of ``job``'s tasks 0..count-1 as ``cluster.json`` names
+  them (None for a task it does not name)."""
+  servers = {(s['job'], s['index']): s['pid'] for s in sample.data.get('servers', ())}
+  return [servers.get((job, i)) for i in range(count)]
+
+
 @contextlib.contextmanager
 def environments_stopped(sample: Sample, cluster: topology.ClusterDef) -> Iterator[None]:
   """The worker hosts' environment processes stopped (SIGSTOP) while inside.
@@ -139,8 +146,7 @@ def environments_stopped(sample: Sample, cluster: topology.ClusterDef) -> Iterat
   ``tickets.SILENT_HOST_SECS`` nothing takes them for lost.
   """
   table = projection.read_process_cpu() or {}
-  servers = {(s['job'], s['index']): s['pid'] for s in sample.data.get('servers', ())}
-  workers = [servers.get(('worker', i)) for i in range(len(cluster.workers))]
+  workers = server_pids(sample, 'worker', len(cluster.workers))
   envs = set().union(*(projection.descendants(table, w) for w in workers if w))
   stopped = []
   try:
@@ -176,10 +182,12 @@ def idle_window(path: str, ports: set[int], roles: dict[int, str], proc,
     end = next_sample(path, os.path.getmtime(path), ports, roles, proc)
   return last, end
 
+
 def chief_window(start: Sample, end: Sample) -> dict[str, float]:
   """The chief's CPU seconds from ``start`` to ``end``: its fixed-rate threads,
   its report threads, the rest (``other``) and of the rest, what ran outside
-  Python (``native``); with the window's calls and seconds."""
+  Python (``native``); with the window's calls and seconds. The chief's own
+  process only: not its servers (loopback) nor pi_0's evaluator environments."""
   chief_cpu = projection.cpu_used(start.cpu, end.cpu, {end.data['chief_pid']})
   threads = lambda sample, names: sum(
       v for k, v in sample.data.get('thread_cpu', {}).items()
@@ -207,9 +215,8 @@ def measured_costs(start: Sample, end: Sample, cluster: topology.ClusterDef,
   if None in (start.cpu, end.cpu, start.bytes, end.bytes):
     return None
   table = end.cpu
-  servers = {(s['job'], s['index']): s['pid'] for s in end.data.get('servers', ())}
-  workers = [servers.get(('worker', i)) for i in range(len(cluster.workers))]
-  ps = [servers.get(('ps', i)) for i in range(len(cluster.ps))]
+  workers = server_pids(end, 'worker', len(cluster.workers))
+  ps = server_pids(end, 'ps', len(cluster.ps))
   if None in workers or None in ps:
     return None
   envs = set().union(*(projection.descendants(table, w) for w in workers))
@@ -218,7 +225,6 @@ def measured_costs(start: Sample, end: Sample, cluster: topology.ClusterDef,
   ps_tree = set(ps).union(*(projection.descendants(table, p) for p in ps))
   frames = max(end.frames - start.frames, 1)
   steps = max(end.steps - start.steps, 1)
-  # The chief's process; not its servers (loopback) nor pi_0's evaluator environments.
   busy = chief_window(start, end)
   calls = max(busy['calls'], 1)
   per_call, native_per_call, recurring = busy['other'] / calls, busy['native'] / calls, 0.0

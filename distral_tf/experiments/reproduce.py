@@ -399,7 +399,8 @@ def _reproduce(plans: Sequence[presets.SweepPlan], records: run_records.Records,
       schedule.is_finished(s.logdir) for s in plan_specs(p, _SWEEP_DIR.value)))
   level_sets = [p.level_set for p in drawn]
   transfers = transfers_of(_PRESET.value, level_sets)
-  commands = equivalent_commands(drawn, transfers, out_dir, len(drawn) < len(everything))
+  partial = len(drawn) < len(everything)
+  commands = equivalent_commands(drawn, transfers, out_dir, partial)
   report = panels.write_figure4(_SWEEP_DIR.value, out_dir, level_sets,
                                 algorithms=drawn_algorithms(drawn))
   stems = []
@@ -410,7 +411,6 @@ def _reproduce(plans: Sequence[presets.SweepPlan], records: run_records.Records,
       print(f'wrote {path}')
     stems.append(stem)
   specs = _specs(drawn, transfers)
-  partial = len(drawn) < len(everything)
   results_md = os.path.join(out_dir, 'results.md')
   with open(results_md, 'w') as f:
     f.write(results_markdown(report, drawn, specs, out_dir, commands, stems,
