@@ -12,15 +12,13 @@ An algorithm fixes three things (EQUATIONS.md, "The seven algorithms"):
 ``entropy_cost`` is the total regularisation cost ``1/beta = c_KL + c_Ent``
 (for the A3C baselines it is the usual A3C entropy cost). With adaptive costs
 (``--adaptive_costs``) it is the initial cost tau_i = 1/beta_i of every task,
-which the learner then tunes per task (docs/agents.md, "Adaptive costs"):
-``regulariser_bound`` is the bound epsilon of constraint (C) there, and
-``ADAPTIVE_COST_RANGE`` the range tau_i is clipped to.
+which the learner then tunes per task (``adaptive_costs.py``; docs/agents.md,
+"Adaptive costs").
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from distral_tf import errors
 
@@ -122,22 +120,3 @@ def coefficients(algorithm: Algorithm, entropy_cost: float,
   return Coefficients(alpha=alpha, beta=1.0 / entropy_cost,
                       c_kl=alpha * entropy_cost,
                       c_ent=(1.0 - alpha) * entropy_cost)
-
-
-# The range of the adaptive costs tau_i = 1/beta_i (docs/agents.md, "Adaptive
-# costs"): a hundred times below the grid world's and minigrid's good fixed
-# costs (0.01, 1e-3) at the bottom, at the top a cost at which the regulariser
-# of a uniform policy, (1 - alpha) tau log A a step, is of the order of the
-# largest rewards of those level sets (1).
-ADAPTIVE_COST_RANGE = (1e-5, 1.0)
-
-
-def regulariser_bound(alpha: float, target_entropy: float, num_actions: int) -> float:
-  """``epsilon = -(1 - alpha) kappa log A``: the bound of constraint (C).
-
-  Constraint (C) of docs/agents.md, ``alpha KL(pi_i || pi_0) - (1 - alpha)
-  H(pi_i) <= epsilon`` per step, stated as an entropy: for alpha < 1 it reads
-  ``H(pi_i) - alpha/(1 - alpha) KL(pi_i || pi_0) >= kappa log A``, a fraction
-  ``kappa = target_entropy`` of the largest entropy, ``log A``.
-  """
-  return -(1.0 - alpha) * target_entropy * math.log(num_actions)

@@ -23,6 +23,7 @@ from distral_tf import errors
 from distral_tf import results
 from distral_tf import run_dir
 from distral_tf.agents import actor as actor_lib
+from distral_tf.agents import adaptive_costs
 from distral_tf.agents import algorithms
 from distral_tf.agents import checkpointing
 from distral_tf.agents import config as config_lib
@@ -124,8 +125,12 @@ def build_agent(config: config_lib.DeepConfig, setup: Setup,
       regulariser_gradient=config.regulariser_gradient,
       off_policy_correction=config.off_policy_correction,
       lr_schedule=config.lr_schedule, adaptive_costs=config.adaptive_costs,
-      cost_bound=algorithms.regulariser_bound(setup.coeffs.alpha, config.target_entropy,
+      cost_bound=adaptive_costs.regulariser_bound(setup.coeffs.alpha, config.target_entropy,
                                               level_set.num_actions),
+      uniform_bound=adaptive_costs.regulariser_bound(setup.coeffs.alpha, 1.0,
+                                                 level_set.num_actions),
+      cost_anneal_steps=int(adaptive_costs.TARGET_ANNEAL_SHARE * len(level_set.tasks)
+                            * config.env_steps_per_task) // level_set.frames_per_step,
       cost_learning_rate=config.cost_learning_rate)
   return learner_lib.Learner(network, setup.algorithm, setup.coeffs, learner_config)
 

@@ -14,6 +14,7 @@ import os
 from typing import Any, Mapping
 
 from distral_tf import errors
+from distral_tf.agents import adaptive_costs
 from distral_tf.agents import algorithms
 from distral_tf.distributed import topology
 
@@ -153,7 +154,7 @@ def _check_adaptive_costs(values: Mapping[str, Any]) -> None:
   needs a Distral algorithm whose regularised reward has an entropy term
   (alpha < 1: with alpha = 1 the bound is KL(pi_i || pi_0) <= 0, which only
   pi_i = pi_0 meets, and the costs would only grow) and an initial cost in
-  ``algorithms.ADAPTIVE_COST_RANGE``.
+  ``adaptive_costs.COST_RANGE``.
   """
   if not 0 < values['target_entropy'] < 1:
     raise errors.UsageError(
@@ -174,7 +175,7 @@ def _check_adaptive_costs(values: Mapping[str, Any]) -> None:
         f'--adaptive_costs needs an entropy term (alpha < 1); with alpha = 1 '
         f'({values["algorithm"]}) its bound KL(pi_i || pi_0) <= 0 holds only at '
         'pi_i = pi_0 and the costs would only grow: use kl_ent_* or give --alpha < 1')
-  low, high = algorithms.ADAPTIVE_COST_RANGE
+  low, high = adaptive_costs.COST_RANGE
   if not low <= values['entropy_cost'] <= high:
     raise errors.UsageError(
         f'--entropy_cost (the initial cost with --adaptive_costs) must be in '

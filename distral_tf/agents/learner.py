@@ -21,10 +21,13 @@ degenerates into plain gradient descent with a tiny rate.
 
 Adaptive costs (``LearnerConfig.adaptive_costs``; docs/agents.md, "Adaptive
 costs"): each task i has its own cost ``tau_i = 1/beta_i`` (``entropy_costs``,
-a variable checkpointed with the learner), which its loss takes (eqs. 9'-10')
-and which the dual step (D) moves after every gradient step, from the step's
-measured KL and entropy of the task: ``log tau_i <- clip(log tau_i +
-eta (alpha KL_i - (1 - alpha) H_i - epsilon))``.
+a variable checkpointed with the learner), which its loss takes with the
+regulariser measured from the uniform policy (eqs. 9''-10'), and which the dual
+step (D) moves after every gradient step, from the step's measured KL and
+entropy of the task: ``log tau_i <- clip(log tau_i + eta_(+/-) (alpha KL_i -
+(1 - alpha) H_i - epsilon_k))``, the bound epsilon_k annealed from the uniform
+policy's to the target's over the first ``cost_anneal_steps`` (eq. A), costs
+rising at ``COST_RISE_RATIO`` of the rate at which they fall.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from distral_tf.agents import adaptive_costs
 from distral_tf.agents import algorithms
 from distral_tf.agents import config as config_lib
 from distral_tf.agents import losses
@@ -98,20 +102,6 @@ def check_finite_weights(variables: Sequence[tf.Variable]) -> None:
                    'from the last checkpoint')
 
 
-def dual_step(costs: tf.Tensor, regularisers: tf.Tensor, bound: float,
-              rate: float) -> tf.Tensor:
-  """The dual step (D) of docs/agents.md on the costs ``tau_i = 1/beta_i``.
-
-  ``log tau_i <- log tau_i + rate * (C_i - bound)``, clipped to
-  ``algorithms.ADAPTIVE_COST_RANGE``, where ``C_i = regularisers[i]`` is the
-  measured per-step regulariser ``alpha KL(pi_i || pi_0) - (1 - alpha) H(pi_i)``
-  of task i and ``bound`` is epsilon of constraint (C). No gradient.
-  """
-  low, high = algorithms.ADAPTIVE_COST_RANGE
-  log_costs = tf.math.log(costs) + rate * (tf.stop_gradient(regularisers) - bound)
-  return tf.exp(tf.clip_by_value(log_costs, math.log(low), math.log(high)))
-
-
 def split_metrics(metrics: dict[str, float]) -> tuple[dict[str, float],
                                                       dict[int, dict[str, float]]]:
   """``train_step``'s metrics as (global ones, per task: ``{metric: value}``)."""
@@ -143,11 +133,17 @@ class LearnerConfig:
   # 'linear' (annealed to 0) or 'constant'.
   lr_schedule: str = config_lib.DEFAULTS.lr_schedule
   # Adaptive costs (docs/agents.md, "Adaptive costs"): a cost tau_i per task,
-  # starting at the fixed one and moved by the dual step (D) on the bound
-  # epsilon of constraint (C) (``algorithms.regulariser_bound`` of
-  # --target_entropy) at the rate eta (--cost_learning_rate).
+  # starting at the fixed one, the regulariser measured from the uniform
+  # policy (eq. 9'': ``uniform_bound = -(1 - alpha) log A``,
+  # ``adaptive_costs.regulariser_bound`` at kappa 1), moved by the dual step
+  # (D) at the rate eta (--cost_learning_rate; rising at COST_RISE_RATIO of it)
+  # on the bound epsilon of constraint (C) (``cost_bound``, of
+  # --target_entropy), reached from ``uniform_bound`` by a linear anneal over
+  # the first ``cost_anneal_steps`` agent steps (eq. A).
   adaptive_costs: bool = config_lib.DEFAULTS.adaptive_costs
   cost_bound: float | None = None
+  uniform_bound: float | None = None
+  cost_anneal_steps: int = 0
   cost_learning_rate: float = config_lib.DEFAULTS.cost_learning_rate
 
 
@@ -202,12 +198,13 @@ class Learner:
     if algorithm.entropy_bonus:
       raise ValueError(f'adaptive costs need the regularised reward of a Distral '
                        f'algorithm, not {algorithm.name}')
-    if config.cost_bound is None:
-      raise ValueError('adaptive costs need cost_bound (algorithms.regulariser_bound)')
-    low, high = algorithms.ADAPTIVE_COST_RANGE
+    if config.cost_bound is None or config.uniform_bound is None:
+      raise ValueError('adaptive costs need cost_bound and uniform_bound '
+                       '(adaptive_costs.regulariser_bound)')
+    low, high = adaptive_costs.COST_RANGE
     if not low <= 1.0 / coeffs.beta <= high:
       raise ValueError(f'the initial cost {1.0 / coeffs.beta} is outside '
-                       f'{algorithms.ADAPTIVE_COST_RANGE}')
+                       f'{adaptive_costs.COST_RANGE}')
 
   def freeze(self, variables: Sequence[tf.Variable]) -> None:
     """Excludes ``variables`` from every later update (e.g. a fixed prior pi_0)."""
@@ -253,10 +250,11 @@ class Learner:
                                            batch.initial_state)
     # Each task's columns weigh 1/(their number): the sum of the tasks' losses.
     weights = tf.concat([tf.fill([n], 1.0 / n) for n in task_sizes if n], axis=0)
-    costs = column_costs = None
+    costs = column_costs = offset = None
     if self.entropy_costs is not None:
       costs = tf.identity(self.entropy_costs)  # Read once: the costs of this step.
       column_costs = tf.repeat(costs, list(task_sizes))
+      offset = self._config.uniform_bound  # Eq. (9''): from the uniform policy.
     total, _, columns = losses.distral_loss(
         output, batch.actions, batch.rewards, batch.discounts, self._coeffs,
         self._algorithm, gamma=self._config.discount,
@@ -266,16 +264,17 @@ class Learner:
         episode_ends=batch.first[1:], final_values=batch.final_values,
         behaviour_logits=batch.behaviour_logits,
         off_policy_correction=self._config.off_policy_correction,
-        column_weights=weights, column_costs=column_costs, return_columns=True)
-    metrics, offset = {'total': total}, 0
+        column_weights=weights, column_costs=column_costs,
+        regulariser_offset=offset, return_columns=True)
+    metrics, start = {'total': total}, 0
     for task, n in enumerate(task_sizes):
       if n:
         for key, value in columns.items():
-          mean = tf.reduce_mean(value[offset:offset + n])
+          mean = tf.reduce_mean(value[start:start + n])
           metrics[f'{key}/{task}'] = tf.sqrt(mean) if key == 'value_error' else mean
         if costs is not None:
           metrics[f'entropy_cost/{task}'] = costs[task]
-        offset += n
+        start += n
     return total, metrics
 
   def update(self, task_sizes: tuple[int, ...], batch: Unroll) -> dict[str, tf.Tensor]:
@@ -310,7 +309,8 @@ class Learner:
     """The second half of ``update``: RMSProp step, step counter, annealing.
 
     With adaptive costs, also the dual step (D) on the costs of the tasks
-    ``metrics`` has (``adapt_costs``).
+    ``metrics`` has (``adapt_costs``), and ``metrics['cost_bound']``, the
+    bound epsilon_k it took (eq. A).
     """
     metrics['learning_rate'] = tf.identity(self.learning_rate)
     self.optimizer.apply_gradients(zip(grads, variables))
@@ -329,8 +329,9 @@ class Learner:
 
     For every task t with ``'kl/<t>'`` and ``'entropy/<t>'`` in ``metrics``
     (per-step averages over the task's unroll), ``C_t = alpha kl - (1 -
-    alpha) entropy`` and ``tau_t <- dual_step(tau_t, C_t)``; the other
-    tasks' costs stay.
+    alpha) entropy`` and ``tau_t <- dual_step(tau_t, C_t)`` on the bound of
+    the moment (``cost_bound``), a rise at ``COST_RISE_RATIO`` of the rate;
+    the other tasks' costs stay. Adds ``metrics['cost_bound']``.
     """
     alpha = self._coeffs.alpha
     present, regularisers = [], []
@@ -342,9 +343,19 @@ class Learner:
     if not any(present):
       return
     costs = tf.identity(self.entropy_costs)
-    stepped = dual_step(costs, tf.stack(regularisers), self._config.cost_bound,
-                        self._config.cost_learning_rate)
+    bound = self.cost_bound()
+    rate = self._config.cost_learning_rate
+    stepped = adaptive_costs.dual_step(
+        costs, tf.stack(regularisers), bound, rate,
+        rise_rate=adaptive_costs.COST_RISE_RATIO * rate)
     self.entropy_costs.assign(tf.where(tf.constant(present), stepped, costs))
+    metrics['cost_bound'] = bound
+
+  def cost_bound(self) -> tf.Tensor:
+    """The bound epsilon_k of (C) at the steps done so far (eq. A)."""
+    return adaptive_costs.annealed_bound(
+        self.steps_done, self._config.uniform_bound, self._config.cost_bound,
+        self._config.cost_anneal_steps)
 
   def cost_summary(self, task_names: Sequence[str]) -> dict[str, Any]:
     """For ``summary.json``: the costs tau_i per task name, at the end (adaptive

@@ -35,7 +35,10 @@ averaged over the batch (or weighted per column: ``column_weights``).
   column b carries the cost ``tau_b = 1/beta_i`` of its task i, and the
   regularised reward, the expected regulariser and the distillation term take
   it in place of the fixed ``1/beta`` (eqs. 9'-10' there), with alpha fixed:
-  ``c_KL = alpha tau_b``, ``c_Ent = (1 - alpha) tau_b``. Without them the
+  ``c_KL = alpha tau_b``, ``c_Ent = (1 - alpha) tau_b``; with
+  ``regulariser_offset`` b the regulariser is measured from b,
+  ``R + tau_b (alpha log pi_0 - log pi_i + b)`` (eq. 9''; the learner passes
+  ``b = -(1 - alpha) log A``, the uniform policy's). Without them the
   computation is the fixed-cost one, unchanged.
 """
 
@@ -56,12 +59,14 @@ tfd = tfp.distributions
 def regularised_rewards(rewards: tf.Tensor, log_pi0_a: tf.Tensor,
                         log_pi_a: tf.Tensor,
                         coeffs: algorithms.Coefficients,
-                        costs: tf.Tensor | None = None) -> tf.Tensor:
+                        costs: tf.Tensor | None = None,
+                        offset: float = 0.0) -> tf.Tensor:
   """``R + (alpha/beta) log pi_0(a|s) - (1/beta) log pi_i(a|s)``, no gradient.
 
   The regularised reward R_reg_i of eq. (9). With ``costs`` (``[B]``, the
   cost ``tau = 1/beta_i`` of each column's task), that of eq. (9') of
-  docs/agents.md: ``R + alpha tau log pi_0(a|s) - tau log pi_i(a|s)``.
+  docs/agents.md: ``R + alpha tau log pi_0(a|s) - tau log pi_i(a|s)``; with
+  ``offset`` b, eq. (9''): ``R + tau (alpha log pi_0(a|s) - log pi_i(a|s) + b)``.
   """
   if costs is None:
     reg = (rewards + (coeffs.alpha / coeffs.beta) * log_pi0_a
@@ -69,6 +74,8 @@ def regularised_rewards(rewards: tf.Tensor, log_pi0_a: tf.Tensor,
   else:
     costs = tf.cast(costs, rewards.dtype)
     reg = rewards + coeffs.alpha * costs * log_pi0_a - costs * log_pi_a
+  if offset:
+    reg += (1.0 / coeffs.beta if costs is None else costs) * offset
   return tf.stop_gradient(reg)
 
 
@@ -91,6 +98,7 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
                  rho_bar: float = 1.0, c_bar: float = 1.0,
                  column_weights: tf.Tensor | None = None,
                  column_costs: tf.Tensor | None = None,
+                 regulariser_offset: float | None = None,
                  return_columns: bool = False):
   """The loss whose gradient is eqs. (9)-(10), or (9')-(10') (module docstring).
 
@@ -126,6 +134,9 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
       ``1/coeffs.beta`` in every regularisation term (alpha stays
       ``coeffs.alpha``); default None: the fixed costs of ``coeffs``. Not for
       the A3C family, whose entropy bonus is outside the rewards.
+    regulariser_offset: b of eq. (9'') of docs/agents.md: every step's
+      regulariser, sampled or expected, gains ``tau b`` (``1/beta`` b with
+      fixed costs); default None: none (b = 0). Not for the A3C family.
     return_columns: also return the per-column values of the metrics (loss
       terms summed over time, statistics averaged; ``value_error`` squared).
 
@@ -143,9 +154,11 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
   if off_policy_correction not in OFF_POLICY_CORRECTIONS:
     raise ValueError(f'off_policy_correction must be one of {OFF_POLICY_CORRECTIONS}, '
                      f'got {off_policy_correction!r}')
-  if column_costs is not None and algorithm.entropy_bonus:
-    raise ValueError(f'column_costs applies to the Distral algorithms, not '
-                     f'{algorithm.name} (an entropy bonus outside the rewards)')
+  if (column_costs is not None or regulariser_offset is not None) and algorithm.entropy_bonus:
+    raise ValueError(f'column_costs and regulariser_offset apply to the Distral '
+                     f'algorithms, not {algorithm.name} (an entropy bonus outside the '
+                     f'rewards)')
+  offset = 0.0 if regulariser_offset is None else float(regulariser_offset)
   num_steps = actions.shape[0]
   dtype = output.logits.dtype
   if column_costs is not None:
@@ -183,7 +196,7 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
   else:
     log_pi0_a = pi_0.log_prob(actions) if output.pi0_logits is not None else zeros
     step_rewards = regularised_rewards(rewards, log_pi0_a, log_pi_a, coeffs,
-                                       column_costs)
+                                       column_costs, offset)
     entropy_term = zeros
 
   if episode_ends is None:
@@ -205,14 +218,16 @@ def distral_loss(output: networks.NetOutput, actions: tf.Tensor,
                           rho_bar=rho_bar, c_bar=c_bar)
   advantages = targets.pg_advantages
   if not algorithm.entropy_bonus and regulariser_gradient == 'expected':
-    # reg(a) = (alpha/beta) log pi_0(a|s_t) - (1/beta) log pi_i(a|s_t), for all a
-    # (1/beta: tau of the column's task with adaptive costs).
+    # reg(a) = (alpha/beta) log pi_0(a|s_t) - (1/beta) log pi_i(a|s_t) (+ b/beta),
+    # for all a (1/beta: tau of the column's task with adaptive costs).
     if column_costs is None:
       cost, kl_cost = 1.0 / coeffs.beta, coeffs.alpha / coeffs.beta
     else:
       cost = column_costs[:, tf.newaxis]
       kl_cost = coeffs.alpha * cost
     reg = -cost * log_pi
+    if offset:
+      reg += cost * offset
     if output.pi0_logits is not None:
       reg += kl_cost * log_pi0
     reg = tf.stop_gradient(reg)
