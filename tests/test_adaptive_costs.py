@@ -399,8 +399,10 @@ def test_bad_adaptive_cost_flags_exit_2_with_one_line(tmp_path, args, expected):
 
 
 def test_real_run_lowers_a_high_initial_cost(tmp_path):
-  """At 0.05 the fresh policies are near uniform, far above the entropy bound:
-  the dual step lowers every task's cost (TensorBoard and summary.json)."""
+  """At 0.05 the policies stay near uniform over so short a run: once the
+  annealed bound has come down past them the dual step lowers every task's cost
+  (TensorBoard and summary.json); the bound logged goes from the uniform
+  policy's toward the target's."""
   proc = _launch(tmp_path, '--level_set=two_rooms', '--algorithm=kl_ent_2col',
                  '--adaptive_costs', '--entropy_cost=0.05', '--num_tasks=2',
                  '--workers_per_task=4', '--env_steps_per_task=2000',
@@ -414,10 +416,19 @@ def test_real_run_lowers_a_high_initial_cost(tmp_path):
   for path in glob.glob(str(tmp_path / 'run' / 'tensorboard' / '*')):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        if value.tag.startswith('entropy_cost/'):
+        if value.tag.startswith(('entropy_cost/', 'cost_bound/')):
           logged.setdefault(value.tag, []).append(
               (event.step, float(tf.make_ndarray(value.tensor))))
+  bounds = {tag: v for tag, v in logged.items() if tag.startswith('cost_bound/')}
+  logged = {tag: v for tag, v in logged.items() if tag.startswith('entropy_cost/')}
   assert set(logged) == {f'entropy_cost/{task}' for task in costs}
+  assert set(bounds) == {f'cost_bound/{task}' for task in costs}
+  uniform = adaptive_costs.regulariser_bound(0.5, 1.0, 5)
+  target = adaptive_costs.regulariser_bound(0.5, 0.25, 5)
+  for series in bounds.values():
+    values = [v for _, v in sorted(series)]
+    assert all(uniform - 1e-6 <= v <= target + 1e-6 for v in values), values
+    assert values == sorted(values)  # Rising from the uniform policy's toward kappa's.
   for series in logged.values():
     values = [v for _, v in sorted(series)]
     # The first summary may come before the first dual step (0.05 as a

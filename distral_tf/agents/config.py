@@ -81,7 +81,8 @@ class DeepConfig:
   cluster: str = ''
   # Adaptive costs (docs/agents.md, "Adaptive costs"): a cost tau_i = 1/beta_i per
   # task, starting at --entropy_cost, moved after every gradient step by the dual
-  # step of the constraint H(pi_i) - alpha/(1-alpha) KL(pi_i||pi_0) >= kappa log A.
+  # step of the constraint H(pi_i) - alpha/(1-alpha) KL(pi_i||pi_0) >= kappa_k log A,
+  # kappa_k annealed from 1 to kappa over the first half of the budget.
   adaptive_costs: bool = False
   target_entropy: float = 0.25     # kappa, a fraction of the largest entropy log A
   cost_learning_rate: float = 0.1  # eta of the dual step on log tau_i, per gradient step
@@ -241,10 +242,12 @@ flags.DEFINE_boolean('adaptive_costs', DEFAULTS.adaptive_costs,
 flags.DEFINE_float('target_entropy', DEFAULTS.target_entropy,
                    'With --adaptive_costs: the bound, as a fraction in (0, 1) of the '
                    'largest entropy log(number of actions), that the entropy of each '
-                   'task policy less alpha/(1-alpha) times its KL to pi_0 is held to.')
+                   'task policy less alpha/(1-alpha) times its KL to pi_0 is held to '
+                   '(reached from 1 by a linear anneal over the first half of the budget).')
 flags.DEFINE_float('cost_learning_rate', DEFAULTS.cost_learning_rate,
                    'With --adaptive_costs: the step size of log(1/beta) per gradient '
-                   'step and unit of constraint violation (nats per step).')
+                   'step and unit of constraint violation (nats per step) where the cost '
+                   'falls; it rises at a tenth of it.')
 flags.DEFINE_string('cluster', '',
                     'Cluster mode: "local:ps=1,workers=2" starts a loopback cluster; '
                     '"tf_config" takes the roles from TF_CONFIG.')
