@@ -33,7 +33,6 @@ rising at ``COST_RISE_RATIO`` of the rate at which they fall.
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 from typing import Any, Callable, NamedTuple, Sequence
 
