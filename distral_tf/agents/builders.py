@@ -125,10 +125,10 @@ def build_agent(config: config_lib.DeepConfig, setup: Setup,
       regulariser_gradient=config.regulariser_gradient,
       off_policy_correction=config.off_policy_correction,
       lr_schedule=config.lr_schedule, adaptive_costs=config.adaptive_costs,
-      cost_bound=adaptive_costs.regulariser_bound(setup.coeffs.alpha, config.target_entropy,
-                                              level_set.num_actions),
-      uniform_bound=adaptive_costs.regulariser_bound(setup.coeffs.alpha, 1.0,
-                                                 level_set.num_actions),
+      cost_bound=adaptive_costs.regulariser_bound(
+          setup.coeffs.alpha, config.target_entropy, level_set.num_actions),
+      uniform_bound=adaptive_costs.regulariser_bound(
+          setup.coeffs.alpha, 1.0, level_set.num_actions),
       cost_anneal_steps=int(adaptive_costs.TARGET_ANNEAL_SHARE * len(level_set.tasks)
                             * config.env_steps_per_task) // level_set.frames_per_step,
       cost_learning_rate=config.cost_learning_rate)
