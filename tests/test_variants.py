@@ -104,6 +104,37 @@ def test_a_variant_that_ran_joins_the_distral_claims_on_lines_of_its_own():
   assert len(comparisons) == len(claims.CLAIM_SPECS)
 
 
+def test_a_variant_that_ran_is_compared_with_its_own_algorithm_at_the_end():
+  # pi_i: the variant ends 0.5 higher than its algorithm (spread 0.01): agrees.
+  # pi_0: 0.3 lower: disagrees. Finals differ from the curves' AUC on purpose.
+  runs = []
+  for seed in range(3):
+    runs.append(fake_run('kl_ent_2col', seed, {'goal_r2_c10': 0.4 + 0.01 * seed},
+                         distilled={'goal_r2_c10': 0.6 + 0.01 * seed}))
+    runs.append(fake_run(ADAPTIVE, seed, {'goal_r2_c10': 0.9 + 0.01 * seed},
+                         distilled={'goal_r2_c10': 0.3 + 0.01 * seed}))
+  comparisons, _ = claims.level_set_comparisons(runs, 'two_rooms', num_replicates=200)
+  keeps = [c for c in comparisons if c.claim == claims.VARIANT_KEEPS]
+  assert [(c.panel, c.metric, c.left, c.right) for c in keeps] == [
+      ('task', claims.FINAL, ADAPTIVE, 'kl_ent_2col'),
+      ('distilled', claims.FINAL, ADAPTIVE, 'kl_ent_2col')]
+  assert [c.verdict for c in keeps] == ['agrees', 'disagrees']
+  assert keeps[0].difference == pytest.approx(0.5)
+  assert keeps[1].difference == pytest.approx(-0.3)
+  assert keeps[0].ci[0] == pytest.approx(0.5 - 0.02, abs=0.02)
+  result = analysis.analyse_level_set(runs, 'two_rooms')
+  text = claims.claims_markdown(runs, [result], num_replicates=200)
+  assert ('- *disagrees*: A variant ends at least where its algorithm does. final return '
+          'of pi_0: kl_ent_2col_adaptive 0.310 +- 0.010 vs kl_ent_2col 0.610 +- 0.010; '
+          'difference -0.300') in text
+  # Its algorithm not run: the line says so.
+  alone = [r for r in runs if r.algorithm == ADAPTIVE]
+  comparisons, _ = claims.level_set_comparisons(alone, 'two_rooms', num_replicates=50)
+  keeps = [c for c in comparisons if c.claim == claims.VARIANT_KEEPS]
+  assert [c.verdict for c in keeps] == ['not run', 'not run']
+  assert keeps[0].not_run == ('kl_ent_2col',)
+
+
 def test_the_adaptive_preset_adds_the_variant_to_the_cpu_sweeps():
   from distral_tf.experiments import reproduce  # pylint: disable=g-import-not-at-top
   cpu = {p.level_set: p for p in presets.PRESETS['cpu']}

@@ -19,7 +19,10 @@ on the runs of a sweep (``analysis.discover_runs``):
 **Variants.** A variant of a Distral algorithm (``analysis.VARIANTS``, e.g.
 ``kl_ent_2col_adaptive``) that ran on the level set is compared with the A3C
 baselines too, in claims 1 and 2, each line beside its algorithm's
-(``VARIANT_CLAIMS``); a variant not run adds no line.
+(``VARIANT_CLAIMS``), and with its own algorithm last (``VARIANT_KEEPS``: its
+final return >= the algorithm's, of pi_i and, where the algorithm has one,
+pi_0: does the option cost the algorithm anything at the end); a variant not
+run adds no line.
 
 Numbers are those of Figure 4's table: an algorithm's score is the mean over
 seeds at its best setting (highest mean AUC); a group's is the best member's.
@@ -56,6 +59,7 @@ from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
+from distral_tf.agents import algorithms
 from distral_tf.experiments import analysis
 from distral_tf.experiments import random_returns
 
@@ -92,6 +96,8 @@ CLAIM_SPECS: tuple[ClaimSpec, ...] = (
 )
 # The claims a variant of the algorithm on their left joins, on a line of its own.
 VARIANT_CLAIMS = (DISTRAL_AUC, DISTRAL_GOOD)
+# Each variant that ran against its own algorithm, at the end of training.
+VARIANT_KEEPS = 'A variant ends at least where its algorithm does'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,8 +340,19 @@ def level_set_comparisons(runs: Sequence[analysis.Run], level_set: str,
   comparisons = [
       compare_or_missing(claim, panel, metric, left, right,
                          task if panel == 'task' else distilled, ran, n)
-      for claim, panel, metric, left, right in _with_variants(CLAIM_SPECS, ran)]
+      for claim, panel, metric, left, right in
+      _with_variants(CLAIM_SPECS, ran) + _variant_specs(ran)]
   return comparisons, good_means
+
+
+def _variant_specs(ran: Collection[str]) -> list[ClaimSpec]:
+  """``VARIANT_KEEPS`` for each variant that ran: final return of pi_i (and pi_0)."""
+  specs = []
+  for v in analysis.VARIANTS:
+    if v.name in ran:
+      panels = ('task', 'distilled') if algorithms.get(v.algorithm).has_pi0 else ('task',)
+      specs += [(VARIANT_KEEPS, panel, FINAL, [v.name], [v.algorithm]) for panel in panels]
+  return specs
 
 
 def _with_variants(specs: Sequence[ClaimSpec], ran: Collection[str]) -> list[ClaimSpec]:
