@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from distral_tf.agents import adaptive_costs
 from distral_tf.agents import algorithms
+from distral_tf.agents import config as config_lib
 from distral_tf.agents import learner as learner_lib
 from distral_tf.agents import losses
 from distral_tf.agents import networks
@@ -379,6 +380,23 @@ def _launch(tmp_path, *args, timeout=120):
                         cwd=tmp_path, env=env, timeout=timeout)
 
 
+def test_the_bound_is_the_level_sets_unless_given():
+  from distral_tf import cli  # pylint: disable=g-import-not-at-top
+  fv = cli.FLAGS
+  kappa = {}
+  for level_set, extra in (('two_rooms', []), ('minigrid', []),
+                           ('two_rooms', ['--target_entropy=0.3'])):
+    fv.unparse_flags()
+    fv(['distral_tf', f'--level_set={level_set}', '--algorithm=kl_ent_2col',
+        '--adaptive_costs', *extra])
+    kappa[level_set, bool(extra)] = config_lib.from_flags(fv)[0].target_entropy
+  fv.unparse_flags()
+  assert kappa['two_rooms', False] == config_lib.LEVEL_SET_DEFAULTS['two_rooms'][
+      'target_entropy'] == 0.6
+  assert kappa['minigrid', False] == config_lib.DEFAULTS.target_entropy == 0.25
+  assert kappa['two_rooms', True] == 0.3  # The flag wins.
+
+
 @pytest.mark.parametrize('args, expected', [
     (['--algorithm=a3c_2col', '--adaptive_costs'], ['--adaptive_costs', 'a3c_2col has none']),
     (['--algorithm=kl_2col', '--adaptive_costs'], ['alpha < 1', 'kl_2col']),
@@ -424,7 +442,8 @@ def test_real_run_lowers_a_high_initial_cost(tmp_path):
   assert set(logged) == {f'entropy_cost/{task}' for task in costs}
   assert set(bounds) == {f'cost_bound/{task}' for task in costs}
   uniform = adaptive_costs.regulariser_bound(0.5, 1.0, 5)
-  target = adaptive_costs.regulariser_bound(0.5, 0.25, 5)
+  target = adaptive_costs.regulariser_bound(
+      0.5, config_lib.LEVEL_SET_DEFAULTS['two_rooms']['target_entropy'], 5)
   for series in bounds.values():
     values = [v for _, v in sorted(series)]
     assert all(uniform - 1e-6 <= v <= target + 1e-6 for v in values), values
