@@ -106,7 +106,7 @@ def test_a_variant_that_ran_joins_the_distral_claims_on_lines_of_its_own():
 
 def test_a_variant_that_ran_is_compared_with_its_own_algorithm_at_the_end():
   # pi_i: the variant ends 0.5 higher than its algorithm (spread 0.01): agrees.
-  # pi_0: 0.3 lower: disagrees. Finals differ from the curves' AUC on purpose.
+  # pi_0: 0.3 lower: disagrees.
   runs = []
   for seed in range(3):
     runs.append(fake_run('kl_ent_2col', seed, {'goal_r2_c10': 0.4 + 0.01 * seed},
