@@ -504,6 +504,30 @@ def test_the_wall_time_sentence_counts_the_invocations_of_the_level_sets_drawn(t
   assert reproduce.wall_time_sentence(str(tmp_path / 'none'), ['minigrid']) == ''
 
 
+def test_an_invocation_whose_runs_were_run_again_leaves_the_wall_time(tmp_path):
+  from distral_tf.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  records = str(tmp_path)
+  for run in ('r/two_rooms/a/seed0', 'r/two_rooms/a/seed1', 'r/two_rooms/b/seed0'):
+    os.makedirs(os.path.join(records, run))
+  # First sitting: both seeds of a; second: b (its record removed since); third:
+  # seed 0 of a again, after its record was removed and rewritten.
+  reproduce.record_invocation(records, 3600.0, 2, 2, ['two_rooms'],
+                              runs=['r/two_rooms/a/seed0', 'r/two_rooms/a/seed1'])
+  reproduce.record_invocation(records, 1800.0, 1, 2, ['two_rooms'], runs=['r/gone/seed0'])
+  reproduce.record_invocation(records, 900.0, 1, 2, ['two_rooms'],
+                              runs=['r/two_rooms/a/seed0'])
+  reproduce.record_invocation(records, 360.0, 0, 1, ['two_rooms'])  # None finished.
+  # The first still stands for a's seed 1; the second for nothing.
+  assert reproduce.wall_time_sentence(records, ['two_rooms']) == (
+      ' Its invocations recorded in `reproduce_time.json` for two_rooms ran 1.35 hours of '
+      'wall time in all (3 invocation(s), --parallel=1,2; 1 earlier invocation(s) left '
+      'out, their runs since run again).')
+  reproduce.record_invocation(records, 60.0, 1, 2, ['two_rooms'],
+                              runs=['r/two_rooms/a/seed1'])
+  assert '0.37 hours of wall time in all (3 invocation(s), --parallel=1,2; 2 earlier' in (
+      reproduce.wall_time_sentence(records, ['two_rooms']))
+
+
 def _trainer_defaults(plan):
   """(algorithm, the trainer's configuration at its defaults on the plan's level set)."""
   from distral_tf import cli  # pylint: disable=g-import-not-at-top

@@ -209,14 +209,42 @@ def measured_cost(specs: Sequence[schedule.RunSpec]) -> tuple[int, float, int]:
 
 def record_invocation(records_dir: str, seconds: float, completed: int,
                       parallel: int, level_sets: Sequence[str],
-                      preset: str = 'cpu') -> None:
-  """Appends this invocation's wall time, level sets and preset to ``records_dir/TIME_LOG``."""
+                      preset: str = 'cpu', runs: Sequence[str] = ()) -> None:
+  """Appends this invocation's wall time, level sets and preset to ``records_dir/TIME_LOG``.
+
+  ``runs``: the record directories (relative to ``records_dir``) of the runs it
+  finished, so that ``wall_time_sentence`` can leave it out once later runs
+  have replaced all of them.
+  """
   path = os.path.join(records_dir, TIME_LOG)
   log = analysis.read_json(path).get('invocations', [])
-  log.append(dict(seconds=round(seconds, 1), runs_completed=completed,
-                  parallel=parallel, level_sets=list(level_sets), preset=preset))
+  entry = dict(seconds=round(seconds, 1), runs_completed=completed,
+               parallel=parallel, level_sets=list(level_sets), preset=preset)
+  if runs:
+    entry['runs'] = sorted(runs)
+  log.append(entry)
   os.makedirs(records_dir, exist_ok=True)
   results.write_json(path, dict(invocations=log))
+
+
+def _superseded(log: Sequence[dict], records_dir: str) -> list[bool]:
+  """Per invocation: whether none of the runs it lists stands for it any more.
+
+  A listed run stands for the last invocation that lists it, while its record
+  exists (a record removed to run again, and not yet run, stands for none). An
+  invocation that lists no runs (older logs, or none finished) is never
+  superseded.
+  """
+  last = {}
+  for k, invocation in enumerate(log):
+    for run in invocation.get('runs', ()):
+      last[run] = k
+  out = []
+  for k, invocation in enumerate(log):
+    runs = invocation.get('runs', ())
+    out.append(bool(runs) and not any(
+        last[r] == k and os.path.isdir(os.path.join(records_dir, r)) for r in runs))
+  return out
 
 
 def wall_time_sentence(records_dir: str, level_sets: Sequence[str],
@@ -226,17 +254,28 @@ def wall_time_sentence(records_dir: str, level_sets: Sequence[str],
 
   An invocation logged without its level sets counts for every level set, one
   logged without its preset for ``cpu`` (the records' preset before others).
+  One whose runs were all run again later, or whose records are gone
+  (``_superseded``), is left out, and the sentence says how many were.
   """
-  log = [i for i in analysis.read_json(os.path.join(records_dir, TIME_LOG)).get(
-      'invocations', []) if set(i.get('level_sets', level_sets)) & set(level_sets)
-         and i.get('preset', 'cpu') == preset]
+  everything = analysis.read_json(os.path.join(records_dir, TIME_LOG)).get('invocations', [])
+  superseded = _superseded(everything, records_dir)
+  log, left_out = [], 0
+  for invocation, old in zip(everything, superseded):
+    if (set(invocation.get('level_sets', level_sets)) & set(level_sets)
+        and invocation.get('preset', 'cpu') == preset):
+      if old:
+        left_out += 1
+      else:
+        log.append(invocation)
   if not log:
     return ''
   hours = sum(float(i.get('seconds', 0.0)) for i in log) / 3600
   parallel = sorted({int(i.get('parallel', 1)) for i in log})
+  note = (f'; {left_out} earlier invocation(s) left out, their runs since run again'
+          if left_out else '')
   return (f' Its invocations recorded in `{TIME_LOG}` for {", ".join(level_sets)} ran '
           f'{hours:.2f} hours of wall time in all ({len(log)} invocation(s), --parallel='
-          f'{",".join(map(str, parallel))}).')
+          f'{",".join(map(str, parallel))}{note}).')
 
 
 def results_markdown(report: dict, plans: Sequence[presets.SweepPlan], specs, base_dir: str,
@@ -366,7 +405,8 @@ def _run(plans: Sequence[presets.SweepPlan],
             sum(transfer_frames(t) for t in transfers))
   print(f'{len(specs)} runs, {frames:,} environment frames in all')
   start = time.time()
-  finished_before = sum(schedule.is_finished(s.logdir) for s in specs)
+  done_before = {s.logdir for s in specs if schedule.is_finished(s.logdir)}
+  finished_before = len(done_before)
   to_run = runs_to_start(specs, _MAX_RUNS.value)
   if len(to_run) < len(specs):
     print(f'--max_runs={_MAX_RUNS.value}: running {len(to_run) - finished_before} of '
@@ -378,10 +418,12 @@ def _run(plans: Sequence[presets.SweepPlan],
         on_finished=lambda spec: run_records.record_or_warn(
             spec.logdir, records.record_dir(spec.logdir)))
   finally:  # Interrupted too: a long reproduction is run in several sittings.
+    done_now = [s.logdir for s in specs
+                if s.logdir not in done_before and schedule.is_finished(s.logdir)]
     record_invocation(
-        records.path, time.time() - start,
-        sum(schedule.is_finished(s.logdir) for s in specs) - finished_before,
-        _PARALLEL.value, [p.level_set for p in plans], _PRESET.value)
+        records.path, time.time() - start, len(done_now),
+        _PARALLEL.value, [p.level_set for p in plans], _PRESET.value,
+        runs=[os.path.relpath(records.record_dir(d), records.path) for d in done_now])
   schedule.report_failures(outcome)
   return outcome.ok
 
