@@ -521,7 +521,7 @@ def test_an_invocation_whose_runs_were_run_again_leaves_the_wall_time(tmp_path):
   assert reproduce.wall_time_sentence(records, ['two_rooms']) == (
       ' Its invocations recorded in `reproduce_time.json` for two_rooms ran 1.35 hours of '
       'wall time in all (3 invocation(s), --parallel=1,2; 1 earlier invocation(s) left '
-      'out, their runs since run again).')
+      'out, their runs run again or unrecorded).')
   reproduce.record_invocation(records, 60.0, 1, 2, ['two_rooms'],
                               runs=['r/two_rooms/a/seed1'])
   assert '0.37 hours of wall time in all (3 invocation(s), --parallel=1,2; 2 earlier' in (

@@ -271,7 +271,7 @@ def wall_time_sentence(records_dir: str, level_sets: Sequence[str],
     return ''
   hours = sum(float(i.get('seconds', 0.0)) for i in log) / 3600
   parallel = sorted({int(i.get('parallel', 1)) for i in log})
-  note = (f'; {left_out} earlier invocation(s) left out, their runs since run again'
+  note = (f'; {left_out} earlier invocation(s) left out, their runs run again or unrecorded'
           if left_out else '')
   return (f' Its invocations recorded in `{TIME_LOG}` for {", ".join(level_sets)} ran '
           f'{hours:.2f} hours of wall time in all ({len(log)} invocation(s), --parallel='
