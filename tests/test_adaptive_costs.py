@@ -384,17 +384,21 @@ def test_the_bound_is_the_level_sets_unless_given():
   from distral_tf import cli  # pylint: disable=g-import-not-at-top
   fv = cli.FLAGS
   kappa = {}
-  for level_set, extra in (('two_rooms', []), ('minigrid', []),
-                           ('two_rooms', ['--target_entropy=0.3'])):
+  for level_set, extra in (('two_rooms', ['--adaptive_costs']),
+                           ('minigrid', ['--adaptive_costs']),
+                           ('two_rooms', ['--adaptive_costs', '--target_entropy=0.3']),
+                           ('two_rooms', [])):
     fv.unparse_flags()
-    fv(['distral_tf', f'--level_set={level_set}', '--algorithm=kl_ent_2col',
-        '--adaptive_costs', *extra])
-    kappa[level_set, bool(extra)] = config_lib.from_flags(fv)[0].target_entropy
+    fv(['distral_tf', f'--level_set={level_set}', '--algorithm=kl_ent_2col', *extra])
+    kappa[(level_set, *extra)] = config_lib.from_flags(fv)[0].target_entropy
   fv.unparse_flags()
-  assert kappa['two_rooms', False] == config_lib.LEVEL_SET_DEFAULTS['two_rooms'][
-      'target_entropy'] == 0.6
-  assert kappa['minigrid', False] == config_lib.DEFAULTS.target_entropy == 0.25
-  assert kappa['two_rooms', True] == 0.3  # The flag wins.
+  assert kappa['two_rooms', '--adaptive_costs'] == config_lib.ADAPTIVE_COSTS_DEFAULTS[
+      'two_rooms']['target_entropy'] == 0.6
+  assert kappa['minigrid', '--adaptive_costs'] == config_lib.DEFAULTS.target_entropy == 0.25
+  assert kappa['two_rooms', '--adaptive_costs', '--target_entropy=0.3'] == 0.3  # The flag wins.
+  # Without the option the bound means nothing and keeps the common value, so a
+  # fixed-cost run's config is that of runs made before the level set had one.
+  assert kappa[('two_rooms',)] == 0.25
 
 
 @pytest.mark.parametrize('args, expected', [
@@ -443,7 +447,7 @@ def test_real_run_lowers_a_high_initial_cost(tmp_path):
   assert set(bounds) == {f'cost_bound/{task}' for task in costs}
   uniform = adaptive_costs.regulariser_bound(0.5, 1.0, 5)
   target = adaptive_costs.regulariser_bound(
-      0.5, config_lib.LEVEL_SET_DEFAULTS['two_rooms']['target_entropy'], 5)
+      0.5, config_lib.ADAPTIVE_COSTS_DEFAULTS['two_rooms']['target_entropy'], 5)
   for series in bounds.values():
     values = [v for _, v in sorted(series)]
     assert all(uniform - 1e-6 <= v <= target + 1e-6 for v in values), values
