@@ -8,6 +8,7 @@ whole. Tickets are claimed, released and taken per shape. Environments of a
 cluster are split over its hosts without overlap.
 """
 
+import socket
 import threading
 
 import numpy as np
@@ -188,14 +189,25 @@ def test_budget_stops_the_hosts_once_its_unrolls_are_taken(service):
   assert client.report(1, 2, 2, (2, 2), none, spec) == (False, True)
 
 
-def test_a_silent_host_with_unrolls_is_dropped(service, monkeypatch):
+def test_a_silent_host_with_unrolls_is_dropped_once_its_server_is_gone(service,
+                                                                       monkeypatch):
   svc, client, _, source, progress, _, tickets = service
   spec, none = _spec(source, 2), np.zeros([0, 3], np.float32)
   assert client.report(1, 3, 1, (2, 0), none, spec) == (True, False)
   assert tickets.silent_hosts() == []
   monkeypatch.setattr(tickets_lib, "SILENT_HOST_SECS", 0.0)
   assert tickets.silent_hosts(0.0) == [1]
-  svc.drop_silent_hosts()
+  # Host 1's server is a real socket: listening, then closed.
+  listener = socket.socket()
+  listener.bind(('127.0.0.1', 0))
+  listener.listen()
+  address = '127.0.0.1:%d' % listener.getsockname()[1]
+  monkeypatch.setattr(svc, '_host_alive', lambda host: topology.is_reachable(address))
+  svc.drop_silent_hosts()  # Silent but answering: only slow, its unrolls kept.
+  assert tickets.pending() == 1 and progress.frames.tolist() == [2 * T, 0]
+  assert svc.stats()['lost_unrolls'] == 0
+  listener.close()
+  svc.drop_silent_hosts()  # Gone: its unrolls are lost, their frames acted again.
   assert tickets.pending() == 0 and progress.frames.tolist() == [0, 0]
   assert svc.stats()['lost_unrolls'] == 1
 

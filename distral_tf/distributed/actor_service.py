@@ -28,7 +28,7 @@ import concurrent.futures
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 from absl import logging
@@ -58,8 +58,12 @@ class ActorService:
   def __init__(self, address: str, config: config_lib.DeepConfig, frames_per_step: int,
                mirror: remote.PolicyMirror, progress: actor_lib.Progress,
                recorder: actor_lib.EpisodeRecorder, num_hosts: int,
-               tickets: tickets_lib.Tickets):
+               tickets: tickets_lib.Tickets,
+               host_alive: Callable[[int], bool] = lambda host: False):
+    """``host_alive(host)``: whether that host's server still answers (a silent
+    host that does is only slow, and keeps its unrolls)."""
     self.address = address
+    self._host_alive = host_alive
     self._frames_per_step = frames_per_step
     self._unroll_frames = config.unroll_length * frames_per_step
     self.tickets = tickets
@@ -184,9 +188,12 @@ class ActorService:
     """Returns once every task has its frames and every counted unroll was
     taken by a step, or ``stop`` is set.
 
-    Meanwhile drops the unrolls of hosts gone silent (``Tickets.silent_hosts``):
-    a worker that died for good, which nobody restarts, holds them where no
-    step can reach; their frames are acted again by the others.
+    Meanwhile drops the unrolls of hosts gone silent (``Tickets.silent_hosts``)
+    whose server no longer answers (``host_alive``): a worker that died for
+    good, which nobody restarts, holds them where no step can reach; their
+    frames are acted again by the others. A silent host whose server answers
+    is only slow (a loaded machine): steps still take its unrolls, which must
+    then not be acted again as well.
     """
     try:
       while not stop.wait(0.1) and not (self._progress.all_done() and
@@ -198,11 +205,14 @@ class ActorService:
 
   def drop_silent_hosts(self) -> None:
     for host in self.tickets.silent_hosts():
+      if self._host_alive(host):
+        continue
       with self._lock:
         lost = self.lost_unrolls
         self._drop_host(host)
-      logging.warning('worker %d: no report and no unroll taken for %.0f s; its %d '
-                      'unrolls are taken for lost', host, tickets_lib.SILENT_HOST_SECS,
+      logging.warning('worker %d: no report and no unroll taken for %.0f s, and its '
+                      'server does not answer; its %d unrolls are taken for lost',
+                      host, tickets_lib.SILENT_HOST_SECS,
                       self.lost_unrolls - lost)
 
   # -- reporting ----------------------------------------------------------------

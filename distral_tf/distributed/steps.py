@@ -53,6 +53,8 @@ EMPTY_RETRY_SECS = 0.005
 # coordinator waits for a worker to come back), and how often it is retried.
 WORKER_RECOVERY_SECS = 3600.0
 FETCH_RETRY_SECS = 0.5
+# How often ``StepGate.paused`` runs its ``check`` while steps are in flight.
+PAUSE_CHECK_SECS = 0.25
 
 Key = tuple[int, ...]
 
@@ -95,6 +97,56 @@ def _worker_ids(coordinator, num_workers: int):
   return tf.distribute.experimental.coordinator.PerWorkerValues(tuple(values))
 
 
+class StepGate:
+  """Counts the steps in flight and holds new ones back while ``paused``."""
+
+  def __init__(self):
+    self._cond = threading.Condition()
+    self._paused = False
+    self._in_flight = 0
+
+  @contextlib.contextmanager
+  def step(self):
+    """One step in flight inside (it first waits while paused)."""
+    with self._cond:
+      while self._paused:
+        self._cond.wait()
+      self._in_flight += 1
+    try:
+      yield
+    finally:
+      with self._cond:
+        self._in_flight -= 1
+        self._cond.notify_all()
+
+  @contextlib.contextmanager
+  def paused(self, check: Callable[[], None] = lambda: None):
+    """No step runs inside: new ones wait, those in flight are finished first.
+
+    ``check`` runs every ``PAUSE_CHECK_SECS`` while it waits and may raise
+    (the pause then ends): once a ps is gone, a step in flight can wait for
+    the coordinator's recovery of its worker for up to an hour, so the
+    caller's check of the ps ends the wait.
+    """
+    with self._cond:
+      self._paused = True
+      try:
+        while self._in_flight:
+          self._cond.wait(PAUSE_CHECK_SECS)
+          if self._in_flight:
+            check()
+      except BaseException:
+        self._paused = False
+        self._cond.notify_all()
+        raise
+    try:
+      yield
+    finally:
+      with self._cond:
+        self._paused = False
+        self._cond.notify_all()
+
+
 class StepScheduler:
   """Schedules a step on an unroll of a given shape, taken on its worker.
 
@@ -122,9 +174,7 @@ class StepScheduler:
     self._trace_lock = threading.Lock()
     self._cached_variables = [v for v in learner.network.variables
                               if hasattr(v, '_cache')]
-    self._gate = threading.Condition()
-    self._paused = False
-    self._in_flight = 0
+    self._gate = StepGate()
     self.steps_per_worker = np.zeros(num_workers, np.int64)
     self.empty_steps = 0
     self.policy_offers = 0
@@ -216,11 +266,7 @@ class StepScheduler:
     """Schedules a call of up to ``UNROLLS_PER_CALL`` steps on unrolls of shape
     ``key`` on a worker, waits, returns what each did (an ``EMPTY`` one found
     no more unrolls there)."""
-    with self._gate:
-      while self._paused:
-        self._gate.wait()
-      self._in_flight += 1
-    try:
+    with self._gate.step():
       step, names = self._step_fn(key, spec)
       remote_value = self._coordinator.schedule(step, args=(self._worker_ids,))
       results = []
@@ -240,10 +286,6 @@ class StepScheduler:
       with self._lock:
         self.calls += 1
       return results
-    finally:
-      with self._gate:
-        self._in_flight -= 1
-        self._gate.notify_all()
 
   def _fetch(self, remote_value) -> np.ndarray:
     """``remote_value.fetch()``, waiting out a worker lost while returning it.
@@ -265,19 +307,9 @@ class StepScheduler:
       self._coordinator.done()
       time.sleep(FETCH_RETRY_SECS)
 
-  @contextlib.contextmanager
-  def paused(self):
-    """No step runs inside: new ones wait, those in flight are finished first."""
-    with self._gate:
-      self._paused = True
-      while self._in_flight:
-        self._gate.wait()
-    try:
-      yield
-    finally:
-      with self._gate:
-        self._paused = False
-        self._gate.notify_all()
+  def paused(self, check: Callable[[], None] = lambda: None):
+    """``StepGate.paused``: a consistent checkpoint is taken inside."""
+    return self._gate.paused(check)
 
   def mark_restart(self, worker: int) -> None:
     """Notes that ``worker`` restarted (``steps_since_restart`` counts from here)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from distral_tf import results
 from distral_tf.agents import builders
@@ -37,12 +37,43 @@ from distral_tf.distributed import topology
 
 CLUSTER_FILE = 'cluster.json'
 JOIN_TIMEOUT_SECS = 60.0
+# How often a wait of the shutdown (or of a checkpoint) looks for a lost ps.
+CHECK_SECS = 0.25
 # Gradient steps in flight per worker: one running, one on its way.
 LEARNER_THREADS_PER_WORKER = 2
 
 
 class ClusterFailure(RuntimeError):
   """A ps task (or the connection to it) is gone; the run resumes when rerun."""
+
+
+def wait_checking(blocking: Callable[[], None], check: Callable[[], None],
+                  poll: float = CHECK_SECS) -> None:
+  """Runs ``blocking`` and returns when it does, running ``check`` every ``poll``
+  seconds meanwhile; an error of ``check`` is raised at once (``blocking`` is
+  left to its daemon thread), one of ``blocking`` when it returns.
+
+  The coordinator's waits (its ``join``) can last forever once a ps is gone:
+  its failure handling keeps waiting for the cluster to answer.
+  """
+  outcome: list[BaseException | None] = []
+
+  def run() -> None:
+    try:
+      blocking()
+      outcome.append(None)
+    except BaseException as e:  # pylint: disable=broad-except
+      outcome.append(e)
+
+  thread = threading.Thread(target=run, daemon=True, name='WaitChecking')
+  thread.start()
+  while True:
+    thread.join(poll)
+    if not thread.is_alive():
+      break
+    check()
+  if outcome[0] is not None:
+    raise outcome[0]
 
 
 class ClusterTrainer:
@@ -84,7 +115,8 @@ class ClusterTrainer:
     self.tickets = tickets_lib.Tickets(num_workers)
     self.actors = actor_service.ActorService(
         topology.actor_address(self.cluster), config, level_set.frames_per_step,
-        self.mirror, self.progress, self.recorder, num_workers, self.tickets)
+        self.mirror, self.progress, self.recorder, num_workers, self.tickets,
+        host_alive=lambda host: topology.is_reachable(self.cluster.workers[host]))
     self.mirror.on_refresh = self.actors.publish
     self.scheduler = steps_lib.StepScheduler(
         self.learner, self.strategy, self.coordinator, num_workers, num_tasks,
@@ -161,14 +193,32 @@ class ClusterTrainer:
       self.stop_event.set()
       raise ClusterFailure(self._failure_message())
 
-  def _failure_message(self, error: BaseException | None = None) -> str:
-    """What was lost and how to resume."""
+  def _check_ps(self) -> None:
+    """While a checkpoint waits for the steps in flight: a lost ps ends the run.
+
+    The coordinator retries a step whose ps is gone without end, so the wait
+    asks the launcher's supervisor or, without one (``tf_config``), each ps's
+    port.
+    """
+    self._check_servers()
+    if self.launcher is None:
+      ps = [topology.Role('ps', i) for i in range(len(self.cluster.ps))]
+      gone = [r for r in ps if not topology.is_reachable(self.cluster.address(r))]
+      if gone:
+        self.stop_event.set()
+        raise ClusterFailure(self._failure_message(lost=gone))
+
+  def _failure_message(self, error: BaseException | None = None,
+                       lost: list[topology.Role] | None = None) -> str:
+    """What was lost (``lost``, or named in ``error``) and how to resume."""
     if self.launcher is not None:  # Its supervisor names the dead server soon.
       deadline = time.time() + 4 * local_cluster.SUPERVISE_SECS
       while not self.launcher.lost_ps and time.time() < deadline:
         time.sleep(0.1)
     if self.launcher is not None and self.launcher.lost_ps:
       what = f'{topology.describe(self.cluster, self.launcher.lost_ps)} exited'
+    elif lost:
+      what = f'{topology.describe(self.cluster, lost)} stopped answering'
     else:
       text = str(error)
       named = [r for r in self.cluster.server_roles()
@@ -186,6 +236,9 @@ class ClusterTrainer:
   def shutdown(self) -> BaseException | None:
     """Stops the threads and waits for every scheduled gradient step.
 
+    Every wait looks for a lost ps (``_check_ps``, and the threads' errors) as
+    it goes, so that a lost ps ends the run within seconds.
+
     Returns:
       The first error of an actor or of a step, if any (to raise once saved).
 
@@ -193,27 +246,41 @@ class ClusterTrainer:
       ClusterFailure: a ps task was lost (nothing can be saved then).
     """
     self.stop_event.set()
+    deadline = time.monotonic() + JOIN_TIMEOUT_SECS
     for th in self.threads:
-      th.join(timeout=JOIN_TIMEOUT_SECS)
+      while th.is_alive() and time.monotonic() < deadline:
+        th.join(CHECK_SECS)
+        self._check_lost()
+    self._check_lost()
     failures = [w.error for w in self.workers if w.error is not None]
     try:
-      self.scheduler.join()
+      wait_checking(self.scheduler.join, self._check_ps)
+    except ClusterFailure:
+      raise
     except Exception as e:  # pylint: disable=broad-except
       failures.append(e)
-    failures = [e for e in failures if e is not None]
     lost = [e for e in failures if remote.is_cluster_failure(e)]
     if lost or (self.launcher is not None and self.launcher.lost_ps):
       raise ClusterFailure(self._failure_message(lost[0] if lost else None))
     return failures[0] if failures else None
 
+  def _check_lost(self) -> None:
+    """``_check_ps``, and a thread's error that says a ps is gone."""
+    self._check_ps()
+    lost = [w.error for w in self.workers
+            if w.error is not None and remote.is_cluster_failure(w.error)]
+    if lost:
+      raise ClusterFailure(self._failure_message(lost[0]))
+
   def save(self, wall_time: float) -> str:
     """A consistent checkpoint: the frames of exactly the steps applied so far.
 
     Steps are held back while it is written. Frames acted but not yet trained
-    on are not counted; a resumed run collects them again.
+    on are not counted; a resumed run collects them again. A ps lost while the
+    steps in flight are awaited raises ``ClusterFailure``.
     """
     evaluators = [w for w in self.workers if isinstance(w, evaluator_lib.Evaluator)]
-    with self.scheduler.paused():
+    with self.scheduler.paused(check=self._check_ps):
       frames = (self._frames_at_start +
                 self.scheduler.trained_steps * self.level_set.frames_per_step)
       path = self.state.save(frames, evaluators[0].next_eval if evaluators else 0,
