@@ -194,11 +194,13 @@ class ClusterTrainer:
       raise ClusterFailure(self._failure_message())
 
   def _check_ps(self) -> None:
-    """While a checkpoint waits for the steps in flight: a lost ps ends the run.
+    """Raises ``ClusterFailure`` once a ps is gone: the check of the chief's
+    waits on steps (a checkpoint's, the shutdown's).
 
-    The coordinator retries a step whose ps is gone without end, so the wait
-    asks the launcher's supervisor or, without one (``tf_config``), each ps's
-    port.
+    The coordinator may take a lost ps for a failure of the step's worker and
+    hold the step while it waits up to an hour for that worker to recover, so
+    these waits ask the launcher's supervisor or, without one (``tf_config``),
+    each ps's port.
     """
     self._check_servers()
     if self.launcher is None:
@@ -265,7 +267,8 @@ class ClusterTrainer:
     return failures[0] if failures else None
 
   def _check_lost(self) -> None:
-    """``_check_ps``, and a thread's error that says a ps is gone."""
+    """``_check_ps``, and a thread's error that says a task of the cluster is
+    gone (which ``shutdown`` raises as ``ClusterFailure`` in any case)."""
     self._check_ps()
     lost = [w.error for w in self.workers
             if w.error is not None and remote.is_cluster_failure(w.error)]
