@@ -536,7 +536,8 @@ def _trainer_defaults(plan):
   try:
     for algorithm in plan.algorithms:
       fv.unparse_flags()
-      fv(['distral_tf', f'--algorithm={algorithm}', f'--level_set={plan.level_set}'])
+      fv(['distral_tf', *analysis.ENTRIES[algorithm].launch_args,
+          f'--level_set={plan.level_set}'])
       yield algorithm, config.from_flags(fv)[0]
   finally:
     fv.unparse_flags()
@@ -545,8 +546,9 @@ def _trainer_defaults(plan):
 def test_dmlab_plan_takes_the_mazes_defaults_and_the_long_schedule():
   from distral_tf.agents import config_limits  # pylint: disable=g-import-not-at-top
   (plan,) = presets.PRESETS['dmlab_cpu']
-  assert (plan.level_set, plan.num_tasks, plan.seeds, plan.num_runs) == ('mazes', 4, 2, 10)
-  assert plan.algorithms == ('a3c', 'a3c_multitask', 'a3c_2col', 'kl_2col', 'kl_ent_2col')
+  assert (plan.level_set, plan.num_tasks, plan.seeds, plan.num_runs) == ('mazes', 4, 2, 12)
+  assert plan.algorithms == ('a3c', 'a3c_multitask', 'a3c_2col', 'kl_2col', 'kl_ent_2col',
+                             'kl_ent_2col_adaptive')
   # The 8 environments of a 2-core machine (what the level set's default gives there).
   assert plan.workers_per_task == config_limits.machine_workers_per_task(
       4, cores=2, memory_bytes=24e9)

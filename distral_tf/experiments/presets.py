@@ -140,8 +140,11 @@ PRESETS: dict[str, tuple[SweepPlan, ...]] = {
 # a3c_multitask). That is short of where A3C learned nav_maze_static_01 in the
 # learning check (2.9-3.4 million frames, after 2.5 million at the random
 # return): the 8 hours allow the panel before A3C takes off, not after.
+# Beside the paper's five, kl_ent_2col_adaptive (--adaptive_costs, beyond the
+# paper): 2 runs more, about 2 hours.
 DMLAB_BUDGET = 1_750_000
-DMLAB_ALGORITHMS = ('a3c', 'a3c_multitask', 'a3c_2col', 'kl_2col', 'kl_ent_2col')
+DMLAB_ALGORITHMS = ('a3c', 'a3c_multitask', 'a3c_2col', 'kl_2col', 'kl_ent_2col',
+                    'kl_ent_2col_adaptive')
 DMLAB_LR_ANNEAL_FRAMES = 12_000_000
 _DMLAB_PLAN = SweepPlan('mazes', (0.01,), (5e-4,), seeds=2,
                         env_steps_per_task=DMLAB_BUDGET, num_tasks=4, workers_per_task=2,

@@ -23,10 +23,10 @@ into ``<--out>/adaptive`` (``PARTS``); ``--preset=adaptive_smoke`` checks it in
 minutes.
 
 ``--preset=dmlab_cpu`` runs Figure 4's mazes panel on DeepMind Lab at CPU
-scale (``presets``: 4 tasks, 5 algorithms, 2 seeds, about 8 hours on 2 cores)
-into ``<--out>/dmlab``; ``--max_runs=N`` runs the next N unfinished runs of a
-preset and draws what there is, so that a long one is done in pieces that each
-finish and are recorded.
+scale (``presets``: 4 tasks, 5 algorithms and kl_ent_2col_adaptive, 2 seeds,
+about 10 hours on 2 cores) into ``<--out>/dmlab``; ``--max_runs=N`` runs the
+next N unfinished runs of a preset and draws what there is, so that a long one
+is done in pieces that each finish and are recorded.
 
 With ``--results_doc`` the text between the ``<!-- results:begin -->`` and
 ``<!-- results:end -->`` lines of that Markdown file is replaced by the results
@@ -69,8 +69,8 @@ TIME_LOG = 'reproduce_time.json'
 _PRESET = flags.DEFINE_enum('preset', 'cpu', list(presets.PRESETS),
                             'cpu: the reduced reproduction; adaptive: its two_rooms and '
                             'minigrid sweeps with kl_ent_2col_adaptive beside the seven; '
-                            'dmlab_cpu: Figure 4\'s mazes panel on DeepMind Lab (10 runs, '
-                            'about 8 hours: use --max_runs); smoke, adaptive_smoke, '
+                            'dmlab_cpu: Figure 4\'s mazes panel on DeepMind Lab (12 runs with '
+                            'kl_ent_2col_adaptive, about 10 hours: use --max_runs); smoke, adaptive_smoke, '
                             'dmlab_smoke: minutes, to check their pipelines.')
 _LEVEL_SETS = flags.DEFINE_list(
     'level_sets', [], 'Run only these level sets of the preset (default: all); every '
