@@ -47,9 +47,9 @@ def test_pause_waits_for_the_steps_in_flight_and_holds_new_ones():
   gate = steps.StepGate()
   release = threading.Event()
   held = _hold_step(gate, release)
-  threading.Timer(0.6, release.set).start()
-  start = time.monotonic()
   check, count = _check_lost_after(10**6)
+  start = time.monotonic()
+  threading.Timer(0.6, release.set).start()
   with gate.paused(check):
     waited = time.monotonic() - start
     held.join(5.0)
