@@ -21,8 +21,12 @@ in milliseconds of CPU per training frame by part of the trainer
 between processes, inference, learning, the actors' bookkeeping, the
 evaluator, the main thread, TensorFlow's threads, idle cores), the mean of
 the rounds, and the speed the environments and the network alone would allow
-on these cores. The last line is ``ratio: X`` = mean training / mean
-environment-only frames/s. With ``--bench_network`` it times the network
+on these cores. With environment processes, every environment-only
+measurement is followed by one of the same processes each stepped on its
+own, nobody waiting for the slowest (the lock step of the first is how an
+actor steps them); the line before the last compares training with those.
+The last line is ``ratio: X`` = mean training / mean environment-only
+frames/s (lock step). With ``--bench_network`` it times the network
 alone: one batched inference step of all environments and one learner step on
 an unroll of them (``network_ms``).
 """
@@ -30,6 +34,7 @@ an unroll of them (``network_ms``).
 from __future__ import annotations
 
 import math
+import multiprocessing.connection
 import os
 import tempfile
 import threading
@@ -45,6 +50,7 @@ from distral_tf.agents import config as config_lib
 from distral_tf.agents import cpu_use
 from distral_tf.envs import batch as batch_lib
 from distral_tf.envs import level_sets
+from distral_tf.envs import process
 
 flags.DEFINE_float('bench_seconds', 30.0, 'Seconds of each measurement.')
 flags.DEFINE_integer('bench_rounds', 2,
@@ -61,14 +67,18 @@ NEVER = 10**12  # A budget (frames per task) that no measurement reaches.
 
 def env_only_fps(level_set: level_sets.LevelSet, workers_per_task: int, seed: int,
                  seconds: float, use_processes: bool = True, niceness: int = 0,
-                 actor_threads: int = 1) -> tuple[float, dict[str, float]]:
+                 actor_threads: int = 1, independent: bool = False
+                 ) -> tuple[float, dict[str, float]]:
   """Frames/s of all environments stepped with uniform random actions.
 
   The same batches as the trainer's actor threads (``envs.batch``), stepped
-  one after another here: processes step in parallel, an in-process batch
-  (the grid world) in numpy, environments without processes one by one.
-  Also returns where the CPU went (``cpu_use.breakdown``; the stepping loop
-  is the main thread).
+  one after another here: processes step in parallel, in lock step as an
+  actor steps them (every one sent its action, then every answer awaited);
+  an in-process batch (the grid world) in numpy, environments without
+  processes one by one. ``independent`` (processes only): each environment
+  is sent its next action as soon as it answers, nobody waiting for the
+  slowest: the environments' own speed on these cores. Also returns where
+  the CPU went (``cpu_use.breakdown``; the stepping loop is the main thread).
   """
   batches = []
   try:
@@ -82,16 +92,44 @@ def env_only_fps(level_set: level_sets.LevelSet, workers_per_task: int, seed: in
     steps = 0
     before = accounting.snapshot()
     start = time.time()
-    while time.time() - start < seconds:
-      for (batch, _), n in zip(batches, sizes):
-        batch.step(rng.integers(level_set.num_actions, size=n))
-        steps += n
+    if independent:
+      envs = [env for batch, _ in batches for env in batch.envs]
+      steps = _step_independently(envs, level_set.num_actions, rng, seconds)
+    else:
+      while time.time() - start < seconds:
+        for (batch, _), n in zip(batches, sizes):
+          batch.step(rng.integers(level_set.num_actions, size=n))
+          steps += n
     elapsed = time.time() - start
     frames = steps * level_set.frames_per_step
     return frames / elapsed, cpu_use.breakdown(before, accounting.snapshot(), frames)
   finally:
     for batch, _ in batches:
       batch.close()
+
+
+def _step_independently(envs: list, num_actions: int, rng: np.random.Generator,
+                        seconds: float) -> int:
+  """Steps every environment process on its own for ``seconds``; returns the steps.
+
+  A finished episode is reset before the environment's next step; the steps
+  in flight at the end are collected outside the time. Should none answer
+  within the step timeout, the first is received: ``EnvProcess.receive``
+  restarts a hung process.
+  """
+  for env in envs:
+    env.send_step(int(rng.integers(num_actions)))
+  steps, start = 0, time.time()
+  while time.time() - start < seconds:
+    answered = multiprocessing.connection.wait(envs, timeout=process.STEP_TIMEOUT_SECS)
+    for env in answered or envs[:1]:
+      if env.receive().last():
+        env.reset()
+      env.send_step(int(rng.integers(num_actions)))
+      steps += 1
+  for env in envs:
+    env.receive()
+  return steps
 
 
 def env_cpu_line(ms_per_frame: dict[str, float]) -> str:
@@ -229,9 +267,9 @@ def main(argv):
     inference, update = np.mean(timings, axis=0)
     print(f'mean inference ms: {inference:.2f}\nmean learner ms: {update:.1f}')
     return
-  measure_envs = lambda: env_only_fps(level_set, config.workers_per_task, config.seed,
-                                      fv.bench_seconds, config.env_processes,
-                                      config.env_niceness, config.actor_threads)
+  measure_envs = lambda independent=False: env_only_fps(
+      level_set, config.workers_per_task, config.seed, fv.bench_seconds,
+      config.env_processes, config.env_niceness, config.actor_threads, independent)
   argv = [f'--level_set={config.level_set}', f'--algorithm={config.algorithm}',
           f'--seed={config.seed}', f'--workers_per_task={config.workers_per_task}',
           f'--actor_threads={config.actor_threads}',
@@ -242,14 +280,18 @@ def main(argv):
           f'--lstm_skip={str(config.lstm_skip).lower()}']
   if fv.num_tasks:
     argv.append(f'--num_tasks={fv.num_tasks}')
-  env_rates, env_cpu = [], []
+  env_rates, own_rates = [], []
 
   def measure_envs_and_report() -> None:
     fps, cpu = measure_envs()
     env_rates.append(fps)
-    env_cpu.append(cpu)
     print(f'environment-only frames/s: {fps:,.0f}  (ms of CPU per frame: '
           f'{env_cpu_line(cpu)})', flush=True)
+    if config.env_processes:
+      fps, cpu = measure_envs(independent=True)
+      own_rates.append(fps)
+      print(f'  each environment stepped on its own: {fps:,.0f}  (ms of CPU per frame: '
+            f'{env_cpu_line(cpu)})', flush=True)
 
   measure_envs_and_report()
   train_rates, breakdowns = [], []
@@ -268,6 +310,10 @@ def main(argv):
   print(f'mean environment-only frames/s: {env_fps:,.0f}  '
         f'(range {min(env_rates):,.0f}-{max(env_rates):,.0f})')
   print(f'mean training frames/s ({fv.algorithm}): {train_fps:,.0f}')
+  if own_rates:
+    own_fps = float(np.mean(own_rates))
+    print(f'mean environment-only frames/s, each environment stepped on its own: '
+          f'{own_fps:,.0f}; training / that: {train_fps / own_fps:.3f}')
   print(f'ratio: {train_fps / env_fps:.3f}')
 
 

@@ -4,16 +4,21 @@ The benchmark's figures are measurements, not test assertions; these tests check
 that one short run produces both measurements and their ratio.
 """
 
+import functools
 import os
 import re
 import subprocess
 import sys
+import time
 
+import dm_env
+from dm_env import specs
 import numpy as np
 
 from distral_tf import bench
 from distral_tf.agents import cpu_use
 from distral_tf.envs import level_sets
+from distral_tf.envs import process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,6 +91,58 @@ def test_env_only_counts_frames_of_every_environment():
   # In-thread grid-world steps take microseconds: thousands of frames a second.
   assert np.isfinite(fps) and fps > 1000
   assert cpu[cpu_use.MAIN] > 0  # The stepping loop, here the environments too.
+
+
+class _Paced(dm_env.Environment):
+  """Every step sleeps ``ms`` milliseconds; episodes of 5 steps; counts its steps."""
+
+  def __init__(self, ms: float):
+    self._ms = ms
+    self._t = 0
+    self._steps = 0
+
+  def reset(self):
+    self._t = 0
+    return dm_env.restart(np.zeros(1, np.float32))
+
+  def step(self, action):
+    time.sleep(self._ms / 1e3)
+    self._t += 1
+    self._steps += 1
+    if self._t == 5:
+      return dm_env.termination(0.0, np.zeros(1, np.float32))
+    return dm_env.transition(0.0, np.zeros(1, np.float32))
+
+  def steps(self) -> int:
+    return self._steps
+
+  def observation_spec(self):
+    return specs.Array((1,), np.float32)
+
+  def action_spec(self):
+    return specs.DiscreteArray(2)
+
+
+def _make_paced(ms: float, seed: int) -> _Paced:
+  del seed
+  return _Paced(ms)
+
+
+def test_environments_stepped_on_their_own_do_not_wait_for_the_slowest():
+  envs = [process.EnvProcess(functools.partial(_make_paced, ms), 0, name=f'paced{ms}')
+          for ms in (40, 2)]
+  try:
+    for env in envs:
+      env.reset()
+    steps = bench._step_independently(envs, 2, np.random.default_rng(0), 1.0)
+    slow, fast = (env.call('steps') for env in envs)
+  finally:
+    for env in envs:
+      env.close()
+  assert slow + fast == steps + 2  # Every step counted, the last in flight of each too.
+  # In lock step both would make the slow one's ~25 steps; alone, the fast one
+  # makes many more (its episodes reset on the way).
+  assert fast > 4 * slow, (slow, fast)
 
 
 def test_network_mode_times_inference_and_learner_steps_of_the_trainers_sizes():

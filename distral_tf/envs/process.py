@@ -298,6 +298,10 @@ class EnvProcess:
         raise EnvError(f'{self.name}: environment process died') from None
       return self._restart()
 
+  def fileno(self) -> int:
+    """Its connection's descriptor: ``multiprocessing.connection.wait`` takes it."""
+    return self._conn.fileno()
+
   def _receive_ok(self) -> dm_env.TimeStep:
     status, payload = self._recv(self.step_timeout, 'answer')
     if status == 'error':
