@@ -9,6 +9,7 @@ import time
 
 import dm_env
 import numpy as np
+import pytest
 
 from distral_tf.agents import cpu_use
 from distral_tf.envs import process
@@ -142,3 +143,31 @@ def test_accounting_attributes_each_part_and_keeps_threads_that_ended():
   assert abs(table[cpu_use.LEARNING] - 0.2) < 0.03  # ms per frame: 0.2 s / 1000.
   assert abs(table['total'] - 2 * (after['wall'] - before['wall'])) < 1e-9
   assert abs(sum(table[p] for p in cpu_use.PARTS) - table['total']) < 1e-9
+
+
+@pytest.mark.skipif(not os.path.exists(f'/proc/{os.getpid()}/schedstat'),
+                    reason='no scheduler statistics (/proc/<pid>/schedstat)')
+def test_threads_sharing_one_core_are_counted_waiting_for_it():
+  """Two busy threads on one core: each waits about half the time, outside the sum."""
+  previous = os.sched_getaffinity(0)
+  os.sched_setaffinity(0, {min(previous)})  # Threads started now inherit it.
+  try:
+    accounting = cpu_use.Accounting([], [], [], [], None, threading.get_native_id())
+    threads = [threading.Thread(target=_burn, args=(0.2,)) for _ in range(2)]
+    before = accounting.snapshot()
+    for thread in threads:
+      thread.start()
+    # Measured while they still run: a thread's counters go with it.
+    while before[cpu_use.WAITING] + 0.1 > accounting.snapshot()[cpu_use.WAITING]:
+      assert any(thread.is_alive() for thread in threads), 'neither thread waited'
+      time.sleep(0.01)
+    after = accounting.snapshot()
+    for thread in threads:
+      thread.join()
+  finally:
+    os.sched_setaffinity(0, previous)
+  table = cpu_use.breakdown(before, after, frames=1000, cores=2)
+  assert table[cpu_use.WAITING] >= 0.1  # ms per frame: >= 0.1 s / 1000 frames.
+  assert abs(sum(table[p] for p in cpu_use.PARTS) - table['total']) < 1e-9
+  assert any(line.startswith('threads waiting for a core')
+             for line in cpu_use.format_table(table))

@@ -15,6 +15,11 @@ Every part is measured, none inferred from another:
   TensorFlow's own threads, which run the kernels of inference and learning;
 * idle: the cores' time that nothing used.
 
+Beside the parts, not in their sum: how long the trainer's threads and the
+environment processes were runnable but waiting for a core (the scheduler's
+run-queue wait, ``/proc/<id>/schedstat``, Linux): with idle cores, time lost
+handing work from one thread or process to another.
+
 ``Accounting.snapshot`` reads them all; ``breakdown`` turns two snapshots
 into milliseconds of CPU per training frame. ``summary.json`` carries the
 breakdown of a run's steady window (``cpu_ms_per_frame``) and
@@ -42,6 +47,7 @@ MAIN = 'main thread: progress, summaries, checkpoints'
 TF_THREADS = "TensorFlow's threads: kernels of inference and learning"
 OTHER_THREADS = 'other threads of the trainer'
 IDLE = 'idle'
+WAITING = 'threads waiting for a core (runnable; not in the sum)'
 PARTS = (ENV_STEP, ENV_IPC, INFERENCE, OBSERVATIONS, ACTOR_OTHER, LEARNING,
          LEARNER_OTHER, EVALUATOR, MAIN, TF_THREADS, OTHER_THREADS, IDLE)
 
@@ -82,6 +88,15 @@ def _cpu_seconds(stat_path: str) -> float | None:
   except OSError:
     return None
   return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def _run_queue_seconds(schedstat_path: str) -> float:
+  """Seconds a thread waited runnable for a core (``schedstat``); 0 if unreadable."""
+  try:
+    with open(schedstat_path, encoding='ascii') as f:
+      return int(f.read().split()[1]) / 1e9
+  except (OSError, IndexError, ValueError):
+    return 0.0
 
 
 def thread_cpu_seconds() -> dict[int, float]:
@@ -143,6 +158,10 @@ class Accounting:
       parts[ENV_IPC] += total - inside
     for env in self._eval_envs:
       parts[EVALUATOR] += env.cpu_seconds()[1]
+    parts[WAITING] = sum(_run_queue_seconds(f'/proc/self/task/{tid}/schedstat')
+                         for tid in threads)
+    parts[WAITING] += sum(_run_queue_seconds(f'/proc/{env.pid}/schedstat')
+                          for env in self._envs + self._eval_envs if hasattr(env, 'pid'))
     parts['wall'] = time.monotonic()
     return dict(parts)
 
@@ -162,6 +181,8 @@ def breakdown(before: Mapping[str, float], after: Mapping[str, float], frames: i
          for part in PARTS if part != IDLE}
   out['total'] = 1e3 * cores * wall / frames
   out[IDLE] = out['total'] - sum(out[p] for p in PARTS if p != IDLE)
+  if WAITING in after and WAITING in before:  # A thread or process gone takes its own.
+    out[WAITING] = max(1e3 * (after[WAITING] - before[WAITING]) / frames, 0.0)
   return out
 
 
@@ -174,4 +195,6 @@ def format_table(ms_per_frame: Mapping[str, float]) -> list[str]:
     share = f'{100 * value / total:5.1f}%' if total else '     ?'
     lines.append(f'{part:<58} {value:>9.3f} {share:>6}')
   lines.append(f'{"all cores":<58} {total:>9.3f} {"100.0%":>6}')
+  if WAITING in ms_per_frame:
+    lines.append(f'{WAITING:<58} {ms_per_frame[WAITING]:>9.3f}')
   return lines
