@@ -146,7 +146,8 @@ def training_fps(argv: list[str], seconds: float, warmup: float) -> dict:
   ``warmup`` seconds) at which every environment has stepped.
 
   Raises:
-    errors.UsageError: no such line came before the end of the run.
+    errors.UsageError: no such line came before the end of the run, or no
+      training frame after it (the learner still starting up).
   """
   with tempfile.TemporaryDirectory() as logdir:
     # pi_0 is never evaluated: evaluations are only due at the end (share 0).
@@ -154,11 +155,17 @@ def training_fps(argv: list[str], seconds: float, warmup: float) -> dict:
         f'--logdir={logdir}', f'--env_steps_per_task={NEVER}', '--eval_share=0',
         f'--max_seconds={warmup + seconds}', f'--log_interval_secs={warmup}',
         f'--checkpoint_secs={10 * (warmup + seconds)}'])
-  if not math.isfinite(summary['steady_frames_per_second']):
+  fps = summary['steady_frames_per_second']
+  if not math.isfinite(fps):
     raise errors.UsageError(
         f'no steady window: the environments were not all stepping at a progress line '
         f'(one every --bench_warmup_seconds={warmup:g}) before the run ended at '
         f'{warmup + seconds:g} s; raise --bench_warmup_seconds or --bench_seconds')
+  if fps <= 0:
+    raise errors.UsageError(
+        f'no steady window: training made no frames between its first progress line '
+        f'with every environment stepping and the end of the run at {warmup + seconds:g} s '
+        f'(still starting up); raise --bench_warmup_seconds or --bench_seconds')
   return summary
 
 

@@ -1,6 +1,9 @@
 """Acting: actions are drawn from the policy the actors report (pi_i and pi_0)."""
 
+from typing import NamedTuple
+
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from distral_tf.agents import actor as actor_lib
@@ -50,3 +53,36 @@ def test_pi0_actions_follow_pi0():
   assert probs.max() > 0.4
   np.testing.assert_allclose(_frequencies(actions.numpy()), probs,
                              atol=4 * np.sqrt(0.25 / NUM_ENVS))
+
+
+class _State(NamedTuple):
+  h: tf.Tensor
+  c: tf.Tensor
+
+
+def test_fixed_shape_function_equals_the_function_and_reads_variables_at_each_call():
+  scale = tf.Variable(2.0)
+
+  @tf.function
+  def f(x, first, state):
+    return x * scale, _State(state.h + tf.cast(first, tf.float32), state.c - x)
+
+  fixed = actor_lib.FixedShapeFunction(f)
+  x, first = np.arange(3, dtype=np.float32), np.array([True, False, True])
+  state = _State(tf.ones([3]), tf.zeros([3]))
+  for value in (2.0, -0.5):  # The actor's calls see the learner's updates.
+    scale.assign(value)
+    got, expected = fixed(x, first, state), f(x, first, state)
+    assert isinstance(got[1], _State)
+    for a, b in zip(tf.nest.flatten(got), tf.nest.flatten(expected)):
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
+  np.testing.assert_array_equal(got[0].numpy(), [0.0, -0.5, -1.0])
+
+
+def test_fixed_shape_function_refuses_other_shapes_and_dtypes():
+  fixed = actor_lib.FixedShapeFunction(tf.function(lambda x: x + 1))
+  fixed(np.zeros(3, np.float32))
+  with pytest.raises(ValueError, match='traced for'):
+    fixed(np.zeros(4, np.float32))
+  with pytest.raises(ValueError, match='traced for'):
+    fixed(np.zeros(3, np.float64))

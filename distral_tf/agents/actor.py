@@ -145,22 +145,33 @@ class EpisodeRecorder:
 class FixedShapeFunction:
   """A ``tf.function`` called always with arguments of the first call's shapes.
 
-  The first call traces it for those shapes; later calls go to that concrete
-  function directly, skipping ``tf.function``'s matching of every call's
-  arguments against its traces (about 0.3 ms of CPU a call on 2-core machines
-  of the kind the project measures on, which an actor pays at every step).
+  The first call traces it for those shapes and dtypes; later calls go to
+  that concrete function's flat call, skipping both ``tf.function``'s lookup
+  of its traces and the concrete function's matching of the arguments
+  against its signature. An actor pays those at every step, in the Python
+  of its own thread (docs/dmlab.md, "Training speed"). Arguments of other
+  shapes or dtypes raise ``ValueError``.
   """
 
   def __init__(self, function):
     self._function = function
     self._concrete = None
+    self._signature: list[tuple[tuple[int, ...], tf.DType]] = []
 
   def __call__(self, *args):
-    args = tf.nest.map_structure(tf.convert_to_tensor, args)
+    flat = [tf.convert_to_tensor(x) for x in tf.nest.flatten(args)]
+    signature = [(tuple(x.shape), x.dtype) for x in flat]
     if self._concrete is None:
-      self._concrete = self._function.get_concrete_function(
-          *tf.nest.map_structure(lambda x: tf.TensorSpec(x.shape, x.dtype), args))
-    return self._concrete(*args)
+      self._concrete = self._function.get_concrete_function(*tf.nest.pack_sequence_as(
+          args, [tf.TensorSpec(shape, dtype) for shape, dtype in signature]))
+      self._signature = signature
+    elif signature != self._signature:
+      raise ValueError(f'arguments of shapes and dtypes {signature}, traced for '
+                       f'{self._signature}')
+    # What ``ConcreteFunction.__call__`` does once it has matched the arguments
+    # (TensorFlow 2.21): the flat inputs in the order of ``tf.nest.flatten``,
+    # then the captured variables, read at this call.
+    return self._concrete._call_flat(flat, self._concrete.captured_inputs)  # pylint: disable=protected-access
 
 
 def make_act_fn(network, task_sizes: Sequence[int]) -> FixedShapeFunction:
