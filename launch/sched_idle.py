@@ -10,8 +10,9 @@ processes, TensorFlow's threads, the trainer's other threads); without it, by
 its command name.
 
   python -m distral_tf.launch --level_set=lasertag --num_tasks=2 \\
-      --workers_per_task=2 --eval_share=0 &
-  sleep 60; python launch/sched_idle.py --seconds=8 --pid=$!
+      --workers_per_task=2 --eval_share=0 --env_steps_per_task=1000000000 \\
+      --max_seconds=90 --logdir=/tmp/sched_idle_run &
+  sleep 50; python launch/sched_idle.py --seconds=8 --pid=$!
 
 docs/dmlab.md ("The lock step, and the environments' own speed") has what it
 measured.
